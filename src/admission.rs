@@ -1,0 +1,264 @@
+//! AdmissionReview in, AdmissionReview out: parse the request, call [`mutate`], and serialize the
+//! response in the API's wire format. No I/O; the HTTP handler calls [`review_pod`].
+//!
+//! Requests are read with kube-core's admission types. The response starts from the request
+//! (`AdmissionResponse::from(&request)`, which keeps the uid), but its patch is serialized here:
+//! the API requires `response.patch` to be a base64 string, while kube-core serializes its
+//! `Vec<u8>` as an array of numbers (kube-rs issue #1781).
+
+use base64::Engine as _;
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::Serialize;
+
+use crate::mutate::{MutationConfig, mutate};
+
+/// The API version of AdmissionReview this webhook speaks.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// What the webhook did with a review, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Allowed with a patch.
+    Mutated,
+    /// Allowed unchanged.
+    Skipped,
+    /// Denied (bad annotations or a conflict); the message tells the user how to fix it.
+    Denied,
+    /// The body was not a usable AdmissionReview: HTTP 400.
+    Invalid,
+}
+
+impl Outcome {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Mutated => "mutated",
+            Outcome::Skipped => "skipped",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// Identifying fields of a review, for the log line. Never the object itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewSummary {
+    /// `request.uid`.
+    pub uid: String,
+    /// `request.namespace`.
+    pub namespace: String,
+    /// `request.name`, or the object's `generateName` followed by `*` when it has no name yet.
+    pub name: String,
+    /// `request.operation`.
+    pub operation: &'static str,
+    /// Why the request was denied or invalid.
+    pub reason: Option<String>,
+}
+
+/// The answer to one HTTP request carrying an AdmissionReview.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    /// What happened.
+    pub outcome: Outcome,
+    /// HTTP status: 200, or 400 for [`Outcome::Invalid`].
+    pub status: u16,
+    /// The response body: an AdmissionReview (JSON), or a plain-text reason for 400.
+    pub body: Vec<u8>,
+    /// For the log line.
+    pub summary: ReviewSummary,
+}
+
+/// Review a pod admission request body.
+pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
+    // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
+    // a malformed body) takes the slow path, which tells which it is.
+    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => match check_envelope(&review.types.api_version, &review.types.kind) {
+            Err(reason) => return invalid(reason, ReviewSummary::default()),
+            Ok(()) => match review.try_into() {
+                Ok(request) => request,
+                Err(_) => return invalid("request is missing".to_owned(), Default::default()),
+            },
+        },
+        Err(pod_error) => return review_other(body, &pod_error),
+    };
+
+    let mut summary = summarize(&request);
+    let response = AdmissionResponse::from(&request);
+    if request.operation != Operation::Create
+        || !is_pods(&request.resource)
+        || request.sub_resource.is_some()
+    {
+        return answer(Outcome::Skipped, response, None, summary);
+    }
+    let Some(pod) = &request.object else {
+        return invalid("request.object is missing for a CREATE".to_owned(), summary);
+    };
+    let Some(spec) = &pod.spec else {
+        return invalid("request.object.spec is missing".to_owned(), summary);
+    };
+    match mutate(&pod.metadata, spec, config) {
+        Ok(None) => answer(Outcome::Skipped, response, None, summary),
+        Ok(Some(mutation)) => {
+            let mut response = response;
+            if !mutation.warnings.is_empty() {
+                response.warnings = Some(mutation.warnings);
+            }
+            answer(Outcome::Mutated, response, Some(&mutation.patch), summary)
+        }
+        Err(error) => {
+            let message = error.to_string();
+            summary.reason = Some(message.clone());
+            let mut response = response.deny(message);
+            response.result.code = 400;
+            response.result.reason = "BadRequest".to_owned();
+            answer(Outcome::Denied, response, None, summary)
+        }
+    }
+}
+
+/// The body did not parse as a review of pods: find out why.
+fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
+    let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(review) => review,
+        Err(error) => {
+            return invalid(
+                format!("body is not an AdmissionReview {API_VERSION}: {error}"),
+                Default::default(),
+            );
+        }
+    };
+    if let Err(reason) = check_envelope(&review.types.api_version, &review.types.kind) {
+        return invalid(reason, Default::default());
+    }
+    let Ok(request): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
+        return invalid("request is missing".to_owned(), Default::default());
+    };
+    let summary = summarize(&request);
+    if is_pods(&request.resource) && request.sub_resource.is_none() {
+        // It is a pod, but not one Kubernetes would send.
+        return invalid(
+            format!("request.object is not a valid v1 Pod: {pod_error}"),
+            summary,
+        );
+    }
+    // Another resource (a misconfigured webhook rule): allow it unchanged.
+    answer(
+        Outcome::Skipped,
+        AdmissionResponse::from(&request),
+        None,
+        summary,
+    )
+}
+
+fn check_envelope(api_version: &str, kind: &str) -> Result<(), String> {
+    if kind != "AdmissionReview" {
+        return Err(format!(
+            "kind is {kind:?}, expected AdmissionReview ({API_VERSION})"
+        ));
+    }
+    if api_version != API_VERSION {
+        return Err(format!(
+            "apiVersion {api_version:?} is not supported; configure the webhook with \
+             admissionReviewVersions: [\"v1\"]"
+        ));
+    }
+    Ok(())
+}
+
+fn is_pods(resource: &kube_core::GroupVersionResource) -> bool {
+    resource.group.is_empty() && resource.version == "v1" && resource.resource == "pods"
+}
+
+fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSummary {
+    let name = if request.name.is_empty() {
+        request
+            .object
+            .as_ref()
+            .and_then(|o| o.meta().generate_name.as_deref())
+            .map(|g| format!("{g}*"))
+            .unwrap_or_default()
+    } else {
+        request.name.clone()
+    };
+    ReviewSummary {
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        name,
+        operation: match request.operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        },
+        reason: None,
+    }
+}
+
+fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
+    let body = format!("invalid AdmissionReview: {reason}\n").into_bytes();
+    summary.reason = Some(reason);
+    Reviewed {
+        outcome: Outcome::Invalid,
+        status: 400,
+        body,
+        summary,
+    }
+}
+
+/// The AdmissionReview on the wire.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    /// uid, allowed, status, warnings from kube-core's response (its `patch` is always `None`).
+    #[serde(flatten)]
+    base: &'a AdmissionResponse,
+    /// base64 of the JSON Patch, as the API requires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+}
+
+fn answer(
+    outcome: Outcome,
+    response: AdmissionResponse,
+    patch: Option<&Patch>,
+    summary: ReviewSummary,
+) -> Reviewed {
+    debug_assert!(response.patch.is_none());
+    let patch = patch.map(|p| {
+        // A Patch of operations with string pointers and JSON values always serializes.
+        let json = serde_json::to_vec(p).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    });
+    let wire = WireReview {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response: WireResponse {
+            base: &response,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+        },
+    };
+    match serde_json::to_vec(&wire) {
+        Ok(body) => Reviewed {
+            outcome,
+            status: 200,
+            body,
+            summary,
+        },
+        Err(error) => invalid(format!("could not serialize the response: {error}"), summary),
+    }
+}

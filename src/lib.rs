@@ -1,0 +1,13 @@
+//! secret-inject: AWS Secrets Manager secrets in Kubernetes pods, without Kubernetes Secrets.
+//!
+//! One binary: the mutating admission webhook (`webhook`), the offline injector (`inject`), and
+//! the agent the webhook injects. The pure core is [`mutate::mutate`]; everything else is glue.
+
+pub mod admission;
+pub mod annotations;
+pub mod contract;
+pub mod mutate;
+pub mod inject;
+pub mod metrics;
+pub mod server;
+pub mod tls;

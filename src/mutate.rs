@@ -1,0 +1,479 @@
+//! The pod mutation: a pure function from a pod (or pod template) and the configuration to a
+//! JSON Patch. No I/O. The admission webhook and the offline injector both call [`mutate`].
+//!
+//! Patches are built from typed operations with escaped JSON Pointers; annotation values only
+//! ever appear as JSON string values, never in a path, so they cannot change the structure of
+//! the patch. Arrays are appended to or inserted into, never replaced, so what other webhooks
+//! added survives.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::annotations::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
+use crate::contract::{self, FileMode};
+
+/// What the operator configures for every injection.
+#[derive(Debug, Clone)]
+pub struct MutationConfig {
+    /// Image of the injected container.
+    pub image: String,
+    /// Its `imagePullPolicy`.
+    pub image_pull_policy: String,
+    /// Its resource requests and limits.
+    pub resources: ResourceRequirements,
+    /// `sizeLimit` of the in-memory volume (it counts against the pod's memory).
+    pub volume_size_limit: Quantity,
+}
+
+impl Default for MutationConfig {
+    fn default() -> Self {
+        Self {
+            image: contract::DEFAULT_IMAGE.to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
+            resources: ResourceRequirements {
+                requests: Some(
+                    [
+                        ("cpu".to_owned(), Quantity("10m".to_owned())),
+                        ("memory".to_owned(), Quantity("16Mi".to_owned())),
+                    ]
+                    .into(),
+                ),
+                limits: Some([("memory".to_owned(), Quantity("32Mi".to_owned()))].into()),
+                ..Default::default()
+            },
+            volume_size_limit: Quantity("1Mi".to_owned()),
+        }
+    }
+}
+
+/// The result of a mutation that changes the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    /// JSON Patch rooted at the pod (`/metadata`, `/spec`).
+    pub patch: Patch,
+    /// Warnings for the user who created the pod (shown by `kubectl`).
+    pub warnings: Vec<String>,
+}
+
+/// Why a pod cannot be injected. The message names the annotation or field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutationError {
+    /// An annotation is invalid.
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    /// The pod already holds something the injection needs.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Compute the patch that injects the pod described by `metadata` and `spec`.
+///
+/// Returns `Ok(None)` when the pod does not ask for injection, or was injected already and
+/// needs nothing more.
+pub fn mutate(
+    metadata: &ObjectMeta,
+    spec: &PodSpec,
+    config: &MutationConfig,
+) -> Result<Option<Mutation>, MutationError> {
+    match InjectionSpec::from_annotations(metadata.annotations.as_ref())? {
+        Request::None => Ok(None),
+        Request::AlreadyInjected(injection) => reconcile_mounts(spec, &injection),
+        Request::Inject(injection) => inject(metadata, spec, &injection, config).map(Some),
+    }
+}
+
+fn inject(
+    metadata: &ObjectMeta,
+    spec: &PodSpec,
+    injection: &InjectionSpec,
+    config: &MutationConfig,
+) -> Result<Mutation, MutationError> {
+    let mount_path = injection.mount_path.as_str();
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == contract::VOLUME_NAME)
+    {
+        return Err(MutationError::Conflict(format!(
+            "spec.volumes: the pod already has a volume named {:?}, which secret-inject adds for \
+             the secret; rename that volume",
+            contract::VOLUME_NAME
+        )));
+    }
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    if let Some(c) = spec
+        .containers
+        .iter()
+        .chain(init_containers)
+        .find(|c| c.name == contract::CONTAINER_NAME)
+    {
+        return Err(MutationError::Conflict(format!(
+            "the pod already has a container named {:?}, which secret-inject adds; rename it",
+            c.name
+        )));
+    }
+
+    // Containers that get the volume: every app container, and the init containers that run
+    // after ours.
+    let mounted_init = match injection.position {
+        InitContainerPosition::First => init_containers.len(),
+        InitContainerPosition::Last => 0,
+    };
+    let mounted: Vec<(&str, usize, &Container)> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ("containers", i, c))
+        .chain(
+            init_containers
+                .iter()
+                .enumerate()
+                .take(mounted_init)
+                .map(|(i, c)| ("initContainers", i, c)),
+        )
+        .collect();
+    for (field, _, container) in &mounted {
+        check_mount_collision(field, container, mount_path)?;
+    }
+
+    let (security_context, file_mode) = security_for(spec, mounted.iter().map(|m| m.2));
+    let mut warnings = Vec::new();
+    if file_mode == FileMode::WorldRead {
+        warnings.push(
+            "secret-inject: the app's user is unknown, so the secret file is readable by all \
+             users in the pod (0444); set spec.securityContext.fsGroup to restrict it"
+                .to_owned(),
+        );
+    }
+
+    let mut ops = Vec::with_capacity(mounted.len() + 4);
+    // 1. Mark the pod as injected.
+    match &metadata.annotations {
+        Some(_) => ops.push(add(
+            &["metadata", "annotations", annotations::STATUS],
+            annotations::STATUS_INJECTED,
+        )),
+        None => ops.push(add(
+            &["metadata", "annotations"],
+            serde_json::json!({ annotations::STATUS: annotations::STATUS_INJECTED }),
+        )),
+    }
+    // 2. The in-memory volume.
+    let volume = Volume {
+        name: contract::VOLUME_NAME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(config.volume_size_limit.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ops.push(append(&["spec", "volumes"], spec.volumes.is_some(), volume));
+    // 3. The mounts, with the original indices (before our init container shifts them).
+    let mount = VolumeMount {
+        name: contract::VOLUME_NAME.to_owned(),
+        mount_path: mount_path.to_owned(),
+        ..Default::default()
+    };
+    for (field, index, container) in &mounted {
+        ops.push(append_mount(field, *index, container, &mount));
+    }
+    // 4. The init container.
+    let container = agent_container(spec, injection, config, security_context, file_mode);
+    ops.push(match (spec.init_containers.is_some(), injection.position) {
+        (false, _) => add(&["spec", "initContainers"], vec![container]),
+        (true, InitContainerPosition::First) => add_at(&["spec", "initContainers"], 0, container),
+        (true, InitContainerPosition::Last) => add(&["spec", "initContainers", "-"], container),
+    });
+    Ok(Mutation {
+        patch: Patch(ops),
+        warnings,
+    })
+}
+
+/// An injected pod gets our mount in containers added since (e.g. by a webhook that ran after
+/// us, on reinvocation). Everything else is left as it is.
+fn reconcile_mounts(
+    spec: &PodSpec,
+    injection: &InjectionSpec,
+) -> Result<Option<Mutation>, MutationError> {
+    let has_volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == contract::VOLUME_NAME);
+    if !has_volume {
+        // Marked injected by someone else, or our volume was removed: nothing safe to do.
+        return Ok(None);
+    }
+    let mount_path = injection.mount_path.as_str();
+    let mut ops = Vec::new();
+    let mount = VolumeMount {
+        name: contract::VOLUME_NAME.to_owned(),
+        mount_path: mount_path.to_owned(),
+        ..Default::default()
+    };
+    for (index, container) in spec.containers.iter().enumerate() {
+        let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+        if mounts.iter().any(|m| m.name == contract::VOLUME_NAME) {
+            continue;
+        }
+        check_mount_collision("containers", container, mount_path)?;
+        ops.push(append_mount("containers", index, container, &mount));
+    }
+    Ok((!ops.is_empty()).then(|| Mutation {
+        patch: Patch(ops),
+        warnings: Vec::new(),
+    }))
+}
+
+fn check_mount_collision(
+    field: &str,
+    container: &Container,
+    mount_path: &str,
+) -> Result<(), MutationError> {
+    for existing in container.volume_mounts.iter().flatten() {
+        if existing.mount_path.trim_end_matches('/') == mount_path {
+            return Err(MutationError::Conflict(format!(
+                "annotation {}: container {:?} (spec.{field}) already mounts volume {:?} at {:?}; \
+                 set {} to a free directory such as /var/run/secrets/app",
+                annotations::MOUNT_PATH,
+                container.name,
+                existing.name,
+                existing.mount_path,
+                annotations::MOUNT_PATH
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The injected container's security context and the secret's file mode (see [`FileMode`]).
+fn security_for<'a>(
+    spec: &PodSpec,
+    mounted: impl Iterator<Item = &'a Container>,
+) -> (SecurityContext, FileMode) {
+    let pod = spec.security_context.as_ref();
+    let pod_uid = pod.and_then(|p| p.run_as_user);
+    let fs_group = pod.and_then(|p| p.fs_group);
+    let mut uids = mounted.map(|c| {
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or(pod_uid)
+    });
+    // The one non-root uid every mounted container runs as, if there is one.
+    let shared_uid = uids.next().flatten().filter(|uid| *uid != 0).filter(|uid| {
+        let uid = Some(*uid);
+        uids.all(|u| u == uid)
+    });
+    let (run_as_user, run_as_group, mode) = match (fs_group, shared_uid) {
+        (Some(group), uid) => (
+            uid.unwrap_or(contract::DEFAULT_UID),
+            Some(group),
+            FileMode::GroupRead,
+        ),
+        (None, Some(uid)) => (
+            uid,
+            pod.and_then(|p| p.run_as_group),
+            FileMode::OwnerRead,
+        ),
+        (None, None) => (
+            contract::DEFAULT_UID,
+            Some(contract::DEFAULT_UID),
+            FileMode::WorldRead,
+        ),
+    };
+    let context = SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(run_as_user),
+        run_as_group,
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    };
+    (context, mode)
+}
+
+fn agent_container(
+    spec: &PodSpec,
+    injection: &InjectionSpec,
+    config: &MutationConfig,
+    security_context: SecurityContext,
+    file_mode: FileMode,
+) -> Container {
+    let mut env = vec![
+        EnvVar {
+            name: contract::ENV_SECRET_ARN.to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{}']", annotations::SECRET_ARN),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+            value: None,
+        },
+        env_value(contract::ENV_SECRET_FILENAME, injection.file_name.as_str()),
+        env_value(contract::ENV_OUTPUT_DIR, injection.mount_path.as_str()),
+        env_value(contract::ENV_FILE_MODE, file_mode.as_env()),
+    ];
+    let mut volume_mounts = vec![VolumeMount {
+        name: contract::VOLUME_NAME.to_owned(),
+        mount_path: injection.mount_path.as_str().to_owned(),
+        ..Default::default()
+    }];
+    copy_aws_identity(spec, &mut env, &mut volume_mounts);
+    Container {
+        name: contract::CONTAINER_NAME.to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some(config.image_pull_policy.clone()),
+        command: Some(vec![
+            contract::BINARY_PATH.to_owned(),
+            contract::AGENT_SUBCOMMAND.to_owned(),
+        ]),
+        env: Some(env),
+        resources: Some(config.resources.clone()),
+        security_context: Some(security_context),
+        volume_mounts: Some(volume_mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Copy the AWS identity env and token mounts from the first app container that carries each.
+fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) {
+    let containers = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+    };
+    for name in contract::AWS_IDENTITY_ENV {
+        let Some((container, var)) = containers().find_map(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == *name)
+                .map(|e| (c, e))
+        }) else {
+            continue;
+        };
+        env.push(var.clone());
+        if !contract::AWS_TOKEN_FILE_ENV.contains(name) {
+            continue;
+        }
+        let Some(token_file) = var.value.as_deref() else {
+            continue;
+        };
+        // The mount that holds the token file: the longest mountPath that contains it.
+        let holder = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| {
+                let dir = m.mount_path.trim_end_matches('/');
+                token_file
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|m| m.mount_path.len());
+        if let Some(holder) = holder {
+            if !mounts
+                .iter()
+                .any(|m| m.mount_path == holder.mount_path || m.name == holder.name)
+            {
+                mounts.push(VolumeMount {
+                    name: holder.name.clone(),
+                    mount_path: holder.mount_path.clone(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+fn env_value(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn to_value(value: impl Serialize) -> Value {
+    // Serializing k8s-openapi types and strings into a Value cannot fail: they have string keys
+    // and no non-finite floats.
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn add(tokens: &[&str], value: impl Serialize) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value: to_value(value),
+    })
+}
+
+fn add_at(tokens: &[&str], index: usize, value: impl Serialize) -> PatchOperation {
+    let mut path = PointerBuf::from_tokens(tokens.iter().copied());
+    path.push_back(index);
+    PatchOperation::Add(AddOperation {
+        path,
+        value: to_value(value),
+    })
+}
+
+/// Append to the array at `tokens`, creating it when it is absent.
+fn append(tokens: &[&str], exists: bool, item: impl Serialize) -> PatchOperation {
+    if exists {
+        let mut path = PointerBuf::from_tokens(tokens.iter().copied());
+        path.push_back("-");
+        PatchOperation::Add(AddOperation {
+            path,
+            value: to_value(item),
+        })
+    } else {
+        add(tokens, [item])
+    }
+}
+
+fn append_mount(
+    field: &str,
+    index: usize,
+    container: &Container,
+    mount: &VolumeMount,
+) -> PatchOperation {
+    let mut path = PointerBuf::from_tokens(["spec", field]);
+    path.push_back(index);
+    path.push_back("volumeMounts");
+    if container.volume_mounts.is_some() {
+        path.push_back("-");
+        PatchOperation::Add(AddOperation {
+            path,
+            value: to_value(mount),
+        })
+    } else {
+        PatchOperation::Add(AddOperation {
+            path,
+            value: to_value([mount]),
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! TLS for the webhook: certificates from PEM files, re-read when they change on disk, or a
+//! generated development certificate authority and serving certificate.
+//!
+//! Kubernetes updates a Secret volume by swapping a `..data` symlink, so watching the files
+//! themselves (inotify) misses updates. [`ReloadingResolver`] instead re-reads both files on an
+//! interval and swaps the served certificate when their bytes change and parse; handshakes in
+//! flight keep the certificate they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::crypto::ring as provider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM.
+    #[error("{path}: {problem}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The key does not belong to the certificate, or is of an unsupported type.
+    #[error("certificate {cert} and key {key}: {problem}")]
+    Mismatch {
+        /// Certificate file.
+        cert: PathBuf,
+        /// Key file.
+        key: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Generating the development certificate failed.
+    #[error("cannot generate the development certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls rejected the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Certificate and key files in PEM.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        Ok((read(&self.cert)?, read(&self.key)?))
+    }
+}
+
+/// Parse a PEM certificate chain and key into a [`CertifiedKey`], checking they belong together.
+pub fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    files: &CertFiles,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: files.cert.clone(),
+            problem: format!("not a PEM certificate chain: {e}"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: files.cert.clone(),
+            problem: "holds no CERTIFICATE block".to_owned(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
+        path: files.key.clone(),
+        problem: format!("holds no usable PRIVATE KEY block: {e}"),
+    })?;
+    let mismatch = |problem: String| TlsError::Mismatch {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        problem,
+    };
+    let signing_key =
+        provider::sign::any_supported_type(&key).map_err(|e| mismatch(e.to_string()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| mismatch(format!("the key does not match the certificate: {e}")))?;
+    Ok(certified)
+}
+
+/// Serves the current certificate; [`ReloadingResolver::reload`] swaps it.
+#[derive(Debug)]
+pub struct ReloadingResolver {
+    files: Option<CertFiles>,
+    current: RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// The files did not change.
+    Unchanged,
+    /// A new certificate is being served.
+    Reloaded,
+}
+
+impl ReloadingResolver {
+    /// Load the certificate from files.
+    pub fn from_files(files: CertFiles) -> Result<Self, TlsError> {
+        let (cert_pem, key_pem) = files.read()?;
+        let key = certified_key(&cert_pem, &key_pem, &files)?;
+        Ok(Self {
+            files: Some(files),
+            current: RwLock::new(Loaded {
+                key: Arc::new(key),
+                cert_pem,
+                key_pem,
+            }),
+        })
+    }
+
+    /// Serve a fixed certificate (the generated development certificate).
+    pub fn fixed(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let files = CertFiles {
+            cert: "<generated>".into(),
+            key: "<generated>".into(),
+        };
+        let key = certified_key(cert_pem, key_pem, &files)?;
+        Ok(Self {
+            files: None,
+            current: RwLock::new(Loaded {
+                key: Arc::new(key),
+                cert_pem: cert_pem.to_vec(),
+                key_pem: key_pem.to_vec(),
+            }),
+        })
+    }
+
+    /// The files, when the certificate comes from files.
+    pub fn files(&self) -> Option<&CertFiles> {
+        self.files.as_ref()
+    }
+
+    /// Re-read the files; swap the certificate when they changed and are valid. On error the
+    /// previous certificate stays in service.
+    pub fn reload(&self) -> Result<Reload, TlsError> {
+        let Some(files) = &self.files else {
+            return Ok(Reload::Unchanged);
+        };
+        let (cert_pem, key_pem) = files.read()?;
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.cert_pem == cert_pem && current.key_pem == key_pem {
+                return Ok(Reload::Unchanged);
+            }
+        }
+        let key = certified_key(&cert_pem, &key_pem, files)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Loaded {
+            key: Arc::new(key),
+            cert_pem,
+            key_pem,
+        };
+        Ok(Reload::Reloaded)
+    }
+
+    /// Build a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1) that serves
+    /// this resolver's certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .key
+                .clone(),
+        )
+    }
+}
+
+/// A generated development CA and a serving certificate it signed.
+pub struct DevCertificate {
+    /// The CA certificate (PEM): what clients trust, the webhook's `caBundle`.
+    pub ca_pem: String,
+    /// The serving certificate (PEM).
+    pub cert_pem: String,
+    /// The serving certificate's key (PEM).
+    pub key_pem: String,
+    /// The names it is valid for.
+    pub names: Vec<String>,
+}
+
+/// Generate a development CA and a serving certificate for `localhost`, `127.0.0.1`, `::1` and
+/// the Service's DNS names.
+pub fn generate_dev_certificate(service: &str, namespace: &str) -> Result<DevCertificate, TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "secret-inject development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        service.to_owned(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    let mut params = CertificateParams::new(names.clone())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(DevCertificate {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        names,
+    })
+}
+
+/// Re-read the certificate files every `interval` until `stop` resolves; `on_result` sees each
+/// attempt that changed something or failed.
+pub async fn watch(
+    resolver: Arc<ReloadingResolver>,
+    interval: Duration,
+    mut on_result: impl FnMut(Result<Reload, TlsError>),
+) {
+    if resolver.files().is_none() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let result = resolver.reload();
+        if !matches!(result, Ok(Reload::Unchanged)) {
+            on_result(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn generated_certificate_loads_and_reload_detects_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate_dev_certificate("svc", "ns").unwrap();
+        assert!(first.names.contains(&"svc.ns.svc".to_owned()));
+        let files = CertFiles {
+            cert: write(dir.path(), "tls.crt", &first.cert_pem),
+            key: write(dir.path(), "tls.key", &first.key_pem),
+        };
+        let resolver = ReloadingResolver::from_files(files.clone()).unwrap();
+        assert_eq!(resolver.reload().unwrap(), Reload::Unchanged);
+
+        let second = generate_dev_certificate("svc", "ns").unwrap();
+        // A new certificate with the old key is refused, and the old one stays.
+        write(dir.path(), "tls.crt", &second.cert_pem);
+        let err = resolver.reload().unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        write(dir.path(), "tls.key", &second.key_pem);
+        assert_eq!(resolver.reload().unwrap(), Reload::Reloaded);
+        assert_eq!(resolver.reload().unwrap(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn bad_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles {
+            cert: write(dir.path(), "tls.crt", "not pem"),
+            key: write(dir.path(), "tls.key", "not pem"),
+        };
+        let err = ReloadingResolver::from_files(files).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+        let missing = CertFiles {
+            cert: dir.path().join("nope.crt"),
+            key: dir.path().join("nope.key"),
+        };
+        let err = ReloadingResolver::from_files(missing).unwrap_err();
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+    }
+}
