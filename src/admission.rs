@@ -75,7 +75,8 @@ pub struct Reviewed {
 pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
     // a malformed body) takes the slow path, which tells which it is.
-    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<AdmissionReview<Pod>>(body)
+    {
         Ok(review) => match check_envelope(&review.types.api_version, &review.types.kind) {
             Err(reason) => return invalid(reason, ReviewSummary::default()),
             Ok(()) => match review.try_into() {
@@ -113,6 +114,7 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
             let message = error.to_string();
             summary.reason = Some(message.clone());
             let mut response = response.deny(message);
+            response.result.status = Some(kube_core::response::StatusSummary::Failure);
             response.result.code = 400;
             response.result.reason = "BadRequest".to_owned();
             answer(Outcome::Denied, response, None, summary)
@@ -259,6 +261,9 @@ fn answer(
             body,
             summary,
         },
-        Err(error) => invalid(format!("could not serialize the response: {error}"), summary),
+        Err(error) => invalid(
+            format!("could not serialize the response: {error}"),
+            summary,
+        ),
     }
 }

@@ -184,15 +184,11 @@ impl SecretArn {
             )
         };
         let shown = quote(value);
-        let mut parts = value.splitn(7, ':');
-        let fields: Vec<&str> = parts.by_ref().collect();
-        if fields.len() != 7 || fields[0] != "arn" {
-            return Err(bad(format!(
-                "{shown} is not a Secrets Manager secret ARN"
-            )));
+        let fields: Vec<&str> = value.splitn(7, ':').collect();
+        if fields.len() < 3 || fields[0] != "arn" {
+            return Err(bad(format!("{shown} is not an ARN")));
         }
-        let (partition, service, region, account, resource, name) =
-            (fields[1], fields[2], fields[3], fields[4], fields[5], fields[6]);
+        let (partition, service) = (fields[1], fields[2]);
         if !is_partition(partition) {
             return Err(bad(format!(
                 "{shown} has partition {}, expected aws, aws-cn, aws-us-gov or another AWS partition",
@@ -205,6 +201,13 @@ impl SecretArn {
                 quote(service)
             )));
         }
+        if fields.len() != 7 {
+            return Err(bad(format!(
+                "{shown} is not a Secrets Manager secret ARN \
+                 (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+            )));
+        }
+        let (region, account, resource, name) = (fields[3], fields[4], fields[5], fields[6]);
         if !is_region(region) {
             return Err(bad(format!(
                 "{shown} has region {}, expected a region such as us-east-1",
@@ -409,7 +412,8 @@ fn quote(value: &str) -> String {
 mod tests {
     use super::*;
 
-    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+    const ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -438,7 +442,10 @@ mod tests {
 
     #[test]
     fn arn_alone_opts_in_and_disabled_opts_out() {
-        assert!(matches!(parse(&[(SECRET_ARN, ARN)]), Ok(Request::Inject(_))));
+        assert!(matches!(
+            parse(&[(SECRET_ARN, ARN)]),
+            Ok(Request::Inject(_))
+        ));
         assert_eq!(
             parse(&[(INJECTOR_WEBHOOK, "disabled"), (SECRET_ARN, ARN)]),
             Ok(Request::None)
@@ -491,7 +498,11 @@ mod tests {
     #[test]
     fn bad_arns_are_denied_with_the_reason() {
         for (arn, expect) in [
-            ("database-password", "not a Secrets Manager secret ARN"),
+            ("database-password", "not an ARN"),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012",
+                "not a Secrets Manager secret ARN",
+            ),
             (
                 "arn:aws:ssm:us-east-1:123456789012:parameter/x",
                 "not of secretsmanager",
@@ -504,7 +515,10 @@ mod tests {
                 "arn:aws:secretsmanager:useast1:123456789012:secret:x",
                 "region",
             ),
-            ("arn:aws:secretsmanager:us-east-1:1234:secret:x", "12 digits"),
+            (
+                "arn:aws:secretsmanager:us-east-1:1234:secret:x",
+                "12 digits",
+            ),
             (
                 "arn:aws:secretsmanager:us-east-1:123456789012:key:x",
                 "resource type",
@@ -532,7 +546,10 @@ mod tests {
     #[test]
     fn mount_paths() {
         assert_eq!(MountPath::parse("/tmp/").unwrap().as_str(), "/tmp");
-        assert_eq!(MountPath::parse("/var/run/s").unwrap().as_str(), "/var/run/s");
+        assert_eq!(
+            MountPath::parse("/var/run/s").unwrap().as_str(),
+            "/var/run/s"
+        );
         for (bad, expect) in [
             ("tmp", "not an absolute path"),
             ("/", "whole filesystem"),
@@ -551,7 +568,9 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(
-            RelativeFileName::parse("db/password.json").unwrap().as_str(),
+            RelativeFileName::parse("db/password.json")
+                .unwrap()
+                .as_str(),
             "db/password.json"
         );
         for (bad, expect) in [
@@ -581,8 +600,8 @@ mod tests {
 
     #[test]
     fn position_annotation() {
-        let Request::Inject(spec) = parse(&[(SECRET_ARN, ARN), (INIT_CONTAINER_POSITION, "last")])
-            .unwrap()
+        let Request::Inject(spec) =
+            parse(&[(SECRET_ARN, ARN), (INIT_CONTAINER_POSITION, "last")]).unwrap()
         else {
             panic!()
         };

@@ -104,7 +104,11 @@ mod tests {
 
     #[test]
     fn file_mode_round_trips_through_env() {
-        for mode in [FileMode::OwnerRead, FileMode::GroupRead, FileMode::WorldRead] {
+        for mode in [
+            FileMode::OwnerRead,
+            FileMode::GroupRead,
+            FileMode::WorldRead,
+        ] {
             assert_eq!(FileMode::from_env(mode.as_env()), Some(mode));
             assert_eq!(format!("0{:o}", mode.bits()), mode.as_env());
         }

@@ -137,7 +137,10 @@ fn template_location(api_version: &str, kind: &str) -> Option<&'static [&'static
 impl Context<'_> {
     fn visit(&mut self, object: &mut Value, at: &PointerBuf) -> Result<(), InjectError> {
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
             let count = object
                 .get("items")
@@ -173,8 +176,9 @@ impl Context<'_> {
             source,
         };
         let metadata = match template.get("metadata") {
-            Some(m) => ObjectMeta::deserialize(m)
-                .map_err(|e| parse_error("/metadata", "ObjectMeta", e))?,
+            Some(m) => {
+                ObjectMeta::deserialize(m).map_err(|e| parse_error("/metadata", "ObjectMeta", e))?
+            }
             None => ObjectMeta::default(),
         };
         let spec = match template.get("spec") {

@@ -6,8 +6,8 @@
 pub mod admission;
 pub mod annotations;
 pub mod contract;
-pub mod mutate;
 pub mod inject;
 pub mod metrics;
+pub mod mutate;
 pub mod server;
 pub mod tls;

@@ -42,7 +42,12 @@ struct LogArgs {
     #[arg(long, global = true, env = "SECRET_INJECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
     /// Log level or filter directives (e.g. `info`, `secret_inject=debug`); RUST_LOG also works.
-    #[arg(long, global = true, env = "SECRET_INJECT_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "SECRET_INJECT_LOG_LEVEL",
+        default_value = "info"
+    )]
     log_level: String,
 }
 
@@ -71,10 +76,18 @@ struct MutationArgs {
     #[arg(long, env = "SECRET_INJECT_SIDECAR_CPU_LIMIT")]
     sidecar_cpu_limit: Option<String>,
     /// Memory request of the injected container.
-    #[arg(long, env = "SECRET_INJECT_SIDECAR_MEMORY_REQUEST", default_value = "16Mi")]
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SIDECAR_MEMORY_REQUEST",
+        default_value = "16Mi"
+    )]
     sidecar_memory_request: String,
     /// Memory limit of the injected container.
-    #[arg(long, env = "SECRET_INJECT_SIDECAR_MEMORY_LIMIT", default_value = "32Mi")]
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SIDECAR_MEMORY_LIMIT",
+        default_value = "32Mi"
+    )]
     sidecar_memory_limit: String,
     /// sizeLimit of the in-memory secret volume (it counts against the pod's memory).
     #[arg(long, env = "SECRET_INJECT_VOLUME_SIZE_LIMIT", default_value = "1Mi")]
@@ -93,16 +106,28 @@ struct WebhookArgs {
     #[arg(long, env = "SECRET_INJECT_BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
     /// Serving certificate chain (PEM). Without it, a development certificate is generated.
-    #[arg(long, env = "SECRET_INJECT_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    #[arg(
+        long,
+        env = "SECRET_INJECT_TLS_CERT_FILE",
+        requires = "tls_private_key_file"
+    )]
     tls_cert_file: Option<PathBuf>,
     /// Private key of the serving certificate (PEM).
-    #[arg(long, env = "SECRET_INJECT_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "SECRET_INJECT_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
     tls_private_key_file: Option<PathBuf>,
     /// How often the certificate files are checked for changes (e.g. `10s`).
     #[arg(long, env = "SECRET_INJECT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     tls_reload_interval: Duration,
     /// Service name for the development certificate's DNS names.
-    #[arg(long, env = "SECRET_INJECT_SERVICE_NAME", default_value = "secret-inject")]
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SERVICE_NAME",
+        default_value = "secret-inject"
+    )]
     service_name: String,
     /// Namespace for the development certificate's DNS names.
     #[arg(long, env = "SECRET_INJECT_NAMESPACE", default_value = "default")]
@@ -150,7 +175,11 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
-        _ => return Err(format!("{value:?}: unknown unit {unit:?}; use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "{value:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
 }
@@ -160,7 +189,10 @@ impl MutationArgs {
         for (flag, value) in [
             ("--sidecar-cpu-request", Some(&self.sidecar_cpu_request)),
             ("--sidecar-cpu-limit", self.sidecar_cpu_limit.as_ref()),
-            ("--sidecar-memory-request", Some(&self.sidecar_memory_request)),
+            (
+                "--sidecar-memory-request",
+                Some(&self.sidecar_memory_request),
+            ),
             ("--sidecar-memory-limit", Some(&self.sidecar_memory_limit)),
             ("--volume-size-limit", Some(&self.volume_size_limit)),
         ] {
@@ -209,9 +241,7 @@ fn is_quantity(value: &str) -> bool {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(value.len());
     let (number, suffix) = value.split_at(split);
-    !number.is_empty()
-        && number.parse::<f64>().is_ok()
-        && SUFFIXES.contains(&suffix)
+    !number.is_empty() && number.parse::<f64>().is_ok() && SUFFIXES.contains(&suffix)
 }
 
 fn init_logging(log: &LogArgs) -> anyhow::Result<()> {

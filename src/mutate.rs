@@ -149,8 +149,8 @@ fn inject(
     let mut warnings = Vec::new();
     if file_mode == FileMode::WorldRead {
         warnings.push(
-            "secret-inject: the app's user is unknown, so the secret file is readable by all \
-             users in the pod (0444); set spec.securityContext.fsGroup to restrict it"
+            "secret-inject: app user unknown, so the secret file is readable by all users in \
+             the pod (0444); set spec.securityContext.fsGroup to restrict it"
                 .to_owned(),
         );
     }
@@ -282,11 +282,7 @@ fn security_for<'a>(
             Some(group),
             FileMode::GroupRead,
         ),
-        (None, Some(uid)) => (
-            uid,
-            pod.and_then(|p| p.run_as_group),
-            FileMode::OwnerRead,
-        ),
+        (None, Some(uid)) => (uid, pod.and_then(|p| p.run_as_group), FileMode::OwnerRead),
         (None, None) => (
             contract::DEFAULT_UID,
             Some(contract::DEFAULT_UID),
@@ -477,3 +473,6 @@ fn append_mount(
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,7 +67,11 @@ pub struct State {
 
 impl State {
     /// New state; not ready until the servers listen.
-    pub fn new(mutation: MutationConfig, max_body_bytes: usize, body_read_timeout: Duration) -> Self {
+    pub fn new(
+        mutation: MutationConfig,
+        max_body_bytes: usize,
+        body_read_timeout: Duration,
+    ) -> Self {
         Self {
             mutation,
             metrics: Metrics::new(),
@@ -106,7 +110,10 @@ where
 {
     let started = Instant::now();
     if request.uri().path() != MUTATING_PODS_PATH {
-        return text(StatusCode::NOT_FOUND, "not found; POST AdmissionReviews to /mutating-pods\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found; POST AdmissionReviews to /mutating-pods\n",
+        );
     }
     if request.method() != Method::POST {
         let mut response = text(
@@ -119,7 +126,9 @@ where
         return response;
     }
     let too_large = || {
-        state.metrics.observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
         warn!(limit = state.max_body_bytes, "request body too large");
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,12 +149,19 @@ where
     let body = Limited::new(request.into_body(), state.max_body_bytes).collect();
     let body = match tokio::time::timeout(state.body_read_timeout, body).await {
         Err(_) => {
-            state.metrics.observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
-            return text(StatusCode::REQUEST_TIMEOUT, "timed out reading the request body\n");
+            state
+                .metrics
+                .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body\n",
+            );
         }
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
         Ok(Err(error)) => {
-            state.metrics.observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {error}\n"),
@@ -188,8 +204,15 @@ pub fn handle_admin<B>(request: &Request<B>, state: &State) -> Reply {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ok\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => reply(StatusCode::OK, metrics::CONTENT_TYPE, state.metrics.encode()),
-        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz, /metrics\n"),
+        "/metrics" => reply(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            state.metrics.encode(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz, /metrics\n",
+        ),
     }
 }
 
@@ -277,8 +300,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-            {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     debug!(%peer, %error, "TLS handshake failed");
@@ -331,7 +353,9 @@ async fn serve_admin(listener: TcpListener, state: Arc<State>) {
                 let reply = handle_admin(&request, &state);
                 async move { Ok::<_, Infallible>(reply) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -198,10 +198,11 @@ impl ReloadingResolver {
     /// Build a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1) that serves
     /// this resolver's certificate.
     pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -233,7 +234,10 @@ pub struct DevCertificate {
 
 /// Generate a development CA and a serving certificate for `localhost`, `127.0.0.1`, `::1` and
 /// the Service's DNS names.
-pub fn generate_dev_certificate(service: &str, namespace: &str) -> Result<DevCertificate, TlsError> {
+pub fn generate_dev_certificate(
+    service: &str,
+    namespace: &str,
+) -> Result<DevCertificate, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,

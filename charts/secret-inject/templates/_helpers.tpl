@@ -156,7 +156,7 @@ Helm's genCA/genSignedCert give new keys on every render, so:
 {{- if not $result }}
 {{- $ca := genCA (printf "%s-ca" (include "secret-inject.fullname" .)) $days }}
 {{- $cert := genSignedCert (index $dnsNames 2) nil $dnsNames $days $ca }}
-{{- $notAfterText := now | dateModify (printf "+%dh" (mul $days 24)) | dateInZone "2006-01-02T15:04:05Z07:00" | replace "+00:00" "Z" }}
+{{- $notAfterText := dateInZone "2006-01-02T15:04:05Z07:00" (now | dateModify (printf "+%dh" (mul $days 24))) "UTC" }}
 {{- $bundle := $ca.Cert }}
 {{- if and $previousCA (ne (trim $previousCA) (trim $ca.Cert)) }}
 {{- $bundle = printf "%s\n%s\n" (trim $ca.Cert) (trim $previousCA) }}

@@ -1,0 +1,379 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+
+fn parts(pod: &Value) -> (ObjectMeta, PodSpec) {
+    (
+        serde_json::from_value(pod["metadata"].clone()).unwrap(),
+        serde_json::from_value(pod["spec"].clone()).unwrap(),
+    )
+}
+
+fn run(pod: &Value) -> Result<Option<Mutation>, MutationError> {
+    let (metadata, spec) = parts(pod);
+    mutate(&metadata, &spec, &MutationConfig::default())
+}
+
+/// Mutate and apply the patch; returns the patched pod.
+fn apply(pod: &Value) -> Value {
+    let mutation = run(pod).unwrap().expect("a patch");
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    patched
+}
+
+fn seed_pod() -> Value {
+    json!({
+        "metadata": {
+            "generateName": "webserver-66f6bb988f-",
+            "annotations": {
+                "secrets.k8s.aws/sidecarInjectorWebhook": "enabled",
+                "secrets.k8s.aws/secret-arn": ARN,
+            }
+        },
+        "spec": {
+            "serviceAccountName": "webserver-service-account",
+            "containers": [{
+                "image": "busybox:1.28",
+                "name": "webserver",
+                "command": ["sh", "-c", "echo $(cat /tmp/secret) && sleep 3600"],
+            }]
+        }
+    })
+}
+
+fn agent(pod: &Value) -> &Value {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == contract::CONTAINER_NAME)
+        .expect("injected container")
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+#[test]
+fn seed_pod_gets_volume_mount_and_init_container() {
+    let patched = apply(&seed_pod());
+    assert_eq!(
+        patched["metadata"]["annotations"]["secrets.k8s.aws/status"],
+        "injected"
+    );
+    assert_eq!(
+        patched["spec"]["volumes"],
+        json!([{ "name": "secret-vol", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }])
+    );
+    assert_eq!(
+        patched["spec"]["containers"][0]["volumeMounts"],
+        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+    );
+    let agent = agent(&patched);
+    assert_eq!(
+        agent["command"],
+        json!(["/usr/local/bin/secret-inject", "agent"])
+    );
+    assert_eq!(
+        env(agent, "SECRET_ARN").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.annotations['secrets.k8s.aws/secret-arn']"
+    );
+    assert_eq!(env(agent, "SECRET_FILENAME").unwrap()["value"], "secret");
+    assert_eq!(
+        env(agent, "SECRET_INJECT_OUTPUT_DIR").unwrap()["value"],
+        "/tmp"
+    );
+    assert_eq!(
+        agent["volumeMounts"],
+        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+    );
+    // Pod Security Standards "restricted".
+    let sc = &agent["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert!(agent["resources"]["limits"]["memory"].is_string());
+}
+
+#[test]
+fn second_pass_gives_no_patch() {
+    let patched = apply(&seed_pod());
+    assert_eq!(run(&patched).unwrap(), None);
+}
+
+#[test]
+fn pods_without_annotations_are_left_alone() {
+    let mut pod = seed_pod();
+    pod["metadata"] = json!({ "name": "plain" });
+    assert_eq!(run(&pod).unwrap(), None);
+    pod["metadata"]["annotations"] = json!({ "secrets.k8s.aws/sidecarInjectorWebhook": "disabled", "secrets.k8s.aws/secret-arn": ARN });
+    assert_eq!(run(&pod).unwrap(), None);
+}
+
+#[test]
+fn existing_arrays_are_appended_to_never_replaced() {
+    let mut pod = seed_pod();
+    pod["spec"]["volumes"] =
+        json!([{ "name": "kube-api-access-x", "projected": { "sources": [] } }]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{ "name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount" }]);
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "istio-proxy", "image": "proxy" }));
+    pod["spec"]["initContainers"] = json!([
+        { "name": "istio-init", "image": "proxy" },
+        { "name": "log-shipper", "image": "fluent", "restartPolicy": "Always" },
+    ]);
+    let patched = apply(&pod);
+    let volumes = patched["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(volumes[0]["name"], "kube-api-access-x");
+    assert_eq!(volumes[1]["name"], "secret-vol");
+    let mounts = patched["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap();
+    assert_eq!(mounts.len(), 2);
+    assert_eq!(mounts[0]["name"], "kube-api-access-x");
+    assert_eq!(
+        patched["spec"]["containers"][1]["volumeMounts"],
+        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+    );
+    // Ours first, the others after it, in their order, native sidecar intact, all mounted.
+    let inits = patched["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<&str> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["secrets-init-container", "istio-init", "log-shipper"]
+    );
+    assert_eq!(inits[2]["restartPolicy"], "Always");
+    for init in &inits[1..] {
+        assert_eq!(init["volumeMounts"][0]["name"], "secret-vol", "{init}");
+    }
+}
+
+#[test]
+fn position_last_goes_after_existing_init_containers_which_are_not_mounted() {
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/init-container-position"] = json!("last");
+    pod["spec"]["initContainers"] = json!([{ "name": "setup", "image": "x" }]);
+    let patched = apply(&pod);
+    let inits = patched["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits[0]["name"], "setup");
+    assert!(inits[0].get("volumeMounts").is_none());
+    assert_eq!(inits[1]["name"], "secrets-init-container");
+}
+
+#[test]
+fn reinvocation_mounts_containers_added_since() {
+    let mut patched = apply(&seed_pod());
+    patched["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "late-sidecar", "image": "x" }));
+    let again = apply(&patched);
+    assert_eq!(
+        again["spec"]["containers"][1]["volumeMounts"],
+        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+    );
+    assert_eq!(again["spec"]["initContainers"].as_array().unwrap().len(), 1);
+    assert_eq!(run(&again).unwrap(), None);
+}
+
+#[test]
+fn mount_path_and_file_name_annotations() {
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!("/var/run/app/");
+    pod["metadata"]["annotations"]["secrets.k8s.aws/secret-filename"] = json!("db/password");
+    let patched = apply(&pod);
+    assert_eq!(
+        patched["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/app"
+    );
+    let agent = agent(&patched);
+    assert_eq!(
+        env(agent, "SECRET_FILENAME").unwrap()["value"],
+        "db/password"
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_OUTPUT_DIR").unwrap()["value"],
+        "/var/run/app"
+    );
+}
+
+#[test]
+fn colliding_mount_path_is_denied_naming_the_container() {
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "scratch", "mountPath": "/tmp/" }]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("secrets.k8s.aws/mount-path"), "{err}");
+    assert!(err.contains("\"webserver\""), "{err}");
+    assert!(err.contains("\"scratch\""), "{err}");
+}
+
+#[test]
+fn foreign_secret_vol_is_denied() {
+    let mut pod = seed_pod();
+    pod["spec"]["volumes"] = json!([{ "name": "secret-vol", "emptyDir": {} }]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.volumes") && err.contains("rename"),
+        "{err}"
+    );
+}
+
+#[test]
+fn container_name_clash_is_denied() {
+    let mut pod = seed_pod();
+    pod["spec"]["initContainers"] = json!([{ "name": "secrets-init-container", "image": "x" }]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("secrets-init-container"), "{err}");
+}
+
+#[test]
+fn bad_annotation_is_an_error_naming_it() {
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/secret-filename"] = json!("../../etc/passwd");
+    let err = run(&pod).unwrap_err();
+    assert!(
+        matches!(err, MutationError::Annotation(ref e) if e.key == annotations::SECRET_FILENAME)
+    );
+}
+
+fn security(pod: &Value) -> (Value, String, Vec<String>) {
+    let mutation = run(pod).unwrap().unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    let agent = agent(&patched).clone();
+    let mode = env(&agent, "SECRET_INJECT_FILE_MODE").unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (agent["securityContext"].clone(), mode, mutation.warnings)
+}
+
+#[test]
+fn fs_group_gives_group_read_file() {
+    let mut pod = seed_pod();
+    pod["spec"]["securityContext"] = json!({ "fsGroup": 2000, "runAsUser": 1000 });
+    let (sc, mode, warnings) = security(&pod);
+    assert_eq!(mode, "0440");
+    assert_eq!(sc["runAsUser"], 1000);
+    assert_eq!(sc["runAsGroup"], 2000);
+    assert!(warnings.is_empty());
+}
+
+#[test]
+fn shared_run_as_user_gives_owner_read_file() {
+    let mut pod = seed_pod();
+    pod["spec"]["securityContext"] = json!({ "runAsUser": 1000, "runAsGroup": 3000 });
+    let (sc, mode, warnings) = security(&pod);
+    assert_eq!(mode, "0400");
+    assert_eq!(sc["runAsUser"], 1000);
+    assert_eq!(sc["runAsGroup"], 3000);
+    assert!(warnings.is_empty());
+    // A container-level override counts too.
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["securityContext"] = json!({ "runAsUser": 4242 });
+    let (sc, mode, _) = security(&pod);
+    assert_eq!(
+        (sc["runAsUser"].as_i64(), mode.as_str()),
+        (Some(4242), "0400")
+    );
+}
+
+#[test]
+fn unknown_mixed_or_root_users_give_world_read_file_and_a_warning() {
+    let (sc, mode, warnings) = security(&seed_pod());
+    assert_eq!(
+        (sc["runAsUser"].as_i64(), mode.as_str()),
+        (Some(65532), "0444")
+    );
+    assert!(warnings[0].contains("fsGroup"), "{warnings:?}");
+
+    let mut pod = seed_pod();
+    pod["spec"]["securityContext"] = json!({ "runAsUser": 0 });
+    assert_eq!(security(&pod).1, "0444");
+
+    let mut pod = seed_pod();
+    pod["spec"]["securityContext"] = json!({ "runAsUser": 1000 });
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "other", "image": "x", "securityContext": { "runAsUser": 2000 } }));
+    assert_eq!(security(&pod).1, "0444");
+}
+
+#[test]
+fn irsa_identity_is_copied_with_its_token_mount() {
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["env"] = json!([
+        { "name": "UNRELATED", "value": "x" },
+        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/webserver-secrets-role" },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token" },
+        { "name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional" },
+        { "name": "AWS_REGION", "value": "us-east-1" },
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        { "name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true },
+        { "name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true },
+    ]);
+    let patched = apply(&pod);
+    let agent = agent(&patched);
+    for name in [
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_STS_REGIONAL_ENDPOINTS",
+        "AWS_REGION",
+    ] {
+        assert_eq!(
+            env(agent, name),
+            env(&pod["spec"]["containers"][0], name),
+            "{name}"
+        );
+    }
+    assert!(env(agent, "UNRELATED").is_none());
+    let mounts = agent["volumeMounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 2);
+    assert_eq!(mounts[1]["name"], "aws-iam-token");
+    assert_eq!(mounts[1]["readOnly"], true);
+}
+
+#[test]
+fn pod_identity_is_copied_with_its_token_mount() {
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["env"] = json!([
+        { "name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials" },
+        { "name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token" },
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        { "name": "eks-pod-identity-token", "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount", "readOnly": true },
+    ]);
+    let patched = apply(&pod);
+    let agent = agent(&patched);
+    assert!(env(agent, "AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some());
+    assert!(env(agent, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").is_some());
+    assert_eq!(agent["volumeMounts"][1]["name"], "eks-pod-identity-token");
+}
+
+#[test]
+fn hostile_annotation_values_stay_json_strings() {
+    // A value full of JSON and JSON-Pointer syntax ends up as a plain string value.
+    let mut pod = seed_pod();
+    let hostile = r#"a"},{"op":"remove","path":"/spec/containers/0"}~1/x"#;
+    pod["metadata"]["annotations"]["secrets.k8s.aws/secret-filename"] = json!(hostile);
+    // `"` and `,` are valid file-name bytes, so this is accepted, as data.
+    let patched = apply(&pod);
+    assert_eq!(
+        env(agent(&patched), "SECRET_FILENAME").unwrap()["value"],
+        hostile
+    );
+    assert_eq!(patched["spec"]["containers"].as_array().unwrap().len(), 1);
+}
