@@ -1,0 +1,130 @@
+//! Property tests of the mutation: whatever the annotation values and pod shape, the patch has
+//! the same structure, applies cleanly, keeps what was there, and a second pass is a no-op.
+
+use json_patch::{Patch, PatchOperation};
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proptest::prelude::*;
+use secret_inject::mutate::{MutationConfig, mutate};
+use serde_json::{Value, json};
+
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+
+fn run(pod: &Value) -> Result<Option<Patch>, String> {
+    let metadata: ObjectMeta = serde_json::from_value(pod["metadata"].clone()).unwrap();
+    let spec: PodSpec = serde_json::from_value(pod["spec"].clone()).unwrap();
+    mutate(&metadata, &spec, &MutationConfig::default())
+        .map(|m| m.map(|m| m.patch))
+        .map_err(|e| e.to_string())
+}
+
+fn paths(patch: &Patch) -> Vec<String> {
+    patch
+        .0
+        .iter()
+        .map(|op| match op {
+            PatchOperation::Add(add) => add.path.to_string(),
+            other => panic!("unexpected operation {other:?}"),
+        })
+        .collect()
+}
+
+fn pod_with(annotations: Value) -> Value {
+    json!({
+        "metadata": { "annotations": annotations },
+        "spec": { "containers": [{ "name": "app", "image": "app" }] }
+    })
+}
+
+/// Strings rich in JSON, JSON Pointer and path syntax.
+fn nasty() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[-/~.\"{}\\[\\],:a-z0-9 ]{0,40}",
+        Just("/tmp".to_owned()),
+        Just("secret".to_owned()),
+        Just(ARN.to_owned()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn annotation_values_never_change_the_patch_structure(
+        mount in nasty(), file in nasty(), arn in nasty(), position in nasty(),
+    ) {
+        let reference = paths(&run(&pod_with(json!({ "secrets.k8s.aws/secret-arn": ARN }))).unwrap().unwrap());
+        let pod = pod_with(json!({
+            "secrets.k8s.aws/secret-arn": arn,
+            "secrets.k8s.aws/mount-path": mount,
+            "secrets.k8s.aws/secret-filename": file,
+            "secrets.k8s.aws/init-container-position": position,
+        }));
+        match run(&pod) {
+            Err(message) => prop_assert!(message.starts_with("annotation secrets.k8s.aws/"), "{}", message),
+            Ok(None) => prop_assert!(false, "an ARN annotation must inject or deny"),
+            Ok(Some(patch)) => {
+                prop_assert_eq!(paths(&patch), reference);
+                let mut patched = pod.clone();
+                json_patch::patch(&mut patched, &patch).unwrap();
+                prop_assert_eq!(run(&patched), Ok(None));
+            }
+        }
+    }
+
+    #[test]
+    fn any_pod_shape_gets_one_mount_per_container_and_keeps_its_order(
+        containers in 1usize..4,
+        inits in 0usize..4,
+        has_volumes in any::<bool>(),
+        has_mounts in proptest::collection::vec(any::<bool>(), 8),
+        native_sidecar in any::<bool>(),
+    ) {
+        let mut pod = pod_with(json!({ "secrets.k8s.aws/secret-arn": ARN }));
+        let container = |name: String, i: usize| {
+            let mut c = json!({ "name": name, "image": "x" });
+            if has_mounts[i] {
+                c["volumeMounts"] = json!([{ "name": "data", "mountPath": format!("/data{i}") }]);
+            }
+            c
+        };
+        pod["spec"]["containers"] = (0..containers).map(|i| container(format!("app{i}"), i)).collect();
+        if inits > 0 {
+            pod["spec"]["initContainers"] = (0..inits).map(|i| {
+                let mut c = container(format!("init{i}"), 4 + i % 4);
+                if native_sidecar && i == 0 {
+                    c["restartPolicy"] = json!("Always");
+                }
+                c
+            }).collect();
+        }
+        if has_volumes {
+            pod["spec"]["volumes"] = json!([{ "name": "data", "emptyDir": {} }]);
+        }
+        let patch = run(&pod).unwrap().unwrap();
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+
+        let names = |field: &str| -> Vec<String> {
+            patched["spec"][field].as_array().map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+        };
+        let mut expected_inits = vec!["secrets-init-container".to_owned()];
+        expected_inits.extend((0..inits).map(|i| format!("init{i}")));
+        prop_assert_eq!(names("initContainers"), expected_inits);
+        prop_assert_eq!(names("containers"), (0..containers).map(|i| format!("app{i}")).collect::<Vec<_>>());
+        for field in ["containers", "initContainers"] {
+            for c in patched["spec"][field].as_array().unwrap() {
+                let ours = c["volumeMounts"].as_array().unwrap().iter().filter(|m| m["name"] == "secret-vol").count();
+                prop_assert_eq!(ours, 1, "{}", c);
+            }
+        }
+        if native_sidecar && inits > 0 {
+            prop_assert_eq!(&patched["spec"]["initContainers"][1]["restartPolicy"], "Always");
+        }
+        let volumes = patched["spec"]["volumes"].as_array().unwrap();
+        prop_assert_eq!(volumes.iter().filter(|v| v["name"] == "secret-vol").count(), 1);
+        prop_assert_eq!(volumes.len(), 1 + usize::from(has_volumes));
+        prop_assert_eq!(run(&patched), Ok(None));
+    }
+}
