@@ -1,0 +1,262 @@
+//! The server's life: certificate rotation by a `..data` symlink swap, SIGTERM draining,
+//! timeouts for idle sockets, and input that must not hurt it.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use secret_inject::tls::generate_dev_certificate;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+mod common;
+use common::webhook::{Client, Webhook, connect, decode_patch};
+
+const SERVICE_DNS: &str = "secret-inject.testns.svc";
+
+fn review_body() -> Vec<u8> {
+    let template = json!({ "metadata": { "annotations": {
+        "secrets.k8s.aws/secret-arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
+    } }, "spec": { "containers": [{ "name": "app", "image": "app:1" }] } });
+    let pod = common::pod_from_template(&template, "testns");
+    serde_json::to_vec(&common::admission_review(&pod, "lifecycle")).unwrap()
+}
+
+/// Write a certificate the way kubelet writes a Secret volume: files in a timestamped directory,
+/// `..data` pointing at it, and top-level names pointing through `..data`.
+fn write_secret_volume(dir: &Path, generation: u32, cert: &str, key: &str) -> String {
+    let stamp = format!("..2026_11_27_00_00_0{generation}.000000000");
+    let target = dir.join(&stamp);
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("tls.crt"), cert).unwrap();
+    std::fs::write(target.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    symlink(&stamp, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap(); // atomic swap
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+    stamp
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_swapped_by_data_symlink_is_served_without_restart() {
+    let volume = tempfile::tempdir().unwrap();
+    let cas = tempfile::tempdir().unwrap();
+    let first = generate_dev_certificate("secret-inject", "testns").unwrap();
+    let second = generate_dev_certificate("secret-inject", "testns").unwrap();
+    let (ca1, ca2) = (cas.path().join("ca1.pem"), cas.path().join("ca2.pem"));
+    std::fs::write(&ca1, &first.ca_pem).unwrap();
+    std::fs::write(&ca2, &second.ca_pem).unwrap();
+    write_secret_volume(volume.path(), 1, &first.cert_pem, &first.key_pem);
+
+    let cert = volume.path().join("tls.crt").to_string_lossy().into_owned();
+    let key = volume.path().join("tls.key").to_string_lossy().into_owned();
+    let server = Webhook::start(&[
+        "--tls-cert-file",
+        &cert,
+        "--tls-private-key-file",
+        &key,
+        "--tls-reload-interval",
+        "100ms",
+    ]);
+    // A keep-alive connection opened before the rotation.
+    let mut before = Client::new(
+        connect(server.webhook, &ca1, SERVICE_DNS, &[b"http/1.1"])
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        before
+            .post("/mutating-pods", review_body())
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert!(
+        connect(server.webhook, &ca2, SERVICE_DNS, &[b"h2"])
+            .await
+            .is_err()
+    );
+
+    write_secret_volume(volume.path(), 2, &second.cert_pem, &second.key_pem);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect(server.webhook, &ca2, SERVICE_DNS, &[b"h2"])
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served; logs: {:#?}",
+            server.log_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // New handshakes get the new certificate only; the old connection still works.
+    assert!(
+        connect(server.webhook, &ca1, SERVICE_DNS, &[b"h2"])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        before
+            .post("/mutating-pods", review_body())
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("secret_inject_tls_certificate_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+
+    // A broken update is refused and the current certificate stays in service.
+    write_secret_volume(volume.path(), 3, "garbage", "garbage");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.admin_get("/metrics").await;
+        if metrics.contains("secret_inject_tls_certificate_reloads_total{result=\"failure\"} ")
+            && !metrics
+                .contains("secret_inject_tls_certificate_reloads_total{result=\"failure\"} 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed reload not counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        connect(server.webhook, &ca2, SERVICE_DNS, &[b"h2"])
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let mut server = Webhook::start(&["--shutdown-grace-period", "10s"]);
+    let ca = server.ca_path();
+    // Start a request and stop halfway through its body.
+    let mut stream = connect(server.webhook, &ca, SERVICE_DNS, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let body = review_body();
+    let head = format!(
+        "POST /mutating-pods HTTP/1.1\r\nhost: {SERVICE_DNS}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.signal(Signal::TERM);
+    // Not ready any more, and no new connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(server.webhook).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The in-flight request completes.
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buf[..n]);
+                    if response.windows(4).any(|w| w == b"\r\n\r\n") && response.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "in-flight request failed: {text:?}"
+    );
+    let json_start = text.find("\r\n\r\n").unwrap() + 4;
+    let review: Value = serde_json::from_str(&text[json_start..]).unwrap();
+    assert!(decode_patch(&review).is_some());
+    drop(stream);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let logs = server.log_lines().join("\n");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_sockets_are_closed_and_garbage_does_not_hurt() {
+    let server = Webhook::start(&["--header-read-timeout", "500ms"]);
+    let ca = server.ca_path();
+    // A TCP connection that never starts TLS is closed by the handshake timeout.
+    let mut idle = TcpStream::connect(server.webhook).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "idle socket not closed: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // TLS done, but the request headers never finish.
+    let mut slow = connect(server.webhook, &ca, SERVICE_DNS, &[b"http/1.1"])
+        .await
+        .unwrap();
+    slow.write_all(b"POST /mutating-pods HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "slow headers not cut off");
+    // Garbage instead of TLS, and a TLS client speaking nonsense.
+    let mut garbage = TcpStream::connect(server.webhook).await.unwrap();
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0, 1, 2, 3])
+        .await
+        .unwrap();
+    let mut nonsense = connect(server.webhook, &ca, SERVICE_DNS, &[b"http/1.1"])
+        .await
+        .unwrap();
+    nonsense
+        .write_all(b"\x00\x01NOT HTTP\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), nonsense.read_to_end(&mut sink)).await;
+    // Still serving.
+    let mut client = Client::new(
+        connect(server.webhook, &ca, SERVICE_DNS, &[b"h2"])
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (status, _) = client.post("/mutating-pods", review_body()).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = client
+        .post("/mutating-pods", vec![b'x'; 5 * 1024 * 1024])
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    let (status, _) = client.post("/mutating-pods", review_body()).await.unwrap();
+    assert_eq!(status, 200);
+}
