@@ -1,0 +1,286 @@
+//! The offline injector, run as a user runs it: `secret-inject inject -f FILE|-`.
+
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+mod common;
+
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+
+fn inject(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["--log-format", "plain", "inject"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn documents(yaml: &[u8]) -> Vec<Value> {
+    yaml_serde::Deserializer::from_slice(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn init_container_names(template: &Value) -> Vec<&str> {
+    template["spec"]["initContainers"]
+        .as_array()
+        .map(|a| a.iter().map(|c| c["name"].as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn seed_blog_deployment_is_injected_as_the_seed_describes() {
+    let path = common::repo_root().join("examples/webserver-deployment.yaml");
+    let output = inject(&["-f", &path.to_string_lossy()], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&output.stdout);
+    assert_eq!(docs.len(), 1);
+    let template = &docs[0]["spec"]["template"];
+    // "The mutating webhook creates a emptyDir volume secret-vol and mounts it at /tmp/ location
+    // for all the containers in the pod. The decrypted secret is written to /tmp/secret."
+    assert_eq!(
+        template["spec"]["volumes"],
+        json!([{ "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" }, "name": "secret-vol" }])
+    );
+    assert_eq!(
+        template["spec"]["containers"][0]["volumeMounts"],
+        json!([{ "mountPath": "/tmp", "name": "secret-vol" }])
+    );
+    assert_eq!(init_container_names(template), ["secrets-init-container"]);
+    let agent = &template["spec"]["initContainers"][0];
+    let env: Vec<(&str, &Value)> = agent["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    assert_eq!(env[0].0, "SECRET_ARN");
+    assert_eq!(
+        env[0].1["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.annotations['secrets.k8s.aws/secret-arn']"
+    );
+    assert_eq!(
+        env[1],
+        (
+            "SECRET_FILENAME",
+            &json!({ "name": "SECRET_FILENAME", "value": "secret" })
+        )
+    );
+    // Everything else of the seed's Deployment is untouched.
+    let original = documents(&std::fs::read(&path).unwrap()).remove(0);
+    assert_eq!(docs[0]["spec"]["selector"], original["spec"]["selector"]);
+    assert_eq!(
+        template["spec"]["containers"][0]["command"],
+        original["spec"]["template"]["spec"]["containers"][0]["command"]
+    );
+    assert_eq!(
+        template["spec"]["serviceAccountName"],
+        "webserver-service-account"
+    );
+    // The user is told the file is readable by all users in the pod (no fsGroup given).
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fsGroup"));
+}
+
+/// Workloads of every supported kind, as kubectl builds them, plus kinds that pass through.
+fn workloads() -> String {
+    let annotate = |mut template: Value| {
+        template["metadata"]["annotations"] = json!({ "secrets.k8s.aws/secret-arn": ARN });
+        template
+    };
+    let mut deployment =
+        common::kubectl_object(&["create", "deployment", "web", "--image=nginx:1.27"]);
+    deployment["spec"]["template"] = annotate(deployment["spec"]["template"].clone());
+    let mut statefulset = deployment.clone();
+    statefulset["kind"] = json!("StatefulSet");
+    statefulset["metadata"]["name"] = json!("db");
+    statefulset["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strategy");
+    statefulset.as_object_mut().unwrap().remove("status");
+    statefulset["spec"]["serviceName"] = json!("db");
+    let mut daemonset = deployment.clone();
+    daemonset["kind"] = json!("DaemonSet");
+    daemonset["metadata"]["name"] = json!("agent");
+    daemonset["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strategy");
+    daemonset.as_object_mut().unwrap().remove("status");
+    daemonset["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("replicas");
+    let mut replicaset = deployment.clone();
+    replicaset["kind"] = json!("ReplicaSet");
+    replicaset["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strategy");
+    replicaset.as_object_mut().unwrap().remove("status");
+    let mut job = common::kubectl_object(&[
+        "create",
+        "job",
+        "migrate",
+        "--image=busybox:1.36",
+        "--",
+        "true",
+    ]);
+    job["spec"]["template"] = annotate(job["spec"]["template"].clone());
+    let mut cronjob = common::kubectl_object(&[
+        "create",
+        "cronjob",
+        "report",
+        "--image=busybox:1.36",
+        "--schedule=0 * * * *",
+    ]);
+    cronjob["spec"]["jobTemplate"]["spec"]["template"] =
+        annotate(cronjob["spec"]["jobTemplate"]["spec"]["template"].clone());
+    let mut pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "single" },
+        "spec": { "containers": [{ "name": "app", "image": "app:1" }] } });
+    pod["metadata"]["annotations"] = json!({ "secrets.k8s.aws/secret-arn": ARN });
+    let service =
+        common::kubectl_object(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let configmap =
+        common::kubectl_object(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    let plain = common::kubectl_object(&["create", "deployment", "plain", "--image=nginx:1.27"]);
+    let list = json!({ "apiVersion": "v1", "kind": "List", "items": [pod, configmap] });
+    let docs = [
+        deployment,
+        statefulset,
+        daemonset,
+        replicaset,
+        job,
+        cronjob,
+        service,
+        plain,
+        list,
+    ];
+    docs.iter()
+        .map(|d| yaml_serde::to_string(d).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn every_workload_kind_is_injected_and_others_pass_through() {
+    let input = workloads();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("app.yaml");
+    std::fs::write(&file, &input).unwrap();
+    let output = inject(&["-f", &file.to_string_lossy()], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let before = documents(input.as_bytes());
+    let after = documents(&output.stdout);
+    assert_eq!(before.len(), after.len());
+    let template_of = |doc: &Value| -> Option<Value> {
+        match doc["kind"].as_str().unwrap() {
+            "CronJob" => Some(doc["spec"]["jobTemplate"]["spec"]["template"].clone()),
+            "Pod" => Some(doc.clone()),
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+                Some(doc["spec"]["template"].clone())
+            }
+            _ => None,
+        }
+    };
+    for (old, new) in before.iter().zip(&after) {
+        let kind = old["kind"].as_str().unwrap();
+        let name = old["metadata"]["name"].as_str().unwrap_or("");
+        match (kind, name) {
+            ("Service", _) | ("Deployment", "plain") => {
+                assert_eq!(old, new, "{kind} must pass through unchanged")
+            }
+            ("List", _) => {
+                let items = new["items"].as_array().unwrap();
+                assert_eq!(init_container_names(&items[0]), ["secrets-init-container"]);
+                assert_eq!(
+                    items[1], old["items"][1],
+                    "ConfigMap in a List must pass through"
+                );
+            }
+            _ => {
+                let template = template_of(new).unwrap();
+                assert_eq!(
+                    init_container_names(&template),
+                    ["secrets-init-container"],
+                    "{kind}"
+                );
+                assert_eq!(
+                    template["metadata"]["annotations"]["secrets.k8s.aws/status"],
+                    "injected"
+                );
+            }
+        }
+    }
+    // Valid Kubernetes objects, on the oldest and newest supported versions.
+    let out_file = work.path().join("injected.yaml");
+    std::fs::write(&out_file, &output.stdout).unwrap();
+    common::validate_strict(&out_file);
+    // Idempotent: injecting the output again changes nothing.
+    let again = inject(&["-f", &out_file.to_string_lossy()], None);
+    assert!(again.status.success());
+    assert_eq!(documents(&again.stdout), after);
+}
+
+#[test]
+fn json_on_standard_input_works_too() {
+    let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "annotations": {
+        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": ARN } },
+        "spec": { "securityContext": { "fsGroup": 2000 }, "containers": [{ "name": "app", "image": "app:1" }] } });
+    let output = inject(
+        &["-f", "-"],
+        Some(serde_json::to_string_pretty(&pod).unwrap().as_bytes()),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&output.stdout);
+    assert_eq!(init_container_names(&docs[0]), ["secrets-init-container"]);
+    // fsGroup set: no warning.
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("WARN"));
+}
+
+#[test]
+fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() {
+    let input = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\n  annotations:\n    secrets.k8s.aws/secret-arn: {ARN}\n    secrets.k8s.aws/mount-path: relative/path\n\
+         spec:\n  containers:\n  - name: app\n    image: app:1\n"
+    );
+    let output = inject(&["-f", "-"], Some(input.as_bytes()));
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing may be printed on error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("document 2 (Pod/broken)"), "{stderr}");
+    assert!(stderr.contains("secrets.k8s.aws/mount-path"), "{stderr}");
+
+    let output = inject(&["-f", "-"], Some(b"key: [unclosed"));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("document 1"));
+
+    let output = inject(&["-f", "/nonexistent/app.yaml"], None);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/app.yaml"));
+}
