@@ -10,8 +10,8 @@ use base64::Engine as _;
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::Pod;
 use kube_core::DynamicObject;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::Serialize;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::{Deserialize, Serialize};
 
 use crate::mutate::{MutationConfig, mutate};
 
@@ -75,13 +75,12 @@ pub struct Reviewed {
 pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
     // a malformed body) takes the slow path, which tells which it is.
-    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<AdmissionReview<Pod>>(body)
-    {
-        Ok(review) => match check_envelope(&review.types.api_version, &review.types.kind) {
+    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<Envelope<Pod>>(body) {
+        Ok(review) => match check_envelope(&review.api_version, &review.kind) {
             Err(reason) => return invalid(reason, ReviewSummary::default()),
-            Ok(()) => match review.try_into() {
-                Ok(request) => request,
-                Err(_) => return invalid("request is missing".to_owned(), Default::default()),
+            Ok(()) => match review.request {
+                Some(request) => request,
+                None => return invalid("request is missing".to_owned(), Default::default()),
             },
         },
         Err(pod_error) => return review_other(body, &pod_error),
@@ -124,7 +123,7 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
 
 /// The body did not parse as a review of pods: find out why.
 fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
-    let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+    let review = match serde_json::from_slice::<Envelope<DynamicObject>>(body) {
         Ok(review) => review,
         Err(error) => {
             return invalid(
@@ -133,10 +132,10 @@ fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
             );
         }
     };
-    if let Err(reason) = check_envelope(&review.types.api_version, &review.types.kind) {
+    if let Err(reason) = check_envelope(&review.api_version, &review.kind) {
         return invalid(reason, Default::default());
     }
-    let Ok(request): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
+    let Some(request) = review.request else {
         return invalid("request is missing".to_owned(), Default::default());
     };
     let summary = summarize(&request);
@@ -209,6 +208,19 @@ fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
         body,
         summary,
     }
+}
+
+/// An AdmissionReview as it arrives. kube-core's `AdmissionReview` flattens its `TypeMeta`,
+/// which makes serde buffer the whole document before parsing it; reading `apiVersion` and
+/// `kind` as plain fields parses the request once. The request itself is kube-core's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<T: kube_core::Resource> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest<T>>,
 }
 
 /// The AdmissionReview on the wire.
