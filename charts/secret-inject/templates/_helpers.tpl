@@ -119,10 +119,11 @@ Helm's genCA/genSignedCert give new keys on every render, so:
 - an existing Secret (found with `lookup`, i.e. on `helm upgrade` against a cluster) is reused
   when it was made for the same DNS names and is not within renewBeforeDays of expiry, so an
   upgrade neither changes caBundle nor restarts the pods;
-- when the certificate is regenerated, the previous CA stays in caBundle next to the new one
-  until the next upgrade, so pods still serving the old certificate stay trusted while they are
-  replaced (and while kubelet refreshes the mounted Secret).
-`helm template` and `--dry-run` cannot look up, so every such render shows a fresh certificate.
+- when the certificate is regenerated (or the Secret came from elsewhere, e.g. tls.mode was
+  "provided" before), the Secret's previous ca.crt stays in caBundle next to the new CA until the
+  next upgrade, so pods still serving the old certificate stay trusted while they are replaced
+  (and while kubelet refreshes the mounted Secret). An expired CA in the bundle trusts nothing.
+`helm template` and `--dry-run=client` cannot look up, so each such render shows a fresh certificate.
 */}}
 {{- define "secret-inject.generatedTLS" -}}
 {{- if not (hasKey . "secretInjectGeneratedTLS") }}
@@ -143,10 +144,10 @@ Helm's genCA/genSignedCert give new keys on every render, so:
 {{- if $notAfterText }}
 {{- $notAfter = toDate "2006-01-02T15:04:05Z07:00" $notAfterText | unixEpoch | int64 }}
 {{- end }}
-{{- if and (index $data "tls.crt") (index $data "tls.key") (index $data "ca.crt") }}
-{{- if gt $notAfter $now }}
+{{- if index $data "ca.crt" }}
 {{- $previousCA = index $data "ca.crt" | b64dec }}
 {{- end }}
+{{- if and (index $data "tls.crt") (index $data "tls.key") (index $data "ca.crt") }}
 {{- if and (eq (index $ann "secrets.k8s.aws/tls-dns-names" | default "") $dnsJoined) (gt $notAfter (add $now $renewBefore)) }}
 {{- $ca := index $data "ca.crt" | b64dec }}
 {{- $result = dict "crt" (index $data "tls.crt" | b64dec) "key" (index $data "tls.key" | b64dec) "ca" $ca "caBundle" $ca "notAfter" $notAfterText "reused" true }}
