@@ -1,0 +1,351 @@
+//! The Helm chart, checked by the real `helm` and `kubernetes-validate`, and the server started
+//! from what the chart renders, called the way the API server would call it.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+mod common;
+use common::webhook::{Client, Webhook, connect, decode_patch};
+
+const RELEASE: &str = "t";
+const NAMESPACE: &str = "secret-inject";
+
+fn chart() -> String {
+    common::repo_root()
+        .join("charts/secret-inject")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `helm template` with extra arguments: the YAML as helm wrote it.
+fn render_yaml(kube_version: &str, extra: &[&str]) -> Vec<u8> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        &chart,
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        kube_version,
+    ];
+    args.extend(extra);
+    common::run_tool("helm", &args, None)
+}
+
+/// `helm template` with extra arguments, as parsed documents.
+fn render(kube_version: &str, extra: &[&str]) -> Vec<Value> {
+    let yaml = render_yaml(kube_version, extra);
+    yaml_serde::Deserializer::from_slice(&yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+/// Cases: (label, helm arguments). Files for `--set-file` are written into `dir`.
+fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let dev = secret_inject::tls::generate_dev_certificate("t-secret-inject", NAMESPACE).unwrap();
+    for (name, pem) in [
+        ("tls.crt", &dev.cert_pem),
+        ("tls.key", &dev.key_pem),
+        ("ca.crt", &dev.ca_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    vec![
+        ("default", vec![]),
+        ("cert-manager", s(&["--set", "tls.mode=certManager"])),
+        (
+            "cert-manager with issuerRef",
+            s(&[
+                "--set",
+                "tls.mode=certManager",
+                "--set",
+                "tls.certManager.issuerRef.name=corp-ca",
+                "--set",
+                "tls.certManager.issuerRef.kind=ClusterIssuer",
+            ]),
+        ),
+        (
+            "provided files",
+            vec![
+                "--set".into(),
+                "tls.mode=provided".into(),
+                "--set-file".into(),
+                format!("tls.provided.cert={}", file("tls.crt")),
+                "--set-file".into(),
+                format!("tls.provided.key={}", file("tls.key")),
+                "--set-file".into(),
+                format!("tls.provided.caBundle={}", file("ca.crt")),
+            ],
+        ),
+        (
+            "provided existing secret",
+            vec![
+                "--set".into(),
+                "tls.mode=provided".into(),
+                "--set".into(),
+                "tls.provided.existingSecret=my-tls".into(),
+                "--set-file".into(),
+                format!("tls.provided.caBundle={}", file("ca.crt")),
+            ],
+        ),
+        (
+            "service monitor",
+            s(&["--set", "metrics.serviceMonitor.enabled=true"]),
+        ),
+        (
+            "object selector",
+            s(&[
+                "--set-string",
+                "webhook.objectSelector.matchLabels.team=payments",
+            ]),
+        ),
+        (
+            "extras",
+            s(&[
+                "--set",
+                "priorityClassName=system-cluster-critical",
+                "--set",
+                "sidecar.resources.limits.cpu=100m",
+                "--set",
+                "webhook.failurePolicy=Ignore",
+                "--set",
+                "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/x",
+            ]),
+        ),
+    ]
+}
+
+#[test]
+fn chart_lints_strictly_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    for (label, args) in cases(dir.path()) {
+        let chart = chart();
+        let mut all = vec!["lint", "--strict", chart.as_str()];
+        all.extend(args.iter().map(String::as_str));
+        let output = common::run_tool_raw("helm", &all, None);
+        assert!(
+            output.status.success(),
+            "{label}: helm lint failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_rendered_object_validates_on_every_supported_version() {
+    let dir = tempfile::tempdir().unwrap();
+    const CUSTOM: [&str; 3] = ["Certificate", "Issuer", "ServiceMonitor"];
+    for version in common::KUBE_VERSIONS {
+        for (label, args) in cases(dir.path()) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let docs = render(version, &args);
+            assert!(docs.len() >= 5, "{label}: only {} objects", docs.len());
+            let file = dir.path().join("rendered.yaml");
+            std::fs::write(&file, render_yaml(version, &args)).unwrap();
+            let output = common::run_tool_raw(
+                "kubernetes-validate",
+                &["--strict", "-k", version, &file.to_string_lossy()],
+                None,
+            );
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(output.status.success(), "{label} on {version}:\n{text}");
+            // Unknown kinds only warn; everything else must have passed, one line each.
+            let builtin = docs
+                .iter()
+                .filter(|d| !CUSTOM.contains(&d["kind"].as_str().unwrap()))
+                .count();
+            assert_eq!(
+                text.matches(" passed for resource ").count(),
+                builtin,
+                "{label} on {version}:\n{text}"
+            );
+            assert!(!text.contains("ERROR"), "{label} on {version}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn webhook_configuration_is_production_safe() {
+    for version in common::KUBE_VERSIONS {
+        let docs = render(version, &[]);
+        let config = find(&docs, "MutatingWebhookConfiguration");
+        assert_eq!(config["apiVersion"], "admissionregistration.k8s.io/v1");
+        let hooks = config["webhooks"].as_array().unwrap();
+        assert_eq!(hooks.len(), 1);
+        let hook = &hooks[0];
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert!(hook["timeoutSeconds"].as_i64().unwrap() <= 10);
+        assert_eq!(hook["clientConfig"]["service"]["path"], "/mutating-pods");
+        assert_eq!(
+            hook["rules"],
+            json!([{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced" }])
+        );
+        let expressions = hook["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
+        let excluded = expressions
+            .iter()
+            .find(|e| e["key"] == "kubernetes.io/metadata.name")
+            .unwrap();
+        assert_eq!(excluded["operator"], "NotIn");
+        for ns in ["kube-system", "kube-node-lease", NAMESPACE] {
+            assert!(
+                excluded["values"].as_array().unwrap().contains(&json!(ns)),
+                "{ns} not excluded"
+            );
+        }
+        assert!(
+            expressions
+                .iter()
+                .any(|e| e["key"] == "secrets.k8s.aws/injection" && e["operator"] == "NotIn")
+        );
+        // matchConditions only where the API has them (GA in 1.30).
+        let conditions = hook.get("matchConditions");
+        if version.starts_with("1.28") {
+            assert!(
+                conditions.is_none(),
+                "matchConditions rendered for {version}"
+            );
+        } else {
+            let expression = conditions.unwrap()[0]["expression"].as_str().unwrap();
+            assert!(
+                expression.contains("secrets.k8s.aws/secret-arn")
+                    && expression.contains("secrets.k8s.aws/sidecarInjectorWebhook")
+            );
+        }
+        // The caBundle is the CA that signed the rendered serving certificate.
+        let secret = find(&docs, "Secret");
+        assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+
+        let deployment = find(&docs, "Deployment");
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert!(pod["affinity"]["podAntiAffinity"].is_object());
+        let container = &pod["containers"][0];
+        let sc = &container["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[0], "webhook");
+        let image = container["image"].as_str().unwrap();
+        assert!(
+            args.contains(&format!("--sidecar-image={image}").as_str()),
+            "{args:?} vs {image}"
+        );
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+        assert!(
+            !docs.iter().any(
+                |d| ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]
+                    .contains(&d["kind"].as_str().unwrap())
+            ),
+            "pod injection needs no RBAC"
+        );
+    }
+}
+
+/// Render the chart, start the server with the rendered certificate and key, and call it at the
+/// rendered Service's DNS name and path, trusting only the rendered caBundle.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_runs_with_what_the_chart_renders() {
+    let docs = render("1.37.0", &[]);
+    let secret = find(&docs, "Secret");
+    let service = find(&docs, "Service");
+    let config = find(&docs, "MutatingWebhookConfiguration");
+    let client_config = &config["webhooks"][0]["clientConfig"];
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert, b64(&secret["data"]["tls.crt"])).unwrap();
+    std::fs::write(&key, b64(&secret["data"]["tls.key"])).unwrap();
+    std::fs::write(&ca, b64(&client_config["caBundle"])).unwrap();
+    let server = Webhook::start(&[
+        "--tls-cert-file",
+        &cert.to_string_lossy(),
+        "--tls-private-key-file",
+        &key.to_string_lossy(),
+    ]);
+
+    let service_ref = &client_config["service"];
+    assert_eq!(service_ref["name"], service["metadata"]["name"]);
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == service_ref["port"])
+    );
+    let host = format!(
+        "{}.{}.svc",
+        service_ref["name"].as_str().unwrap(),
+        service_ref["namespace"].as_str().unwrap()
+    );
+    let path = service_ref["path"].as_str().unwrap();
+
+    let template = json!({ "metadata": { "annotations": {
+        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled",
+        "secrets.k8s.aws/secret-arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF"
+    } }, "spec": { "containers": [{ "name": "webserver", "image": "busybox:1.28" }] } });
+    let pod = common::pod_from_template(&template, "default");
+    let stream = connect(server.webhook, &ca, &host, &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    let mut client = Client::new(stream).await;
+    let (status, body) = client
+        .post(
+            path,
+            serde_json::to_vec(&common::admission_review(&pod, "chart-e2e")).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["response"]["uid"], "chart-e2e");
+    let patch = decode_patch(&review).expect("patch");
+    let mut patched = pod.clone();
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert_eq!(
+        patched["spec"]["initContainers"][0]["name"],
+        "secrets-init-container"
+    );
+}
