@@ -3,7 +3,8 @@
 //! YAML or JSON in (many documents, `List`s), YAML out. Pods and the pod templates of
 //! workload controllers are injected with [`mutate`] — the function the webhook calls — and the
 //! resulting JSON Patch is applied at the template's place in the document. Other kinds pass
-//! through unchanged.
+//! through unchanged. Output is written by [`crate::yaml`], which quotes every string a YAML 1.1
+//! reader (kubectl) could take for something else.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation};
@@ -62,9 +63,6 @@ pub enum InjectError {
         /// The cause.
         message: String,
     },
-    /// Output could not be written as YAML.
-    #[error("cannot write YAML: {0}")]
-    Emit(#[source] yaml_serde::Error),
 }
 
 /// The result of injecting a set of documents.
@@ -104,7 +102,7 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
         if !out.is_empty() {
             out.push_str("---\n");
         }
-        out.push_str(&yaml_serde::to_string(&value).map_err(InjectError::Emit)?);
+        out.push_str(&crate::yaml::to_string(&value));
     }
     Ok(Injected {
         yaml: out,

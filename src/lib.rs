@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod mutate;
 pub mod server;
 pub mod tls;
+pub mod yaml;

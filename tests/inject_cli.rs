@@ -284,3 +284,55 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/app.yaml"));
 }
+
+#[test]
+fn output_reads_back_identically_in_yaml_1_1_readers() {
+    // kubectl reads YAML as 1.1, where unquoted on/yes/0440/2001-12-14/12:30:45 are not strings.
+    let tricky = [
+        "on",
+        "yes",
+        "N",
+        "0440",
+        "2001-12-14",
+        "12:30:45",
+        "1_000",
+        "~",
+        "a\u{2028}b",
+        "tab\tand\nnewline",
+    ];
+    let env: Vec<Value> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({ "name": format!("V{i}"), "value": v }))
+        .collect();
+    let pod = json!({ "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "p", "annotations": { "secrets.k8s.aws/secret-arn": ARN, "team": "on", "since": "2001-12-14" } },
+        "spec": { "containers": [{ "name": "app", "image": "app:1", "env": env }] } });
+    let output = inject(
+        &["-f", "-"],
+        Some(serde_json::to_string(&pod).unwrap().as_bytes()),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // PyYAML's safe_load is a YAML 1.1 reader.
+    let script = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    let read = common::run_tool("python", &["-c", script], Some(&output.stdout));
+    let read: Value = serde_json::from_slice(&read).unwrap();
+    let injected = &read[0];
+    assert_eq!(injected["metadata"]["annotations"]["team"], "on");
+    assert_eq!(injected["metadata"]["annotations"]["since"], "2001-12-14");
+    for (i, value) in tricky.iter().enumerate() {
+        assert_eq!(
+            injected["spec"]["containers"][0]["env"][i]["value"], *value,
+            "{value:?}"
+        );
+    }
+    assert_eq!(
+        read[0],
+        documents(&output.stdout)[0],
+        "YAML 1.1 and 1.2 readers disagree"
+    );
+}

@@ -128,3 +128,36 @@ proptest! {
         prop_assert_eq!(run(&patched), Ok(None));
     }
 }
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        nasty().prop_map(Value::String),
+        "(yes|no|on|off|y|n|~|null|0[0-7]{1,3}|[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,2}:[0-9]{2})"
+            .prop_map(Value::String),
+        "[a \u{85}\u{2028}\u{2029}\u{feff}\u{7f}\u{9f}\u{1}\t\r\n\"\\\\]{0,8}"
+            .prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec((nasty(), inner), 0..4)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn yaml_output_reads_back_as_the_same_json(value in json_value()) {
+        use serde::Deserialize as _;
+        let yaml = secret_inject::yaml::to_string(&value);
+        let back = Value::deserialize(yaml_serde::Deserializer::from_str(&yaml));
+        prop_assert!(back.is_ok(), "{:?}\n{}", back, yaml);
+        prop_assert_eq!(back.unwrap(), value, "{}", yaml);
+    }
+}
