@@ -54,13 +54,22 @@ impl Webhook {
             args.extend(["--write-ca", &ca_arg]);
         }
         args.extend(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-            .args(&args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
+        command.args(&args);
+        Webhook::from_command(command, dir)
+    }
+
+    /// Start the webhook with a command built by the caller (e.g. the binary run through
+    /// `chroot`); it must log JSON on stderr. Waits until both ports listen. `dir` is kept for as
+    /// long as the process runs; [`Webhook::ca_path`] is only meaningful when the command writes
+    /// the CA to `dir/ca.pem`.
+    pub fn from_command(mut command: Command, dir: tempfile::TempDir) -> Webhook {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start secret-inject");
+            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
