@@ -23,6 +23,9 @@ pub const ENV_SECRET_ARN: &str = "SECRET_ARN";
 pub const ENV_SECRET_FILENAME: &str = "SECRET_FILENAME";
 /// Directory the secret is written into: the mount path of the volume.
 pub const ENV_OUTPUT_DIR: &str = "SECRET_INJECT_OUTPUT_DIR";
+/// Region of the secret: the webhook renders the ARN's own region, so a region that identity
+/// webhooks set for the cluster (`AWS_REGION`) never sends a cross-region ARN to the wrong place.
+pub const ENV_REGION: &str = "SECRET_INJECT_REGION";
 /// Octal file mode of the written secret, chosen by the webhook (see [`FileMode`]).
 pub const ENV_FILE_MODE: &str = "SECRET_INJECT_FILE_MODE";
 

@@ -4,8 +4,11 @@
 //! the agent the webhook injects. The pure core is [`mutate::mutate`]; everything else is glue.
 
 pub mod admission;
+pub mod agent;
 pub mod annotations;
+pub mod aws;
 pub mod contract;
+pub mod duration;
 pub mod inject;
 pub mod metrics;
 pub mod mutate;

@@ -11,11 +11,12 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use secret_inject::contract;
+use secret_inject::agent::{self, AgentArgs};
 use secret_inject::inject::inject_documents;
 use secret_inject::mutate::MutationConfig;
 use secret_inject::server::{self, ServerOptions, State};
 use secret_inject::tls::{self, CertFiles, ReloadingResolver};
+use secret_inject::{contract, duration};
 use tracing::info;
 
 /// Inject AWS Secrets Manager secrets into Kubernetes pods, without Kubernetes Secrets.
@@ -34,6 +35,9 @@ enum Command {
     Webhook(Box<WebhookArgs>),
     /// Inject manifests offline: read YAML or JSON, write injected YAML to stdout.
     Inject(InjectArgs),
+    /// Fetch a secret from AWS Secrets Manager onto the in-memory volume (the injected
+    /// container).
+    Agent(Box<AgentArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -120,7 +124,7 @@ struct WebhookArgs {
     )]
     tls_private_key_file: Option<PathBuf>,
     /// How often the certificate files are checked for changes (e.g. `10s`).
-    #[arg(long, env = "SECRET_INJECT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SECRET_INJECT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
     tls_reload_interval: Duration,
     /// Service name for the development certificate's DNS names.
     #[arg(
@@ -136,16 +140,16 @@ struct WebhookArgs {
     #[arg(long, env = "SECRET_INJECT_WRITE_CA")]
     write_ca: Option<PathBuf>,
     /// Longest time for a client's TLS handshake and request headers.
-    #[arg(long, env = "SECRET_INJECT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SECRET_INJECT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     header_read_timeout: Duration,
     /// Longest time for a client to send a request body.
-    #[arg(long, env = "SECRET_INJECT_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SECRET_INJECT_BODY_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     body_read_timeout: Duration,
     /// Largest request body accepted, in bytes (Kubernetes sends at most about 3 MiB).
     #[arg(long, env = "SECRET_INJECT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
     /// Longest time in-flight requests get to finish after SIGTERM.
-    #[arg(long, env = "SECRET_INJECT_SHUTDOWN_GRACE_PERIOD", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "SECRET_INJECT_SHUTDOWN_GRACE_PERIOD", default_value = "25s", value_parser = duration::parse)]
     shutdown_grace_period: Duration,
     #[command(flatten)]
     mutation: MutationArgs,
@@ -160,30 +164,6 @@ struct InjectArgs {
     mutation: MutationArgs,
 }
 
-/// Parse `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration such as 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "{value:?}: unknown unit {unit:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
-}
-
 impl MutationArgs {
     fn config(&self) -> anyhow::Result<MutationConfig> {
         for (flag, value) in [
@@ -196,10 +176,10 @@ impl MutationArgs {
             ("--sidecar-memory-limit", Some(&self.sidecar_memory_limit)),
             ("--volume-size-limit", Some(&self.volume_size_limit)),
         ] {
-            if let Some(value) = value {
-                if !is_quantity(value) {
-                    bail!("{flag} {value:?} is not a Kubernetes quantity such as 10m, 16Mi or 1Gi");
-                }
+            if let Some(value) = value
+                && !is_quantity(value)
+            {
+                bail!("{flag} {value:?} is not a Kubernetes quantity such as 10m, 16Mi or 1Gi");
             }
         }
         if self.sidecar_image.trim().is_empty() {
@@ -271,6 +251,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Webhook(args) => run_webhook(*args),
         Command::Inject(args) => run_inject(&args),
+        Command::Agent(args) => return ExitCode::from(agent::run(&args)),
     };
     match result {
         Ok(code) => code,
@@ -326,12 +307,9 @@ fn run_webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime
-        .block_on(server::serve(
-            options,
-            Arc::new(resolver),
-            state,
-            server::shutdown_signal(),
-        ))
+        .block_on(server::serve(options, Arc::new(resolver), state, async {
+            server::shutdown_signal().await;
+        }))
         .context("webhook server failed")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -368,16 +346,6 @@ fn run_inject(args: &InjectArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unit"));
-    }
 
     #[test]
     fn quantities() {

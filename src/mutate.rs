@@ -330,6 +330,7 @@ fn agent_container(
         },
         env_value(contract::ENV_SECRET_FILENAME, injection.file_name.as_str()),
         env_value(contract::ENV_OUTPUT_DIR, injection.mount_path.as_str()),
+        env_value(contract::ENV_REGION, injection.secret_arn.region()),
         env_value(contract::ENV_FILE_MODE, file_mode.as_env()),
     ];
     let mut volume_mounts = vec![VolumeMount {
@@ -391,18 +392,17 @@ fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<Vol
                     .is_some_and(|rest| rest.starts_with('/'))
             })
             .max_by_key(|m| m.mount_path.len());
-        if let Some(holder) = holder {
-            if !mounts
+        if let Some(holder) = holder
+            && !mounts
                 .iter()
                 .any(|m| m.mount_path == holder.mount_path || m.name == holder.name)
-            {
-                mounts.push(VolumeMount {
-                    name: holder.name.clone(),
-                    mount_path: holder.mount_path.clone(),
-                    read_only: Some(true),
-                    ..Default::default()
-                });
-            }
+        {
+            mounts.push(VolumeMount {
+                name: holder.name.clone(),
+                mount_path: holder.mount_path.clone(),
+                read_only: Some(true),
+                ..Default::default()
+            });
         }
     }
 }

@@ -196,4 +196,5 @@ pub fn admission_review(pod: &serde_json::Value, uid: &str) -> serde_json::Value
         }
     })
 }
+pub mod moto;
 pub mod webhook;

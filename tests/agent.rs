@@ -1,0 +1,639 @@
+//! `secret-inject agent` with the real AWS SDK against a moto server: values, identities,
+//! denials, faults, deadlines, modes, filesystems, signals, and no secret in any output.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+
+mod common;
+use common::moto::{Fault, FaultProxy, Moto, PodIdentityEndpoint};
+
+struct Run {
+    code: Option<i32>,
+    output: String,
+    termination: String,
+    elapsed: Duration,
+}
+
+/// A tmpfs directory for the secret (as the emptyDir with medium: Memory would be).
+fn ram_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("secret-inject-test-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm must exist (a tmpfs) for the agent tests");
+    secret_inject::agent::write::check_in_memory(dir.path(), false)
+        .expect("/dev/shm must be a tmpfs for the agent tests");
+    dir
+}
+
+/// Run the agent with exactly this environment (plus a termination log and a private HOME).
+fn agent(env: &[(&str, &str)], args: &[&str]) -> Run {
+    let scratch = tempfile::tempdir().unwrap();
+    let termination = scratch.path().join("termination-log");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["--log-format", "plain", "agent"])
+        .args(args)
+        .env_clear()
+        .env("HOME", scratch.path())
+        .env("SECRET_INJECT_TERMINATION_LOG", &termination)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        termination: std::fs::read_to_string(&termination).unwrap_or_default(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn static_credentials(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key".to_owned()),
+    ]
+}
+
+fn with<'a>(
+    base: &'a [(&'static str, String)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    all
+}
+
+fn mode(path: &Path) -> u32 {
+    path.metadata().unwrap().permissions().mode() & 0o7777
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn string_secret_by_arn_lands_on_the_ram_disk() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("eu-west-1", "db-password", "P@$$word1024");
+    let out = ram_dir();
+    let creds = static_credentials(&moto.endpoint());
+    // No region anywhere: it comes from the ARN (the secret only exists in eu-west-1).
+    let run = agent(
+        &with(
+            &creds,
+            &[
+                ("SECRET_ARN", &arn),
+                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let file = out.path().join("secret");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "P@$$word1024");
+    assert_eq!(mode(&file), 0o400);
+    assert_eq!(entries(out.path()), [file], "no temporary files left");
+    assert!(run.termination.is_empty());
+}
+
+#[test]
+fn binary_secret_by_name_with_sub_folders_and_mode() {
+    let moto = Moto::start();
+    let bytes: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
+    let (status, body) = moto.json("us-east-1", "secretsmanager.CreateSecret", &json!({
+        "Name": "tls/key", "SecretBinary": base64::engine::general_purpose::STANDARD.encode(&bytes)
+    }));
+    assert_eq!(status, 200, "{body}");
+    let out = ram_dir();
+    let creds = static_credentials(&moto.endpoint());
+    let run = agent(
+        &with(
+            &creds,
+            &[
+                ("SECRET_ARN", "tls/key"),
+                ("AWS_REGION", "us-east-1"),
+                ("SECRET_FILENAME", "certs/tls.key"),
+                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+                ("SECRET_INJECT_FILE_MODE", "0440"),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let file = out.path().join("certs/tls.key");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    assert_eq!(mode(&file), 0o440);
+}
+
+#[test]
+fn version_stage_is_sent_explicitly() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "rotating", "v1");
+    let (status, put) = moto.json(
+        "us-east-1",
+        "secretsmanager.PutSecretValue",
+        &json!({ "SecretId": arn, "SecretString": "v2" }),
+    );
+    assert_eq!(status, 200, "{put}");
+    let out = ram_dir();
+    let dir = out.path().to_str().unwrap();
+    let creds = static_credentials(&moto.endpoint());
+    let env = with(
+        &creds,
+        &[("SECRET_ARN", &arn), ("SECRET_INJECT_OUTPUT_DIR", dir)],
+    );
+    let read = |args: &[&str]| {
+        let run = agent(&env, args);
+        assert_eq!(run.code, Some(0), "{}", run.output);
+        std::fs::read_to_string(out.path().join("secret")).unwrap()
+    };
+    assert_eq!(read(&[]), "v2");
+    assert_eq!(read(&["--version-stage", "AWSPREVIOUS"]), "v1");
+    // Move AWSCURRENT back to the first version: moto answers a request without a stage with
+    // the old value here, so this only passes because the stage is sent.
+    let (_, versions) = moto.json(
+        "us-east-1",
+        "secretsmanager.ListSecretVersionIds",
+        &json!({ "SecretId": arn }),
+    );
+    let find = |stage: &str| {
+        versions["Versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v["VersionStages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == stage)
+            })
+            .unwrap()["VersionId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (current, previous) = (find("AWSCURRENT"), find("AWSPREVIOUS"));
+    let (status, moved) = moto.json("us-east-1", "secretsmanager.UpdateSecretVersionStage", &json!({
+        "SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": previous, "RemoveFromVersionId": current
+    }));
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(read(&[]), "v1");
+    assert_eq!(read(&["--version-id", &current]), "v2");
+}
+
+#[test]
+fn not_found_too_large_and_bad_configuration_fail_cleanly() {
+    let moto = Moto::start();
+    let big = moto.create_secret("us-east-1", "big", &"x".repeat(65_537));
+    let out = ram_dir();
+    let dir = out.path().to_str().unwrap();
+    let creds = static_credentials(&moto.endpoint());
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf";
+    for (secret, code, expect) in [
+        (missing, 5, "ResourceNotFoundException"),
+        (big.as_str(), 6, "TooLarge"),
+        (
+            "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+            2,
+            "SECRET_ARN",
+        ),
+        ("not a name!", 2, "neither a secret ARN nor a secret name"),
+    ] {
+        let run = agent(
+            &with(
+                &creds,
+                &[("SECRET_ARN", secret), ("SECRET_INJECT_OUTPUT_DIR", dir)],
+            ),
+            &[],
+        );
+        assert_eq!(run.code, Some(code), "{secret}: {}", run.output);
+        assert!(
+            run.termination.contains(expect),
+            "{secret}: {}",
+            run.termination
+        );
+        assert!(run.termination.contains("Fix:"), "{}", run.termination);
+        assert!(run.output.contains(expect));
+        assert!(
+            entries(out.path()).is_empty(),
+            "{secret}: a file was written"
+        );
+    }
+    let run = agent(
+        &with(
+            &creds,
+            &[
+                ("SECRET_ARN", missing),
+                ("SECRET_INJECT_OUTPUT_DIR", dir),
+                ("SECRET_FILENAME", "../x"),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.termination.contains("SECRET_FILENAME"),
+        "{}",
+        run.termination
+    );
+}
+
+#[test]
+fn irsa_web_identity_goes_through_sts() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "irsa", "via-sts");
+    let out = ram_dir();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token = token_dir.path().join("token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDp3ZWIifQ.c2ln",
+    )
+    .unwrap();
+    let role = "arn:aws:iam::123456789012:role/webserver-secrets-role";
+    let base = [
+        ("SECRET_ARN", arn.as_str()),
+        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+        ("AWS_ROLE_ARN", role),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+        ("AWS_STS_REGIONAL_ENDPOINTS", "regional"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let endpoint = moto.endpoint();
+    let mut env = base.to_vec();
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let run = agent(&env, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        "via-sts"
+    );
+    std::fs::remove_file(out.path().join("secret")).unwrap();
+
+    // The same, with STS pointing nowhere: no credentials, so no secret. STS is really used.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_sts = format!("http://127.0.0.1:{}", dead.local_addr().unwrap().port());
+    drop(dead);
+    let mut env = base.to_vec();
+    env.extend([
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_STS", &dead_sts),
+    ]);
+    let run = agent(&env, &["--deadline", "2s", "--attempt-timeout", "500ms"]);
+    assert!(matches!(run.code, Some(3) | Some(7)), "{}", run.output);
+    assert!(run.termination.contains(role), "{}", run.termination);
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn eks_pod_identity_uses_the_container_credentials_endpoint() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "pod-identity", "via-pod-identity");
+    let out = ram_dir();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-token-123").unwrap();
+    let endpoint = PodIdentityEndpoint::start("pod-identity-token-123");
+    let uri = format!("http://127.0.0.1:{}/v1/credentials", endpoint.port);
+    let moto_endpoint = moto.endpoint();
+    let run = agent(
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+            ("AWS_ENDPOINT_URL", &moto_endpoint),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        "via-pod-identity"
+    );
+    assert_eq!(
+        endpoint.seen.lock().unwrap().as_slice(),
+        ["pod-identity-token-123"]
+    );
+}
+
+#[test]
+fn iam_denial_fails_at_once_naming_the_permission() {
+    // IAM enforcement on, after the setup calls below.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let arn = moto.create_secret("us-east-1", "guarded", "top-secret-value");
+    let (status, _) = moto.query(
+        "iam",
+        &[
+            ("Action", "CreateUser"),
+            ("UserName", "app"),
+            ("Version", "2010-05-08"),
+        ],
+    );
+    assert_eq!(status, 200);
+    let (status, keys) = moto.query(
+        "iam",
+        &[
+            ("Action", "CreateAccessKey"),
+            ("UserName", "app"),
+            ("Version", "2010-05-08"),
+        ],
+    );
+    assert_eq!(status, 200, "{keys}");
+    let field = |name: &str| {
+        keys.split(&format!("<{name}>"))
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (key_id, secret_key) = (field("AccessKeyId"), field("SecretAccessKey"));
+    let out = ram_dir();
+    let endpoint = moto.endpoint();
+    let run = agent(
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_ACCESS_KEY_ID", &key_id),
+            ("AWS_SECRET_ACCESS_KEY", &secret_key),
+            ("AWS_ENDPOINT_URL", &endpoint),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(4), "{}", run.output);
+    assert!(
+        run.termination.contains("AccessDenied"),
+        "{}",
+        run.termination
+    );
+    assert!(
+        run.termination.contains("secretsmanager:GetSecretValue"),
+        "{}",
+        run.termination
+    );
+    assert!(run.termination.contains(&arn));
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "denials must not be retried: {:?}",
+        run.elapsed
+    );
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn transient_faults_are_retried_to_success() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "flaky", "eventually");
+    let faults = vec![
+        Fault::Throttle,
+        Fault::ServerError,
+        Fault::Reset,
+        Fault::Stall(Duration::from_secs(3)),
+        Fault::Pass,
+    ];
+    let proxy = FaultProxy::start(moto.port, faults);
+    let out = ram_dir();
+    let creds = static_credentials(&proxy.endpoint());
+    let run = agent(
+        &with(
+            &creds,
+            &[
+                ("SECRET_ARN", &arn),
+                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ],
+        ),
+        &["--attempt-timeout", "1s", "--deadline", "30s"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        "eventually"
+    );
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+    for code in ["ThrottlingException", "InternalServiceError"] {
+        assert!(
+            run.output.contains(code),
+            "retry of {code} not logged:\n{}",
+            run.output
+        );
+    }
+}
+
+#[test]
+fn past_the_deadline_fails_cleanly_without_a_file() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "down", "never");
+    let proxy = FaultProxy::start(moto.port, vec![Fault::Throttle; 1000]);
+    let out = ram_dir();
+    let creds = static_credentials(&proxy.endpoint());
+    let run = agent(
+        &with(
+            &creds,
+            &[
+                ("SECRET_ARN", &arn),
+                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ],
+        ),
+        &["--deadline", "2s"],
+    );
+    assert_eq!(run.code, Some(7), "{}", run.output);
+    assert!(run.elapsed < Duration::from_secs(6), "{:?}", run.elapsed);
+    assert!(
+        run.termination.contains("ThrottlingException")
+            && run.termination.contains("SECRET_INJECT_DEADLINE"),
+        "{}",
+        run.termination
+    );
+    assert!(entries(out.path()).is_empty());
+    assert!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "not retried"
+    );
+}
+
+#[test]
+fn disk_backed_directories_are_refused_unless_allowed() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "disk", "not-on-disk");
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    assert!(
+        secret_inject::agent::write::check_in_memory(disk.path(), false).is_err(),
+        "{} must be disk-backed for this test",
+        disk.path().display()
+    );
+    let creds = static_credentials(&moto.endpoint());
+    let env = with(
+        &creds,
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_OUTPUT_DIR", disk.path().to_str().unwrap()),
+        ],
+    );
+    let run = agent(&env, &[]);
+    assert_eq!(run.code, Some(8), "{}", run.output);
+    assert!(
+        run.termination.contains("medium: Memory"),
+        "{}",
+        run.termination
+    );
+    assert!(entries(disk.path()).is_empty());
+    let run = agent(&env, &["--allow-disk"]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(disk.path().join("secret")).unwrap(),
+        "not-on-disk"
+    );
+}
+
+#[test]
+fn runs_as_the_chosen_user_and_writes_owned_files() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "owned", "mine");
+    let out = ram_dir();
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let endpoint = moto.endpoint();
+    let termination = out.path().join("..termination");
+    let status = Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=2000",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_secret-inject"),
+            "agent",
+        ])
+        .env_clear()
+        .envs([
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("SECRET_INJECT_FILE_MODE", "0440"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            (
+                "SECRET_INJECT_TERMINATION_LOG",
+                termination.to_str().unwrap(),
+            ),
+        ])
+        .output()
+        .expect("setpriv (util-linux) runs the agent as another user");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let meta = out.path().join("secret").metadata().unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (1000, 2000, 0o440)
+    );
+}
+
+#[test]
+fn no_secret_value_in_any_output_even_at_trace_level() {
+    let moto = Moto::start();
+    let value = "s3cr3t-VALUE-that-must-never-be-logged";
+    let arn = moto.create_secret("us-east-1", "quiet", value);
+    let out = ram_dir();
+    let creds = static_credentials(&moto.endpoint());
+    let env = with(
+        &creds,
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    let run = agent(&env, &["--log-level", "trace"]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert!(
+        run.output.lines().count() > 20,
+        "trace logging is not on:\n{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains(value),
+        "the secret value leaked into the output"
+    );
+    assert!(
+        !run.output.contains("test-secret-key"),
+        "the secret access key leaked into the output"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        value
+    );
+}
+
+#[test]
+fn sigterm_stops_promptly_without_a_file() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "slow", "late");
+    let proxy = FaultProxy::start(moto.port, vec![Fault::Stall(Duration::from_secs(30)); 10]);
+    let out = ram_dir();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["agent", "--attempt-timeout", "20s"])
+        .env_clear()
+        .envs([
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("AWS_ENDPOINT_URL", &proxy.endpoint()),
+            ("HOME", scratch.path().to_str().unwrap()),
+            (
+                "SECRET_INJECT_TERMINATION_LOG",
+                scratch.path().join("t").to_str().unwrap(),
+            ),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the agent never called AWS");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(status.code(), Some(143));
+    assert!(entries(out.path()).is_empty());
+    assert!(
+        std::fs::read_to_string(scratch.path().join("t"))
+            .unwrap()
+            .contains("SIGTERM")
+    );
+}
