@@ -1,0 +1,320 @@
+//! The webhook and the agent together, the way kubelet would run them: take the pod the webhook
+//! returns, resolve the injected container's env (Downward API fieldRefs from the pod's
+//! annotations), mount the emptyDir as a tmpfs at its mountPath in a private mount namespace,
+//! run the agent with the container's runAsUser/runAsGroup and the pod's fsGroup against moto,
+//! then read the file as the app container's user at the app container's mount path.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+mod common;
+use common::moto::Moto;
+use common::webhook::{Client, Webhook, connect, decode_patch};
+
+/// Quote for `sh`.
+fn q(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+async fn injected_pod(server: &Webhook, template: &Value) -> Value {
+    let pod = common::pod_from_template(template, "default");
+    let stream = connect(
+        server.webhook,
+        &server.ca_path(),
+        "secret-inject.testns.svc",
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let mut client = Client::new(stream).await;
+    let (status, body) = client
+        .post(
+            "/mutating-pods",
+            serde_json::to_vec(&common::admission_review(&pod, "kubelet-e2e")).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    let patch: json_patch::Patch =
+        serde_json::from_value(decode_patch(&review).expect("a patch")).unwrap();
+    let mut patched = pod;
+    json_patch::patch(&mut patched, &patch).unwrap();
+    patched
+}
+
+/// The container's env as kubelet resolves it.
+fn resolve_env(pod: &Value, container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            if let Some(value) = e["value"].as_str() {
+                return (name, value.to_owned());
+            }
+            let path = e["valueFrom"]["fieldRef"]["fieldPath"]
+                .as_str()
+                .unwrap_or_else(|| panic!("unsupported env source {e}"));
+            let key = path
+                .strip_prefix("metadata.annotations['")
+                .and_then(|p| p.strip_suffix("']"))
+                .unwrap_or_else(|| panic!("unsupported fieldRef {path}"));
+            (
+                name,
+                pod["metadata"]["annotations"][key]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+struct Expect<'a> {
+    secret: &'a str,
+    /// The app container's user (uid, gid); the image default (root) when the pod sets none.
+    app_user: (i64, i64),
+    /// A user who must not be able to read the file, if any.
+    outsider: Option<i64>,
+}
+
+/// Run the injected container and read the file as the app, in one private mount namespace.
+fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, expect: Expect) {
+    let spec = &pod["spec"];
+    let agent = spec["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "secrets-init-container")
+        .unwrap();
+    let app = &spec["containers"][0];
+    let volume_mount = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "secret-vol")
+            .unwrap()["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (agent_mount, app_mount) = (volume_mount(agent), volume_mount(app));
+    let sc = &agent["securityContext"];
+    let (uid, gid) = (
+        sc["runAsUser"].as_i64().unwrap(),
+        sc["runAsGroup"]
+            .as_i64()
+            .unwrap_or(sc["runAsUser"].as_i64().unwrap()),
+    );
+    let fs_group = spec["securityContext"]["fsGroup"].as_i64();
+    let groups = fs_group
+        .map(|g| format!("--groups={g}"))
+        .unwrap_or_else(|| "--clear-groups".to_owned());
+    let filename = resolve_env(pod, agent)
+        .into_iter()
+        .find(|(k, _)| k == "SECRET_FILENAME")
+        .unwrap()
+        .1;
+
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let termination = scratch.path().join("termination-log");
+    let mut env: Vec<String> = resolve_env(pod, agent)
+        .into_iter()
+        .chain(runner_env.iter().cloned())
+        .map(|(k, v)| q(&format!("{k}={v}")))
+        .collect();
+    env.push(q(&format!(
+        "SECRET_INJECT_TERMINATION_LOG={}",
+        termination.display()
+    )));
+    let binary = env!("CARGO_BIN_EXE_secret-inject");
+    let drop_all = "--inh-caps=-all --bounding-set=-all --no-new-privs";
+    let mut script = format!(
+        "set -e\n{setup}\n\
+         mount -t tmpfs -o mode=0777,size=1m secret-vol {mount}\n",
+        mount = q(&agent_mount)
+    );
+    if let Some(g) = fs_group {
+        // What kubelet does for an emptyDir when the pod has an fsGroup.
+        script.push_str(&format!(
+            "chgrp {g} {m} && chmod 2777 {m}\n",
+            m = q(&agent_mount)
+        ));
+    }
+    script.push_str(&format!(
+        "setpriv --reuid={uid} --regid={gid} {groups} {drop_all} env -i {env} {binary} --log-format plain agent\n",
+        env = env.join(" "), binary = q(binary)
+    ));
+    let (app_uid, app_gid) = expect.app_user;
+    script.push_str(&format!(
+        "echo '---app---'\nsetpriv --reuid={app_uid} --regid={app_gid} {groups} {drop_all} cat {file}\necho\n",
+        file = q(&format!("{app_mount}/{filename}"))
+    ));
+    if let Some(outsider) = expect.outsider {
+        script.push_str(&format!(
+            "echo '---outsider---'\nif setpriv --reuid={outsider} --regid={outsider} --clear-groups {drop_all} cat {file} 2>/dev/null; then echo READABLE; else echo DENIED; fi\n",
+            file = q(&format!("{app_mount}/{filename}"))
+        ));
+    }
+    script.push_str(&format!(
+        "echo '---stat---'\nstat -c '%u %g %a' {}\n",
+        q(&format!("{app_mount}/{filename}"))
+    ));
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) must be installed; the test needs root");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "kubelet-like run failed (needs root):\n{stdout}\n{stderr}\ntermination log: {}",
+        std::fs::read_to_string(&termination).unwrap_or_default()
+    );
+    let read = stdout
+        .split("---app---\n")
+        .nth(1)
+        .unwrap()
+        .split("\n---")
+        .next()
+        .unwrap();
+    assert_eq!(
+        read, expect.secret,
+        "the app read something else:\n{stdout}\n{stderr}"
+    );
+    if expect.outsider.is_some() {
+        assert!(
+            stdout.contains("---outsider---\nDENIED"),
+            "another user could read the secret:\n{stdout}"
+        );
+    }
+    let stat = stdout
+        .split("---stat---\n")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mode = resolve_env(pod, agent)
+        .into_iter()
+        .find(|(k, _)| k == "SECRET_INJECT_FILE_MODE")
+        .unwrap()
+        .1;
+    assert_eq!(
+        stat,
+        format!(
+            "{uid} {} {}",
+            fs_group.unwrap_or(gid),
+            mode.trim_start_matches('0')
+        ),
+        "owner and mode"
+    );
+    // Nothing of the secret outside the mount namespace: the host never saw the tmpfs.
+    assert!(
+        !Path::new(&format!("{agent_mount}/{filename}")).exists() || agent_mount == "/tmp",
+        "the secret is visible outside the pod's mount namespace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_blog_deployment_runs_end_to_end() {
+    let moto = Moto::start();
+    let value = r#"{"username":"admin","password":"P@$$word1024","engine":"mysql"}"#;
+    let arn = moto.create_secret("us-east-1", "database-password", value);
+    let server = Webhook::start(&[]);
+    let deployment = common::kubectl_object(&[
+        "create",
+        "deployment",
+        "webserver",
+        "--image=busybox:1.28",
+        "--",
+        "sh",
+        "-c",
+        "echo $(cat /tmp/secret) && sleep 3600",
+    ]);
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["annotations"] = json!({ "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": arn });
+    template["spec"]["serviceAccountName"] = json!("webserver-service-account");
+    let pod = injected_pod(&server, &template).await;
+    // No IRSA in this test: static credentials stand in for the pod's identity.
+    let runner = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "AKIATEST".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+    ];
+    // busybox runs as root; with every capability dropped it still reads the 0444 file.
+    run_like_kubelet(
+        &pod,
+        &runner,
+        "true",
+        Expect {
+            secret: value,
+            app_user: (0, 0),
+            outsider: None,
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_with_run_as_user_fs_group_and_irsa_runs_end_to_end() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "payments/db", "s3cr3t-for-uid-1000");
+    let server = Webhook::start(&[]);
+    let deployment =
+        common::kubectl_object(&["create", "deployment", "payments", "--image=payments:1.0"]);
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["annotations"] = json!({
+        "secrets.k8s.aws/secret-arn": arn,
+        "secrets.k8s.aws/mount-path": "/srv",
+        "secrets.k8s.aws/secret-filename": "db/credentials",
+    });
+    template["spec"]["securityContext"] =
+        json!({ "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "runAsNonRoot": true });
+    // What the EKS Pod Identity Webhook adds for IRSA (it ran before us).
+    let token_dir = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+    template["spec"]["containers"][0]["env"] = json!([
+        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/payments" },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": format!("{token_dir}/token") },
+        { "name": "AWS_REGION", "value": "us-east-1" },
+    ]);
+    template["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "aws-iam-token", "mountPath": token_dir, "readOnly": true }]);
+    template["spec"]["volumes"] = json!([{ "name": "aws-iam-token", "projected": { "sources": [
+        { "serviceAccountToken": { "audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token" } }] } }]);
+    let pod = injected_pod(&server, &template).await;
+    let agent = pod["spec"]["initContainers"][0].clone();
+    assert!(
+        agent["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == token_dir),
+        "token mount not copied"
+    );
+    // The projected token, as kubelet would mount it (a tmpfs over /run in this namespace).
+    let setup = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p {token_dir} && printf 'eyJhbGciOiJSUzI1NiJ9.e30.c2ln' > {token_dir}/token && chmod 0644 {token_dir}/token"
+    );
+    // Credentials come only from the copied IRSA env, through STS on moto.
+    let runner = vec![("AWS_ENDPOINT_URL".to_owned(), moto.endpoint())];
+    run_like_kubelet(
+        &pod,
+        &runner,
+        &setup,
+        Expect {
+            secret: "s3cr3t-for-uid-1000",
+            app_user: (1000, 3000),
+            outsider: Some(4242),
+        },
+    );
+}
