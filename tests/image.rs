@@ -6,8 +6,9 @@
 //! nothing else from the file system: no dynamic loader, no shared libraries, no NSS modules.
 //! So we check that the binary cargo builds is static (its ELF program headers), then build the
 //! image's root file system in a temporary directory and run the binary in it with `chroot` as
-//! the image's user: `--help`, the webhook serving a real AdmissionReview over verified TLS, and
-//! the offline injector.
+//! the image's user: `--help`, the webhook serving a real AdmissionReview over verified TLS, the
+//! offline injector, and the agent fetching a secret over TLS that it verifies with the image's
+//! CA bundle (and refuses without it).
 //!
 //! The chroot tests need root (chroot(2) is privileged). Tests run as root here and in CI; as
 //! any other user they fail with a message saying so, they never skip.
@@ -367,6 +368,191 @@ async fn webhook_serves_a_review_over_tls_in_the_empty_root() {
         .unwrap_or_else(|| panic!("no secret-vol added: {patch}"));
     assert_eq!(volume["emptyDir"]["medium"], "Memory");
     drop(server);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent in the image trusts exactly the image's CA bundle.
+
+const SECRET_ARN: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+const SECRET_VALUE: &str = "P@$$word1024";
+
+/// A stand-in for Secrets Manager over TLS: answers every GetSecretValue with [`SECRET_VALUE`],
+/// and counts completed TLS handshakes and requests.
+struct FakeSecretsManager {
+    address: std::net::SocketAddr,
+    handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn fake_secrets_manager(cert: &secret_inject::tls::DevCertificate) -> FakeSecretsManager {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex, atomic::AtomicUsize};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let (count, seen) = (handshakes.clone(), targets.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, count, seen) = (acceptor.clone(), count.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return; // the client did not trust us
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body_start) = loop {
+                    let Ok(n) = tls.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break (
+                            String::from_utf8_lossy(&request[..end]).into_owned(),
+                            end + 4,
+                        );
+                    }
+                };
+                let header = |name: &str| {
+                    head.lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim().to_owned())
+                };
+                let length: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while request.len() < body_start + length {
+                    let Ok(n) = tls.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(header("x-amz-target").unwrap_or_default());
+                let body = serde_json::json!({
+                    "ARN": SECRET_ARN,
+                    "Name": "database-password",
+                    "VersionId": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+                    "SecretString": SECRET_VALUE,
+                    "VersionStages": ["AWSCURRENT"],
+                    "CreatedDate": 1_700_000_000.0,
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                     x-amzn-requestid: 0a1b2c3d-image-test\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    FakeSecretsManager {
+        address,
+        handshakes,
+        targets,
+    }
+}
+
+/// Run `secret-inject agent` in the image root as the image's user, with the environment the
+/// webhook gives it and static credentials, against `endpoint`.
+async fn agent_in_image(root: &Path, endpoint: String) -> Output {
+    let mut command = in_image(root, &["--log-format", "plain", "agent"]);
+    command
+        .env("SECRET_ARN", SECRET_ARN)
+        .env("SECRET_FILENAME", "secret")
+        .env("SECRET_INJECT_OUTPUT_DIR", "/tmp")
+        .env("SECRET_INJECT_FILE_MODE", "0444")
+        // In a pod /tmp is the in-memory secret-vol; here it is the test's disk.
+        .env("SECRET_INJECT_ALLOW_DISK", "true")
+        .env("SECRET_INJECT_TERMINATION_LOG", "/tmp/termination-log")
+        .env("SECRET_INJECT_DEADLINE", "3s")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key");
+    tokio::task::spawn_blocking(move || run(command, b""))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_fetches_over_tls_trusting_the_image_ca_bundle() {
+    let cert = secret_inject::tls::generate_dev_certificate("secrets-manager", "test").unwrap();
+    let server = fake_secrets_manager(&cert).await;
+    let endpoint = format!("https://{}", server.address);
+
+    // The image's bundle plus a private CA, as a company CA would be added: the agent trusts it.
+    let root = image_root();
+    let bundle = root.path().join(CA_BUNDLE.trim_start_matches('/'));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&bundle)
+        .unwrap();
+    write!(file, "\n{}", cert.ca_pem).unwrap();
+    drop(file);
+    let output = agent_in_image(root.path(), endpoint.clone()).await;
+    assert!(
+        output.status.success(),
+        "agent in the image root: {}",
+        describe(&output)
+    );
+    let written = root.path().join("tmp/secret");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), SECRET_VALUE);
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(std::fs::metadata(&written).unwrap().uid(), 65532);
+    assert_eq!(
+        server.targets.lock().unwrap().as_slice(),
+        ["secretsmanager.GetSecretValue"]
+    );
+
+    // The same agent with the unmodified bundle refuses the private CA: trust comes from the
+    // file in the image, not from roots compiled into the binary.
+    let handshakes = server.handshakes.load(std::sync::atomic::Ordering::SeqCst);
+    let root = image_root();
+    let output = agent_in_image(root.path(), endpoint).await;
+    assert!(
+        !output.status.success(),
+        "the agent trusted a CA that is not in the image's bundle: {}",
+        describe(&output)
+    );
+    assert!(!root.path().join("tmp/secret").exists());
+    assert_eq!(
+        server.handshakes.load(std::sync::atomic::Ordering::SeqCst),
+        handshakes,
+        "a TLS handshake completed without the CA in the bundle"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
