@@ -234,6 +234,7 @@ fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match log.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

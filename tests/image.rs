@@ -547,6 +547,13 @@ async fn agent_fetches_over_tls_trusting_the_image_ca_bundle() {
         "the agent trusted a CA that is not in the image's bundle: {}",
         describe(&output)
     );
+    // An untrusted certificate is a configuration problem, reported at once, not retried.
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("TlsCertificateRejected"),
+        "{}",
+        describe(&output)
+    );
     assert!(!root.path().join("tmp/secret").exists());
     assert_eq!(
         server.handshakes.load(std::sync::atomic::Ordering::SeqCst),

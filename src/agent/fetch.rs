@@ -115,6 +115,12 @@ impl Failure {
             .unwrap_or_default();
         let role_or_identity = role.as_deref().unwrap_or("the pod's IAM role");
         let (what, fix) = match self.kind {
+            FailureKind::Config if self.code == "TlsCertificateRejected" => (
+                "the endpoint's TLS certificate is not trusted".to_owned(),
+                "check AWS_ENDPOINT_URL* and any HTTPS proxy; a private CA must be in the \
+                 image's CA bundle (SSL_CERT_FILE)"
+                    .to_owned(),
+            ),
             FailureKind::Config => (
                 "invalid configuration".to_owned(),
                 "fix the pod's secrets.k8s.aws/ annotations or the agent's flags".to_owned(),
@@ -316,6 +322,22 @@ fn classify(
     error: &SdkError<GetSecretValueError, aws_smithy_runtime_api::http::Response>,
 ) -> Classified {
     let chain = error_chain(error);
+    // A certificate the trust store rejects will not fix itself: say so at once.
+    if error_sources(error).any(|e| {
+        e.downcast_ref::<rustls::Error>().is_some_and(is_certificate_error)
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(is_certificate_error)
+            // The TLS error may arrive type-erased; rustls's wording is stable.
+            || e.to_string().contains("invalid peer certificate")
+    }) {
+        return Classified::Permanent(Failure::new(
+            FailureKind::Config,
+            "TlsCertificateRejected",
+            chain,
+        ));
+    }
     if let Some(credentials) = find::<CredentialsError>(error) {
         return classify_credentials(credentials, &chain);
     }
@@ -390,6 +412,13 @@ fn classify(
             chain,
         )),
     }
+}
+
+fn is_certificate_error(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+    )
 }
 
 /// `<Code>…</Code>` of an XML error body.
