@@ -221,6 +221,9 @@ mod tests {
         });
         let yaml = to_string(&value);
         assert_eq!(parse(&yaml), value, "{yaml}");
-        assert!(yaml.contains("  containers:\n  - name: app\n"), "{yaml}");
+        assert!(
+            yaml.contains("  containers:\n  - command:\n    - sh\n"),
+            "{yaml}"
+        );
     }
 }
