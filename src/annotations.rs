@@ -226,13 +226,7 @@ impl SecretArn {
                 quote(resource)
             )));
         }
-        // Secret names: 1-512 of ASCII letters, digits and /_+=.@- (the Secrets Manager rule).
-        if name.is_empty()
-            || name.len() > 512
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
-        {
+        if !is_secret_name(name) {
             return Err(bad(format!(
                 "{shown} has secret name {}, expected 1-512 characters of letters, digits and /_+=.@-",
                 quote(name)
@@ -261,6 +255,15 @@ impl fmt::Display for SecretArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.arn)
     }
+}
+
+/// A Secrets Manager secret name: 1-512 ASCII letters, digits and `/_+=.@-`.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 512
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
 }
 
 fn is_partition(value: &str) -> bool {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tracing::{info, warn};
 
-use crate::annotations::{RelativeFileName, SecretArn};
+use crate::annotations::{self, RelativeFileName, SecretArn};
 use crate::contract::{self, FileMode};
 use fetch::{Failure, FailureKind, FetchOptions, SecretId, VersionSelector};
 
@@ -149,12 +149,7 @@ impl Plan {
             })?)
         } else {
             let name = args.secret_arn.as_str();
-            if name.is_empty()
-                || name.len() > 512
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
-            {
+            if !annotations::is_secret_name(name) {
                 return Err(config(format!(
                     "{}: {:?} is neither a secret ARN nor a secret name (1-512 of letters, \
                      digits and /_+=.@-)",
