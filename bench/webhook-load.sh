@@ -13,7 +13,8 @@
 # Environment (all optional):
 #   DURATION=10        seconds per wrk run
 #   CONCURRENCY="1 16 64"  connection counts, one wrk run each
-#   THREADS=2          most wrk threads (each run uses min(THREADS, connections))
+#   THREADS=1          wrk threads (one event-loop thread drives 64 connections; every core
+#                      wrk does not take is one the server can use on this 2-core machine)
 #   WARMUP=2           seconds of unreported warm-up load at 16 connections (0 to skip)
 #   BODY=tests/golden/seed-webserver/request.json   the AdmissionReview to POST
 #   RESULTS=bench/results/webhook-load.json         where the JSON results go
@@ -29,7 +30,7 @@ cd "$REPO"
 
 DURATION="${DURATION:-10}"
 CONCURRENCY="${CONCURRENCY:-1 16 64}"
-THREADS="${THREADS:-2}"
+THREADS="${THREADS:-1}"
 WARMUP="${WARMUP:-2}"
 BODY="${BODY:-tests/golden/seed-webserver/request.json}"
 RESULTS="${RESULTS:-bench/results/webhook-load.json}"
