@@ -349,3 +349,71 @@ async fn server_runs_with_what_the_chart_renders() {
         "secrets-init-container"
     );
 }
+
+/// Every value in values.yaml is described by values.schema.json and listed in the chart's
+/// README (itself, or the object it belongs to), and every top-level value the schema describes
+/// has a default in values.yaml.
+#[test]
+fn every_value_is_in_the_schema_and_the_readme() {
+    let dir = common::repo_root().join("charts/secret-inject");
+    let values: Value = Value::deserialize(yaml_serde::Deserializer::from_str(
+        &std::fs::read_to_string(dir.join("values.yaml")).unwrap(),
+    ))
+    .unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
+            .unwrap();
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    fn documented(path: &str, readme: &str) -> bool {
+        let mut prefix = path;
+        loop {
+            if readme.contains(&format!("`{prefix}`")) {
+                return true;
+            }
+            match prefix.rsplit_once('.') {
+                Some((parent, _)) => prefix = parent,
+                None => return false,
+            }
+        }
+    }
+    // Walk values and schema together; a schema object without `properties` takes free-form
+    // Kubernetes objects (securityContext, affinity, ...).
+    fn walk(path: &str, value: &Value, schema: &Value, readme: &str, missing: &mut Vec<String>) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        match (value.as_object(), properties) {
+            (Some(map), Some(properties)) if !map.is_empty() => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    match properties.get(key) {
+                        Some(child_schema) => {
+                            walk(&child_path, child, child_schema, readme, missing)
+                        }
+                        None => missing.push(format!("{child_path}: not in values.schema.json")),
+                    }
+                }
+            }
+            _ if !documented(path, readme) => {
+                missing.push(format!("{path}: not listed in the chart README"))
+            }
+            _ => {}
+        }
+    }
+    walk("", &values, &schema, &readme, &mut missing);
+    for key in schema["properties"].as_object().unwrap().keys() {
+        if values.get(key).is_none() && key != "global" {
+            missing.push(format!(
+                "{key}: in the schema but has no default in values.yaml"
+            ));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown top-level values must be rejected"
+    );
+}
