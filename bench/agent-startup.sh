@@ -31,6 +31,8 @@
 # Note: moto's own response time is part of both tools' times, and moto, the tool being timed
 # and this script share the machine's cores (2 on the project's machines).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # say, die, apt_install, cleanup helpers, git_commit
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -50,9 +52,6 @@ TARGET_SPEEDUP=20            # agent median wall time <= CLI median / 20
 TARGET_RSS_KB=15360          # agent peak RSS <= 15 MiB
 TARGET_BIN_BYTES=15728640    # stripped binary <= 15 MiB
 
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'bench/agent-startup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-
 for var in RUNS WARMUP RSS_RUNS; do
   [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
 done
@@ -65,35 +64,13 @@ OUT="$(mktemp -d -p /dev/shm agent-startup.XXXXXX)"   # tmpfs: the agent refuses
 MOTO_PID=""
 cleanup() {
   local rc=$?
-  if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
-    kill -TERM "$MOTO_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$MOTO_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$MOTO_PID" 2>/dev/null || true
-    wait "$MOTO_PID" 2>/dev/null || true
-  fi
-  if (( rc != 0 )) && [[ -s "$TMP/moto.log" ]]; then
-    echo "--- last lines of the moto log ($TMP/moto.log) ---" >&2
-    tail -n 10 "$TMP/moto.log" >&2 || true
-  fi
+  stop_process "$MOTO_PID"
+  show_log_tail "$rc" moto "$TMP/moto.log" 10
   rm -rf "$OUT"   # holds the secret
-  if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then
-    echo "temporary files kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
+  remove_tmp "$rc" "$TMP"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-apt_install() {
-  local sudo=()
-  (( $(id -u) == 0 )) || sudo=(sudo)
-  say "running: ${sudo[*]:+${sudo[*]} }apt-get update && apt-get install -y $*"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@"
-}
+on_exit cleanup
 
 # --- 1. tools -------------------------------------------------------------------------------
 command -v python3 >/dev/null || die "python3 not found on PATH (needed by scripts/test and the timing harness)"
@@ -179,10 +156,7 @@ command -v file >/dev/null && FILE_OUTPUT="$(file -b "$BIN")"
 
 # --- 5. runs, checks, report (Python harness) -----------------------------------------------
 mkdir -p "$(dirname "$RESULTS")"
-GIT_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
-  GIT_COMMIT="$GIT_COMMIT+dirty"
-fi
+GIT_COMMIT="$(git_commit)"
 export TMP OUT BIN AWS GNU_TIME ENDPOINT ARN SECRET_VALUE RUNS WARMUP RSS_RUNS RESULTS MOTO_PID \
   BUILD_SECONDS BUILD_KIND BUILD_COMPILED BUILD_LOCK_WAIT FILE_OUTPUT AWS_VERSION MOTO_VERSION \
   GIT_COMMIT TARGET_SPEEDUP TARGET_RSS_KB TARGET_BIN_BYTES

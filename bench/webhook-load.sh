@@ -24,6 +24,8 @@
 # Note: the server and wrk share the machine's cores (2 on the project's machines), so
 # the numbers are a lower bound of what the server does on cores of its own.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # say, die, apt_install, cleanup helpers, git_commit
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -42,9 +44,6 @@ TARGET_RPS_C64=20000     # requests/s at 64 connections, at least
 TARGET_P99_C16_US=2000   # p99 latency at 16 connections, at most (microseconds)
 TARGET_RSS_KB=20480      # peak RSS (VmHWM), at most: 20 MiB
 
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'bench/webhook-load.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-
 for var in DURATION THREADS WARMUP; do
   [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a whole number of seconds/threads, got '${!var}'"
 done
@@ -60,34 +59,12 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/webhook-load.XXXXXX")"
 SERVER_PID=""
 cleanup() {
   local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if (( rc != 0 )) && [[ -s "$TMP/server.log" ]]; then
-    echo "--- last lines of the server log ($TMP/server.log) ---" >&2
-    tail -n 20 "$TMP/server.log" >&2 || true
-  fi
-  if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then
-    echo "temporary files kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
+  stop_process "$SERVER_PID"
+  show_log_tail "$rc" server "$TMP/server.log" 20
+  remove_tmp "$rc" "$TMP"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-apt_install() {
-  local sudo=()
-  (( $(id -u) == 0 )) || sudo=(sudo)
-  say "running: ${sudo[*]:+${sudo[*]} }apt-get update && apt-get install -y $*"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@"
-}
+on_exit cleanup
 
 # --- 1. tools -------------------------------------------------------------------------------
 if ! command -v python3 >/dev/null; then
@@ -262,10 +239,7 @@ fi
 
 # --- 7. report ----------------------------------------------------------------------------
 mkdir -p "$(dirname "$RESULTS")"
-GIT_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
-  GIT_COMMIT="$GIT_COMMIT+dirty"
-fi
+GIT_COMMIT="$(git_commit)"
 export TMP CONCURRENCY DURATION THREADS WARMUP BODY RESULTS WRK_VERSION BUILD_SECONDS \
   IDLE_RSS_KB HWM_KB RSS_KB SERVER_THREADS METRICS_REVIEWS LOG_LINES GIT_COMMIT \
   TARGET_RPS_C64 TARGET_P99_C16_US TARGET_RSS_KB
