@@ -478,12 +478,18 @@ fn past_the_deadline_fails_cleanly_without_a_file() {
 fn disk_backed_directories_are_refused_unless_allowed() {
     let moto = Moto::start();
     let arn = moto.create_secret("us-east-1", "disk", "not-on-disk");
-    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    assert!(
-        secret_inject::agent::write::check_in_memory(disk.path(), false).is_err(),
-        "{} must be disk-backed for this test",
-        disk.path().display()
-    );
+    // A disk-backed directory: the first candidate that is not tmpfs/ramfs.
+    let candidates = [
+        env!("CARGO_TARGET_TMPDIR"),
+        "/var/tmp",
+        env!("CARGO_MANIFEST_DIR"),
+        "/root",
+    ];
+    let disk = candidates
+        .iter()
+        .filter_map(|dir| tempfile::tempdir_in(dir).ok())
+        .find(|dir| secret_inject::agent::write::check_in_memory(dir.path(), false).is_err())
+        .unwrap_or_else(|| panic!("no disk-backed directory among {candidates:?} for this test"));
     let creds = static_credentials(&moto.endpoint());
     let env = with(
         &creds,

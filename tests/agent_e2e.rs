@@ -122,7 +122,16 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
         .unwrap()
         .1;
 
-    let scratch = tempfile::tempdir().unwrap();
+    // Outside every path the pod mounts over (/tmp above all, where the checkout or the temp
+    // dir may live): the binary and the termination log go to a directory on /dev/shm.
+    let scratch = tempfile::Builder::new()
+        .prefix("secret-inject-kubelet-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm must exist");
+    assert!(
+        !agent_mount.starts_with("/dev/shm") && !app_mount.starts_with("/dev/shm"),
+        "pick another scratch place"
+    );
     std::fs::set_permissions(
         scratch.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -138,7 +147,9 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
         "SECRET_INJECT_TERMINATION_LOG={}",
         termination.display()
     )));
-    let binary = env!("CARGO_BIN_EXE_secret-inject");
+    let binary = scratch.path().join("secret-inject");
+    std::fs::copy(env!("CARGO_BIN_EXE_secret-inject"), &binary).unwrap();
+    let binary = binary.to_str().unwrap();
     let drop_all = "--inh-caps=-all --bounding-set=-all --no-new-privs";
     let mut script = format!(
         "set -e\n{setup}\n\
