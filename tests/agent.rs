@@ -1,6 +1,7 @@
 //! `secret-inject agent` with the real AWS SDK against a moto server: values, identities,
 //! denials, faults, deadlines, modes, filesystems, signals, and no secret in any output.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +32,7 @@ fn ram_dir() -> tempfile::TempDir {
 }
 
 /// Run the agent with exactly this environment (plus a termination log and a private HOME).
-fn agent(env: &[(&str, &str)], args: &[&str]) -> Run {
+fn agent<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)], args: &[&str]) -> Run {
     let scratch = tempfile::tempdir().unwrap();
     let termination = scratch.path().join("termination-log");
     let started = Instant::now();
@@ -41,7 +42,7 @@ fn agent(env: &[(&str, &str)], args: &[&str]) -> Run {
         .env_clear()
         .env("HOME", scratch.path())
         .env("SECRET_INJECT_TERMINATION_LOG", &termination)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -63,6 +64,21 @@ fn static_credentials(endpoint: &str) -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "test-secret-key".to_owned()),
     ]
+}
+
+/// Static credentials against `endpoint` (moto or a proxy in front of it), the secret, and the
+/// RAM disk: what most tests run the agent with.
+fn basic_env(endpoint: &str, arn: &str, out: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = static_credentials(endpoint)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push(("SECRET_ARN".to_owned(), arn.to_owned()));
+    env.push((
+        "SECRET_INJECT_OUTPUT_DIR".to_owned(),
+        out.to_str().unwrap().to_owned(),
+    ));
+    env
 }
 
 fn with<'a>(
@@ -90,18 +106,8 @@ fn string_secret_by_arn_lands_on_the_ram_disk() {
     let moto = Moto::start();
     let arn = moto.create_secret("eu-west-1", "db-password", "P@$$word1024");
     let out = ram_dir();
-    let creds = static_credentials(&moto.endpoint());
     // No region anywhere: it comes from the ARN (the secret only exists in eu-west-1).
-    let run = agent(
-        &with(
-            &creds,
-            &[
-                ("SECRET_ARN", &arn),
-                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
-            ],
-        ),
-        &[],
-    );
+    let run = agent(&basic_env(&moto.endpoint(), &arn, out.path()), &[]);
     assert_eq!(run.code, Some(0), "{}", run.output);
     let file = out.path().join("secret");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "P@$$word1024");
@@ -154,7 +160,10 @@ fn version_stage_is_sent_explicitly() {
     let creds = static_credentials(&moto.endpoint());
     let env = with(
         &creds,
-        &[("SECRET_ARN", &arn), ("SECRET_INJECT_OUTPUT_DIR", dir)],
+        &[
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", dir),
+        ],
     );
     let read = |args: &[&str]| {
         let run = agent(&env, args);
@@ -313,7 +322,7 @@ fn eks_pod_identity_uses_the_container_credentials_endpoint() {
     let moto_endpoint = moto.endpoint();
     let run = agent(
         &[
-            ("SECRET_ARN", &arn),
+            ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
             (
@@ -372,7 +381,7 @@ fn iam_denial_fails_at_once_naming_the_permission() {
     let endpoint = moto.endpoint();
     let run = agent(
         &[
-            ("SECRET_ARN", &arn),
+            ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
             ("AWS_ACCESS_KEY_ID", &key_id),
             ("AWS_SECRET_ACCESS_KEY", &secret_key),
@@ -413,15 +422,8 @@ fn transient_faults_are_retried_to_success() {
     ];
     let proxy = FaultProxy::start(moto.port, faults);
     let out = ram_dir();
-    let creds = static_credentials(&proxy.endpoint());
     let run = agent(
-        &with(
-            &creds,
-            &[
-                ("SECRET_ARN", &arn),
-                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
-            ],
-        ),
+        &basic_env(&proxy.endpoint(), &arn, out.path()),
         &["--attempt-timeout", "1s", "--deadline", "30s"],
     );
     assert_eq!(run.code, Some(0), "{}", run.output);
@@ -448,15 +450,8 @@ fn past_the_deadline_fails_cleanly_without_a_file() {
     let arn = moto.create_secret("us-east-1", "down", "never");
     let proxy = FaultProxy::start(moto.port, vec![Fault::Throttle; 1000]);
     let out = ram_dir();
-    let creds = static_credentials(&proxy.endpoint());
     let run = agent(
-        &with(
-            &creds,
-            &[
-                ("SECRET_ARN", &arn),
-                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
-            ],
-        ),
+        &basic_env(&proxy.endpoint(), &arn, out.path()),
         &["--deadline", "2s"],
     );
     assert_eq!(run.code, Some(7), "{}", run.output);
@@ -494,7 +489,7 @@ fn disk_backed_directories_are_refused_unless_allowed() {
     let env = with(
         &creds,
         &[
-            ("SECRET_ARN", &arn),
+            ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", disk.path().to_str().unwrap()),
         ],
     );
@@ -567,7 +562,7 @@ fn no_secret_value_in_any_output_even_at_trace_level() {
     let env = with(
         &creds,
         &[
-            ("SECRET_ARN", &arn),
+            ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
             ("RUST_LOG", "trace"),
         ],
