@@ -336,3 +336,38 @@ fn output_reads_back_identically_in_yaml_1_1_readers() {
         "YAML 1.1 and 1.2 readers disagree"
     );
 }
+
+#[test]
+fn examples_are_valid_kubernetes_objects_before_and_after_injection() {
+    let dir = common::repo_root().join("examples");
+    let work = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        common::validate_strict(&path);
+        let output = inject(&["-f", &path.to_string_lossy()], None);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let injected = work.path().join(path.file_name().unwrap());
+        std::fs::write(&injected, &output.stdout).unwrap();
+        common::validate_strict(&injected);
+        checked += 1;
+    }
+    assert!(checked >= 2, "examples/ holds the seed's manifests");
+    // The IAM policy example is JSON that grants only GetSecretValue.
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("webserver-secrets-policy.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Action"],
+        "secretsmanager:GetSecretValue"
+    );
+}
