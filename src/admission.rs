@@ -75,23 +75,17 @@ pub struct Reviewed {
 pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
     // a malformed body) takes the slow path, which tells which it is.
-    let request: AdmissionRequest<Pod> = match serde_json::from_slice::<Envelope<Pod>>(body) {
-        Ok(review) => match check_envelope(&review.api_version, &review.kind) {
+    let request = match serde_json::from_slice::<Envelope<Pod>>(body) {
+        Ok(review) => match review.into_request() {
+            Ok(request) => request,
             Err(reason) => return invalid(reason, ReviewSummary::default()),
-            Ok(()) => match review.request {
-                Some(request) => request,
-                None => return invalid("request is missing".to_owned(), Default::default()),
-            },
         },
         Err(pod_error) => return review_other(body, &pod_error),
     };
 
     let mut summary = summarize(&request);
     let response = AdmissionResponse::from(&request);
-    if request.operation != Operation::Create
-        || !is_pods(&request.resource)
-        || request.sub_resource.is_some()
-    {
+    if request.operation != Operation::Create || !is_pod_request(&request) {
         return answer(Outcome::Skipped, response, None, summary);
     }
     let Some(pod) = &request.object else {
@@ -123,8 +117,11 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
 
 /// The body did not parse as a review of pods: find out why.
 fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
-    let review = match serde_json::from_slice::<Envelope<DynamicObject>>(body) {
-        Ok(review) => review,
+    let request = match serde_json::from_slice::<Envelope<DynamicObject>>(body) {
+        Ok(review) => match review.into_request() {
+            Ok(request) => request,
+            Err(reason) => return invalid(reason, Default::default()),
+        },
         Err(error) => {
             return invalid(
                 format!("body is not an AdmissionReview {API_VERSION}: {error}"),
@@ -132,14 +129,8 @@ fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
             );
         }
     };
-    if let Err(reason) = check_envelope(&review.api_version, &review.kind) {
-        return invalid(reason, Default::default());
-    }
-    let Some(request) = review.request else {
-        return invalid("request is missing".to_owned(), Default::default());
-    };
     let summary = summarize(&request);
-    if is_pods(&request.resource) && request.sub_resource.is_none() {
+    if is_pod_request(&request) {
         // It is a pod, but not one Kubernetes would send.
         return invalid(
             format!("request.object is not a valid v1 Pod: {pod_error}"),
@@ -155,23 +146,33 @@ fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
     )
 }
 
-fn check_envelope(api_version: &str, kind: &str) -> Result<(), String> {
-    if kind != "AdmissionReview" {
-        return Err(format!(
-            "kind is {kind:?}, expected AdmissionReview ({API_VERSION})"
-        ));
+impl<T: kube_core::Resource> Envelope<T> {
+    /// The request, once the envelope is an AdmissionReview of the version we speak.
+    fn into_request(self) -> Result<AdmissionRequest<T>, String> {
+        if self.kind != "AdmissionReview" {
+            return Err(format!(
+                "kind is {:?}, expected AdmissionReview ({API_VERSION})",
+                self.kind
+            ));
+        }
+        if self.api_version != API_VERSION {
+            return Err(format!(
+                "apiVersion {:?} is not supported; configure the webhook with \
+                 admissionReviewVersions: [\"v1\"]",
+                self.api_version
+            ));
+        }
+        self.request.ok_or_else(|| "request is missing".to_owned())
     }
-    if api_version != API_VERSION {
-        return Err(format!(
-            "apiVersion {api_version:?} is not supported; configure the webhook with \
-             admissionReviewVersions: [\"v1\"]"
-        ));
-    }
-    Ok(())
 }
 
-fn is_pods(resource: &kube_core::GroupVersionResource) -> bool {
-    resource.group.is_empty() && resource.version == "v1" && resource.resource == "pods"
+/// A request about the `pods` resource itself (not a subresource such as `pods/exec`).
+fn is_pod_request<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> bool {
+    let resource = &request.resource;
+    resource.group.is_empty()
+        && resource.version == "v1"
+        && resource.resource == "pods"
+        && request.sub_resource.is_none()
 }
 
 fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSummary {
