@@ -97,12 +97,7 @@ fn inject(
     config: &MutationConfig,
 ) -> Result<Mutation, MutationError> {
     let mount_path = injection.mount_path.as_str();
-    if spec
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.name == contract::VOLUME_NAME)
-    {
+    if has_secret_volume(spec) {
         return Err(MutationError::Conflict(format!(
             "spec.volumes: the pod already has a volume named {:?}, which secret-inject adds for \
              the secret; rename that volume",
@@ -179,11 +174,7 @@ fn inject(
     };
     ops.push(append(&["spec", "volumes"], spec.volumes.is_some(), volume));
     // 3. The mounts, with the original indices (before our init container shifts them).
-    let mount = VolumeMount {
-        name: contract::VOLUME_NAME.to_owned(),
-        mount_path: mount_path.to_owned(),
-        ..Default::default()
-    };
+    let mount = secret_mount(mount_path);
     for (field, index, container) in &mounted {
         ops.push(append_mount(field, *index, container, &mount));
     }
@@ -206,22 +197,13 @@ fn reconcile_mounts(
     spec: &PodSpec,
     injection: &InjectionSpec,
 ) -> Result<Option<Mutation>, MutationError> {
-    let has_volume = spec
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.name == contract::VOLUME_NAME);
-    if !has_volume {
+    if !has_secret_volume(spec) {
         // Marked injected by someone else, or our volume was removed: nothing safe to do.
         return Ok(None);
     }
     let mount_path = injection.mount_path.as_str();
     let mut ops = Vec::new();
-    let mount = VolumeMount {
-        name: contract::VOLUME_NAME.to_owned(),
-        mount_path: mount_path.to_owned(),
-        ..Default::default()
-    };
+    let mount = secret_mount(mount_path);
     for (index, container) in spec.containers.iter().enumerate() {
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         if mounts.iter().any(|m| m.name == contract::VOLUME_NAME) {
@@ -234,6 +216,22 @@ fn reconcile_mounts(
         patch: Patch(ops),
         warnings: Vec::new(),
     }))
+}
+
+fn has_secret_volume(spec: &PodSpec) -> bool {
+    spec.volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == contract::VOLUME_NAME)
+}
+
+/// The mount of the secret volume at `mount_path`.
+fn secret_mount(mount_path: &str) -> VolumeMount {
+    VolumeMount {
+        name: contract::VOLUME_NAME.to_owned(),
+        mount_path: mount_path.to_owned(),
+        ..Default::default()
+    }
 }
 
 fn check_mount_collision(
@@ -333,11 +331,7 @@ fn agent_container(
         env_value(contract::ENV_REGION, injection.secret_arn.region()),
         env_value(contract::ENV_FILE_MODE, file_mode.as_env()),
     ];
-    let mut volume_mounts = vec![VolumeMount {
-        name: contract::VOLUME_NAME.to_owned(),
-        mount_path: injection.mount_path.as_str().to_owned(),
-        ..Default::default()
-    }];
+    let mut volume_mounts = vec![secret_mount(injection.mount_path.as_str())];
     copy_aws_identity(spec, &mut env, &mut volume_mounts);
     Container {
         name: contract::CONTAINER_NAME.to_owned(),
