@@ -13,5 +13,6 @@ pub mod inject;
 pub mod metrics;
 pub mod mutate;
 pub mod server;
+pub mod signal;
 pub mod tls;
 pub mod yaml;

@@ -309,7 +309,7 @@ fn run_webhook(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime
         .block_on(server::serve(options, Arc::new(resolver), state, async {
-            server::shutdown_signal().await;
+            secret_inject::signal::shutdown_signal().await;
         }))
         .context("webhook server failed")?;
     info!("stopped");

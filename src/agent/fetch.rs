@@ -295,7 +295,7 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling = Duration::from_millis(100)
         .saturating_mul(1u32 << attempt.min(16))
         .min(Duration::from_secs(5));
-    let fraction = (super::write::random() % 1_000_001) as f64 / 1_000_000.0;
+    let fraction = (super::random() % 1_000_001) as f64 / 1_000_000.0;
     ceiling.mul_f64(fraction).max(Duration::from_millis(10))
 }
 

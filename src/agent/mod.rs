@@ -216,7 +216,7 @@ pub fn run(args: &AgentArgs) -> u8 {
         runtime.block_on(async {
             tokio::select! {
                 result = fetch_and_write(&plan, args) => result,
-                signal = crate::server::shutdown_signal() => Err(Failure::new(
+                signal = crate::signal::shutdown_signal() => Err(Failure::new(
                     FailureKind::Interrupted,
                     signal,
                     "stopped before the secret was written; no file was written".to_owned(),
@@ -283,4 +283,17 @@ fn write_termination_log(path: &Path, message: &str) {
     if let Err(error) = std::fs::write(path, &message[..end]) {
         warn!(path = %path.display(), %error, "cannot write the termination log");
     }
+}
+
+/// A random number for temporary names and jitter, from std's per-process random hash keys.
+pub(crate) fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish()
 }

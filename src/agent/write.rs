@@ -132,7 +132,11 @@ pub fn write_secret(
         })?;
     }
 
-    let temp_name = format!(".{file_name}.tmp-{}-{:x}", std::process::id(), random());
+    let temp_name = format!(
+        ".{file_name}.tmp-{}-{:x}",
+        std::process::id(),
+        super::random()
+    );
     let temp = TempFile {
         dir: &parent,
         name: &temp_name,
@@ -186,19 +190,6 @@ impl Drop for TempFile<'_> {
             let _ = rfs::unlinkat(self.dir, self.name, AtFlags::empty());
         }
     }
-}
-
-/// A random number for temporary names and jitter, from std's per-process random hash keys.
-pub fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
 }
 
 #[cfg(test)]
