@@ -125,12 +125,16 @@ where
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let too_large = || {
+    // A body we cannot read is an invalid review: counted, answered with a reason.
+    let reject = |status: StatusCode, reason: String| {
         state
             .metrics
             .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
+        text(status, reason)
+    };
+    let too_large = || {
         warn!(limit = state.max_body_bytes, "request body too large");
-        text(
+        reject(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body is larger than the limit of {} bytes\n",
@@ -149,20 +153,14 @@ where
     let body = Limited::new(request.into_body(), state.max_body_bytes).collect();
     let body = match tokio::time::timeout(state.body_read_timeout, body).await {
         Err(_) => {
-            state
-                .metrics
-                .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
-            return text(
+            return reject(
                 StatusCode::REQUEST_TIMEOUT,
-                "timed out reading the request body\n",
+                "timed out reading the request body\n".to_owned(),
             );
         }
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
         Ok(Err(error)) => {
-            state
-                .metrics
-                .observe_review(Outcome::Invalid, started.elapsed().as_secs_f64());
-            return text(
+            return reject(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {error}\n"),
             );
