@@ -1,16 +1,26 @@
 //! The one place that builds AWS clients.
 //!
-//! Credentials come from the SDK's default chain (IRSA web identity, EKS Pod Identity, env,
-//! profile, ...); endpoints from the SDK's standard `AWS_ENDPOINT_URL*` variables. The HTTP
-//! client is rustls with ring, the TLS stack the webhook uses, so the binary carries one. The
-//! SDK's own retries are off: callers retry with their own deadline (see [`crate::agent`]).
+//! Credentials come from an explicit chain: environment keys, the shared profile files, IRSA web
+//! identity, EKS Pod Identity (the container credentials endpoint), and the node's instance
+//! metadata (IMDS) only when [`AwsSettings::allow_instance_metadata`] is set: a pod without its
+//! own identity must not silently borrow the node's role. Endpoints come from the SDK's standard
+//! `AWS_ENDPOINT_URL*` variables. The HTTP client is rustls with ring, the TLS stack the webhook
+//! uses, so the binary carries one. The SDK's own retries are off: callers retry with their own
+//! deadline. Every request carries the app name `secret-inject/<version>` in its User-Agent, which
+//! CloudTrail records.
 
 use std::time::Duration;
 
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::meta::region::ProvideRegion as _;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+/// The application name in every request's User-Agent (and so in CloudTrail).
+pub const APP_NAME: &str = concat!("secret-inject-", env!("CARGO_PKG_VERSION"));
 
 /// How long one HTTP attempt (connect, send, read the answer) may take.
 #[derive(Debug, Clone, Copy)]
@@ -21,27 +31,220 @@ pub struct Timeouts {
     pub attempt: Duration,
 }
 
-/// Load the shared AWS configuration. `region` overrides the SDK's region chain.
-pub async fn sdk_config(region: Option<String>, timeouts: Timeouts) -> SdkConfig {
+/// What the AWS configuration is built from.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// Overrides the SDK's region chain.
+    pub region: Option<String>,
+    /// Connect and attempt timeouts.
+    pub timeouts: Timeouts,
+    /// Let the credentials chain ask the node's instance metadata service (off by default).
+    pub allow_instance_metadata: bool,
+}
+
+/// Where the pod's AWS identity comes from, as its environment tells before any call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    EnvironmentKeys,
+    /// IRSA: `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    WebIdentity {
+        /// The role assumed.
+        role_arn: String,
+    },
+    /// EKS Pod Identity (or ECS): `AWS_CONTAINER_CREDENTIALS_FULL_URI` / `_RELATIVE_URI`.
+    ContainerEndpoint,
+    /// `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE` or `AWS_CONFIG_FILE` (stand-alone use).
+    Profile,
+    /// Nothing in the environment; the node's instance metadata was explicitly allowed.
+    InstanceMetadata,
+    /// No identity at all.
+    None,
+}
+
+/// Environment variables that make the chain look for a profile.
+const PROFILE_ENV: &[&str] = &["AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"];
+
+impl Identity {
+    /// Detect the identity from environment variables (`env` looks one up).
+    pub fn detect(env: impl Fn(&str) -> Option<String>, allow_instance_metadata: bool) -> Self {
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
+            Identity::EnvironmentKeys
+        } else if let (Some(role_arn), Some(_)) =
+            (set("AWS_ROLE_ARN"), set("AWS_WEB_IDENTITY_TOKEN_FILE"))
+        {
+            Identity::WebIdentity { role_arn }
+        } else if set("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
+            || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+        {
+            Identity::ContainerEndpoint
+        } else if PROFILE_ENV.iter().any(|name| set(name).is_some())
+            || set("HOME").is_some_and(|home| {
+                std::path::Path::new(&home)
+                    .join(".aws/credentials")
+                    .is_file()
+            })
+        {
+            Identity::Profile
+        } else if allow_instance_metadata {
+            Identity::InstanceMetadata
+        } else {
+            Identity::None
+        }
+    }
+
+    /// The role, where the environment names one (IRSA).
+    pub fn role_arn(&self) -> Option<&str> {
+        match self {
+            Identity::WebIdentity { role_arn } => Some(role_arn),
+            _ => None,
+        }
+    }
+}
+
+/// Load the shared AWS configuration.
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.timeouts.connect)
+        .operation_attempt_timeout(settings.timeouts.attempt)
+        .build();
+    let region = settings.region.clone().map(Region::new);
+
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(http_client.clone())
         .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeouts.connect)
-                .operation_attempt_timeout(timeouts.attempt)
-                .build(),
-        );
-    if let Some(region) = region {
-        loader = loader.region(Region::new(region));
+        .timeout_config(timeouts.clone());
+    if let Ok(app_name) = AppName::new(APP_NAME) {
+        loader = loader.app_name(app_name);
     }
+    if let Some(region) = &region {
+        loader = loader.region(region.clone());
+    }
+    // The region the credential providers use (STS for web identity): the explicit one, else the
+    // SDK's region chain.
+    let provider_region = match &region {
+        Some(region) => Some(region.clone()),
+        None => aws_config::default_provider::region::default_provider()
+            .region()
+            .await,
+    };
+    let provider_config = ProviderConfig::without_region()
+        .with_http_client(http_client)
+        .with_retry_config(RetryConfig::disabled())
+        .with_timeout_config(timeouts)
+        .with_region(provider_region);
+    loader = loader.credentials_provider(credentials_chain(&provider_config, settings));
     loader.load().await
+}
+
+fn credentials_chain(config: &ProviderConfig, settings: &AwsSettings) -> CredentialsProviderChain {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_config::{
+        ecs::EcsCredentialsProvider, imds, profile::ProfileFileCredentialsProvider,
+        web_identity_token::WebIdentityTokenCredentialsProvider,
+    };
+    let chain = CredentialsProviderChain::first_try(
+        "Environment",
+        EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else(
+        "Profile",
+        ProfileFileCredentialsProvider::builder()
+            .configure(config)
+            .build(),
+    )
+    .or_else(
+        "WebIdentityToken",
+        WebIdentityTokenCredentialsProvider::builder()
+            .configure(config)
+            .build(),
+    )
+    .or_else(
+        "EcsContainer",
+        EcsCredentialsProvider::builder()
+            .configure(config)
+            .connect_timeout(settings.timeouts.connect)
+            .read_timeout(settings.timeouts.attempt)
+            .build(),
+    );
+    if settings.allow_instance_metadata {
+        chain.or_else(
+            "Ec2InstanceMetadata",
+            imds::credentials::ImdsCredentialsProvider::builder()
+                .configure(config)
+                .build(),
+        )
+    } else {
+        chain
+    }
 }
 
 /// A Secrets Manager client.
 pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn detect(pairs: &[(&str, &str)], imds: bool) -> Identity {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Identity::detect(|name| env.get(name).cloned(), imds)
+    }
+
+    #[test]
+    fn identity_from_the_environment() {
+        assert_eq!(detect(&[], false), Identity::None);
+        assert_eq!(detect(&[], true), Identity::InstanceMetadata);
+        assert_eq!(
+            detect(
+                &[
+                    ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/app"),
+                    ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")
+                ],
+                false
+            ),
+            Identity::WebIdentity {
+                role_arn: "arn:aws:iam::123456789012:role/app".to_owned()
+            }
+        );
+        // A role without its token file is not an identity.
+        assert_eq!(
+            detect(&[("AWS_ROLE_ARN", "arn:aws:iam::1:role/x")], false),
+            Identity::None
+        );
+        assert_eq!(
+            detect(
+                &[(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://169.254.170.23/v1/credentials"
+                )],
+                false
+            ),
+            Identity::ContainerEndpoint
+        );
+        assert_eq!(
+            detect(
+                &[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "x")],
+                false
+            ),
+            Identity::EnvironmentKeys
+        );
+        assert_eq!(detect(&[("AWS_PROFILE", "dev")], false), Identity::Profile);
+        assert_eq!(detect(&[("AWS_ACCESS_KEY_ID", "")], false), Identity::None);
+    }
+
+    #[test]
+    fn app_name_is_valid() {
+        assert!(AppName::new(APP_NAME).is_ok(), "{APP_NAME}");
+    }
 }

@@ -1,277 +1,161 @@
-//! `secret-inject agent`: the container the webhook injects. It reads what to fetch from its
-//! environment (the webhook renders it from the pod's annotations, see [`crate::contract`]),
-//! fetches the secret with the pod's own AWS identity, and writes it atomically onto the RAM
-//! disk. On failure it exits non-zero with no file written and a short message, in the log and
-//! in the termination log that `kubectl describe pod` shows, saying what failed and how to fix
-//! it.
+//! `secret-inject agent`: the container the webhook injects. It runs the [`Plan`] the webhook
+//! rendered into its environment (see [`crate::contract`]), fetches the secret with the pod's
+//! own AWS identity, and writes it atomically onto the RAM disk. On failure it exits non-zero
+//! with no file written and one short message, in the log and in the termination log that
+//! `kubectl describe pod` shows, saying what failed and how to fix it.
 
+pub mod failure;
 pub mod fetch;
 pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use tracing::{info, warn};
 
-use crate::annotations::{self, RelativeFileName, SecretArn};
-use crate::contract::{self, FileMode};
-use fetch::{Failure, FailureKind, FetchOptions, SecretId, VersionSelector};
+use crate::aws::{self, AwsSettings, Identity, Timeouts};
+use crate::contract::{Plan, PlanError};
+use failure::{Failure, FailureKind};
+use fetch::RetryBudget;
 
 /// Largest secret Secrets Manager stores, and the largest the agent writes.
 pub const MAX_SECRET_BYTES: usize = 65_536;
 
-/// Fetch one secret from AWS Secrets Manager and write it onto the in-memory volume.
-#[derive(Args, Debug, Clone)]
-pub struct AgentArgs {
-    /// ARN (or name) of the secret. The webhook sets it from the pod's
-    /// secrets.k8s.aws/secret-arn annotation through the Downward API.
-    #[arg(long, env = contract::ENV_SECRET_ARN, value_name = "ARN")]
-    pub secret_arn: String,
-    /// File to write, relative to the output directory; may hold sub-folders.
-    #[arg(long, env = contract::ENV_SECRET_FILENAME, default_value = "secret")]
-    pub secret_filename: String,
-    /// Directory to write into: the mount path of the in-memory volume.
-    #[arg(long, env = contract::ENV_OUTPUT_DIR, default_value = "/tmp")]
-    pub output_dir: PathBuf,
-    /// Mode of the written file (0400, 0440 or 0444); the webhook chooses it with the user.
-    #[arg(long, env = contract::ENV_FILE_MODE, default_value = "0400", value_parser = parse_file_mode)]
-    pub file_mode: FileMode,
-    /// Version stage to fetch (sent explicitly).
-    #[arg(
-        long,
-        env = "SECRET_INJECT_VERSION_STAGE",
-        default_value = "AWSCURRENT",
-        conflicts_with = "version_id"
-    )]
-    pub version_stage: String,
-    /// Version id to fetch instead of a stage.
-    #[arg(long, env = "SECRET_INJECT_VERSION_ID")]
-    pub version_id: Option<String>,
-    /// AWS region. Otherwise AWS_REGION, then the ARN's region, then the SDK's region chain.
-    #[arg(long, env = contract::ENV_REGION)]
-    pub region: Option<String>,
-    /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors.
-    #[arg(long, env = "SECRET_INJECT_DEADLINE", default_value = "120s", value_parser = crate::duration::parse)]
+/// How the agent runs (not what it fetches: that is the [`Plan`]).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Give up after this long, retrying transient errors.
     pub deadline: Duration,
-    /// Longest time for one attempt (connect, send, answer); a stalled attempt is retried.
-    #[arg(long, env = "SECRET_INJECT_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
+    /// Longest time for one attempt.
     pub attempt_timeout: Duration,
-    /// Allow writing to a disk-backed directory (for local testing only).
-    #[arg(long, env = "SECRET_INJECT_ALLOW_DISK")]
+    /// Allow writing to a disk-backed directory (local testing only).
     pub allow_disk: bool,
-    /// Where to write the failure message that Kubernetes shows in `kubectl describe pod`.
-    #[arg(
-        long,
-        env = "SECRET_INJECT_TERMINATION_LOG",
-        default_value = "/dev/termination-log"
-    )]
+    /// Let the credentials chain use the node's instance metadata (IMDS).
+    pub allow_instance_metadata: bool,
+    /// Where the failure message goes (Kubernetes shows it in `kubectl describe pod`).
     pub termination_log: PathBuf,
 }
 
-fn parse_file_mode(value: &str) -> Result<FileMode, String> {
-    FileMode::from_env(value)
-        .ok_or_else(|| format!("{value:?} is not a supported mode; use 0400, 0440 or 0444"))
-}
-
-/// Exit codes of the agent (also in the README).
-pub mod exit {
-    /// The secret was written.
-    pub const OK: u8 = 0;
-    /// Unexpected internal error.
-    pub const INTERNAL: u8 = 1;
-    /// Bad configuration: flags or environment (e.g. SECRET_ARN is not an ARN).
-    pub const CONFIG: u8 = 2;
-    /// No AWS credentials, or STS / EKS Pod Identity refused them.
-    pub const CREDENTIALS: u8 = 3;
-    /// Secrets Manager denied access (IAM policy).
-    pub const ACCESS_DENIED: u8 = 4;
-    /// The secret (or the requested version) does not exist.
-    pub const NOT_FOUND: u8 = 5;
-    /// The secret exists but cannot be used: KMS decryption failure, invalid request (e.g.
-    /// scheduled for deletion), no value, larger than 65,536 bytes.
-    pub const UNUSABLE: u8 = 6;
-    /// AWS stayed unreachable, throttled or failing until the deadline.
-    pub const UNAVAILABLE: u8 = 7;
-    /// The file could not be written (not in memory, I/O error, path refused).
-    pub const WRITE: u8 = 8;
-    /// Stopped by SIGTERM or SIGINT before the secret was written.
-    pub const INTERRUPTED: u8 = 143;
-}
-
-impl FailureKind {
-    /// The exit code for this kind of failure.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            FailureKind::Config => exit::CONFIG,
-            FailureKind::Credentials => exit::CREDENTIALS,
-            FailureKind::AccessDenied => exit::ACCESS_DENIED,
-            FailureKind::NotFound => exit::NOT_FOUND,
-            FailureKind::Unusable => exit::UNUSABLE,
-            FailureKind::Unavailable => exit::UNAVAILABLE,
-            FailureKind::Write => exit::WRITE,
-            FailureKind::Interrupted => exit::INTERRUPTED,
-            FailureKind::Internal => exit::INTERNAL,
-        }
-    }
-}
-
-/// What the agent will do, resolved from flags and environment.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The secret.
-    pub secret: SecretId,
-    /// Version to fetch.
-    pub version: VersionSelector,
-    /// Region override (flag, env), else `None` for the SDK chain.
-    pub region: Option<String>,
-    /// Where the file goes.
-    pub output_dir: PathBuf,
-    /// File name below it.
-    pub file_name: RelativeFileName,
-    /// File mode.
-    pub mode: FileMode,
-}
-
-impl Plan {
-    /// Validate the arguments.
-    pub fn from_args(args: &AgentArgs) -> Result<Plan, Failure> {
-        let config =
-            |message: String| Failure::new(FailureKind::Config, "InvalidConfiguration", message);
-        let secret = if args.secret_arn.starts_with("arn:") {
-            SecretId::Arn(SecretArn::parse(&args.secret_arn).map_err(|e| {
-                config(format!(
-                    "{}: {}; {}",
-                    contract::ENV_SECRET_ARN,
-                    e.problem,
-                    e.fix
-                ))
-            })?)
-        } else {
-            let name = args.secret_arn.as_str();
-            if !annotations::is_secret_name(name) {
-                return Err(config(format!(
-                    "{}: {:?} is neither a secret ARN nor a secret name (1-512 of letters, \
-                     digits and /_+=.@-)",
-                    contract::ENV_SECRET_ARN,
-                    name.chars().take(120).collect::<String>()
-                )));
-            }
-            SecretId::Name(name.to_owned())
-        };
-        let file_name = RelativeFileName::parse(&args.secret_filename).map_err(|e| {
-            config(format!(
-                "{}: {}; {}",
-                contract::ENV_SECRET_FILENAME,
-                e.problem,
-                e.fix
-            ))
-        })?;
-        if !args.output_dir.is_absolute() {
-            return Err(config(format!(
-                "{}: {} is not an absolute path",
-                contract::ENV_OUTPUT_DIR,
-                args.output_dir.display()
-            )));
-        }
-        let version = match &args.version_id {
-            Some(id) => VersionSelector::Id(id.clone()),
-            None => VersionSelector::Stage(args.version_stage.clone()),
-        };
-        // Region: flag, then AWS_REGION, then the ARN's own region, then the SDK's chain.
-        let region = args
-            .region
-            .clone()
-            .filter(|r| !r.is_empty())
-            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-            .or_else(|| match &secret {
-                SecretId::Arn(arn) => Some(arn.region().to_owned()),
-                SecretId::Name(_) => None,
-            });
-        Ok(Plan {
-            secret,
-            version,
-            region,
-            output_dir: args.output_dir.clone(),
-            file_name,
-            mode: args.file_mode,
-        })
-    }
-}
-
 /// Run the agent to completion; returns the process exit code.
-pub fn run(args: &AgentArgs) -> u8 {
+pub fn run(plan: Result<Plan, PlanError>, options: &Options) -> u8 {
     let started = Instant::now();
-    let result = Plan::from_args(args).and_then(|plan| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Failure::new(
-                    FailureKind::Internal,
-                    "Runtime",
-                    format!("cannot start the async runtime: {e}"),
-                )
-            })?;
-        runtime.block_on(async {
-            tokio::select! {
-                result = fetch_and_write(&plan, args) => result,
-                signal = crate::signal::shutdown_signal() => Err(Failure::new(
-                    FailureKind::Interrupted,
-                    signal,
-                    "stopped before the secret was written; no file was written".to_owned(),
-                )),
-            }
-        })
-    });
+    let identity = Identity::detect(|name| std::env::var(name).ok(), options.allow_instance_metadata);
+    let secret = match &plan {
+        Ok(plan) => plan.secret.to_string(),
+        Err(_) => std::env::var(crate::contract::env::SECRET_ARN).unwrap_or_default(),
+    };
+    let result = plan
+        .map_err(|e| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string()))
+        .and_then(|plan| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    Failure::new(
+                        FailureKind::Internal,
+                        "Runtime",
+                        format!("cannot start the async runtime: {e}"),
+                    )
+                })?;
+            runtime.block_on(async {
+                tokio::select! {
+                    result = fetch_and_write(&plan, &identity, options) => result.map(|path| (plan, path)),
+                    signal = crate::signal::shutdown_signal() => Err(Failure::new(
+                        FailureKind::Interrupted,
+                        signal,
+                        "stopped before the secret was written; no file was written",
+                    )),
+                }
+            })
+        });
     match result {
-        Ok(path) => {
+        Ok((plan, path)) => {
             info!(
                 path = %path.display(),
-                mode = args.file_mode.as_env(),
+                mode = plan.file_mode.as_str(),
                 duration_ms = started.elapsed().as_millis() as u64,
                 "secret written"
             );
-            exit::OK
+            failure::exit::OK
         }
         Err(failure) => {
-            let message = failure.message(&args.secret_arn);
+            let message = failure.message(&secret, identity.role_arn());
             tracing::error!(
                 code = %failure.code,
                 exit_code = failure.kind.exit_code(),
                 "{message}"
             );
-            write_termination_log(&args.termination_log, &message);
+            write_termination_log(&options.termination_log, &message);
             failure.kind.exit_code()
         }
     }
 }
 
-async fn fetch_and_write(plan: &Plan, args: &AgentArgs) -> Result<PathBuf, Failure> {
-    let write_failure =
-        |e: write::WriteError| Failure::new(FailureKind::Write, "WriteFailed", e.to_string());
-    // Refuse a disk-backed directory before asking AWS for anything.
-    write::check_in_memory(&plan.output_dir, args.allow_disk).map_err(write_failure)?;
+async fn fetch_and_write(
+    plan: &Plan,
+    identity: &Identity,
+    options: &Options,
+) -> Result<PathBuf, Failure> {
+    let output_dir = Path::new(plan.output_dir.as_str());
+    // Refuse a disk-backed directory, or a pod with no identity, before asking AWS for anything.
+    write::check_in_memory(output_dir, options.allow_disk).map_err(write_failure)?;
+    if *identity == Identity::None {
+        return Err(Failure::new(
+            FailureKind::NoIdentity,
+            "NoIdentity",
+            "the container has no IRSA web identity (AWS_ROLE_ARN and \
+             AWS_WEB_IDENTITY_TOKEN_FILE), no EKS Pod Identity \
+             (AWS_CONTAINER_CREDENTIALS_FULL_URI) and no AWS keys",
+        ));
+    }
     info!(
         secret = %plan.secret,
         region = plan.region.as_deref().unwrap_or("<sdk default>"),
         version = %plan.version,
         "fetching secret"
     );
-    let options = FetchOptions {
-        deadline: args.deadline,
-        attempt_timeout: args.attempt_timeout,
+    let settings = AwsSettings {
+        region: plan.region.clone(),
+        timeouts: Timeouts {
+            connect: options.attempt_timeout.min(Duration::from_secs(5)),
+            attempt: options.attempt_timeout,
+        },
+        allow_instance_metadata: options.allow_instance_metadata,
     };
-    let value = fetch::fetch(plan, &options).await?;
-    let path = write::write_secret(
-        &plan.output_dir,
+    let config = aws::sdk_config(&settings).await;
+    if config.region().is_none() {
+        return Err(Failure::new(
+            FailureKind::Config,
+            "NoRegion",
+            format!(
+                "no AWS region for secret name {}: give the full ARN, or set --region or AWS_REGION",
+                plan.secret
+            ),
+        ));
+    }
+    let client = aws::secrets_manager(&config);
+    let budget = RetryBudget {
+        deadline: Instant::now() + options.deadline,
+        attempt_timeout: options.attempt_timeout,
+    };
+    let value = fetch::get_secret_value(&client, plan, budget).await?;
+    write::write_secret(
+        output_dir,
         &plan.file_name,
         &value,
-        plan.mode.bits(),
-        args.allow_disk,
+        plan.file_mode.bits(),
+        options.allow_disk,
     )
-    .map_err(write_failure)?;
-    Ok(path)
+    .map_err(write_failure)
+}
+
+fn write_failure(error: write::WriteError) -> Failure {
+    let code = match &error {
+        write::WriteError::NotInMemory { .. } => "NotInMemory",
+        write::WriteError::Escapes { .. } => "PathEscapes",
+        write::WriteError::Io { .. } => "WriteFailed",
+    };
+    Failure::new(FailureKind::Write, code, error.to_string())
 }
 
 /// Kubernetes reads at most 4096 bytes of the termination log.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::annotations::RelativeFileName;
+use crate::spec::RelativeFileName;
 
 /// `statfs` magic numbers of the in-memory filesystems.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -25,9 +25,7 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 pub enum WriteError {
     /// The output directory is disk-backed.
     #[error(
-        "{dir} is not an in-memory filesystem (statfs type {fs_type:#x}, not tmpfs or ramfs); \
-         secrets must never touch the node's disk. Fix: mount an emptyDir with medium: Memory \
-         there (the webhook does), or pass --allow-disk for local testing"
+        "{dir} is on a filesystem of statfs type {fs_type:#x}, not tmpfs or ramfs"
     )]
     NotInMemory {
         /// The directory.
@@ -255,7 +253,7 @@ mod tests {
         assert_eq!(result.is_err(), on_disk);
         assert_eq!(dir.path().join("s").exists(), !on_disk);
         if let Err(err) = result {
-            assert!(err.to_string().contains("medium: Memory"), "{err}");
+            assert!(err.to_string().contains("not tmpfs or ramfs"), "{err}");
         }
     }
 }

@@ -80,9 +80,14 @@ fn seed_pod_gets_volume_mount_and_init_container() {
         agent["command"],
         json!(["/usr/local/bin/secret-inject", "agent"])
     );
+    // The ARN admission validated, rendered as a value: what runs is what was admitted.
     assert_eq!(
-        env(agent, "SECRET_ARN").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
-        "metadata.annotations['secrets.k8s.aws/secret-arn']"
+        env(agent, "SECRET_ARN").unwrap(),
+        &json!({"name": "SECRET_ARN", "value": seed_pod()["metadata"]["annotations"]["secrets.k8s.aws/secret-arn"]})
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_VERSION_STAGE").unwrap()["value"],
+        "AWSCURRENT"
     );
     assert_eq!(env(agent, "SECRET_FILENAME").unwrap()["value"], "secret");
     assert_eq!(
@@ -243,7 +248,7 @@ fn bad_annotation_is_an_error_naming_it() {
     pod["metadata"]["annotations"]["secrets.k8s.aws/secret-filename"] = json!("../../etc/passwd");
     let err = run(&pod).unwrap_err();
     assert!(
-        matches!(err, MutationError::Annotation(ref e) if e.key == annotations::SECRET_FILENAME)
+        matches!(err, MutationError::Annotation(ref e) if e.key == spec::SECRET_FILENAME)
     );
 }
 

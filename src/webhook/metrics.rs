@@ -7,14 +7,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::admission::Outcome;
+use super::review::Outcome;
 
 /// Content type of the exposition format [`Metrics::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
+struct ReviewLabels {
+    endpoint: &'static str,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,8 +37,8 @@ struct BuildLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    reviews: Family<OutcomeLabels, Counter>,
-    duration: Histogram,
+    reviews: Family<ReviewLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -46,17 +52,20 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secret_inject");
-        let reviews = Family::<OutcomeLabels, Counter>::default();
+        let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "admission_reviews",
-            "AdmissionReviews answered, by outcome (mutated, skipped, denied, invalid)",
+            "AdmissionReviews answered, by endpoint (pods) and outcome (mutated, skipped, \
+             denied, invalid)",
             reviews.clone(),
         );
         // 25 µs .. ~0.4 s
-        let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 15));
+        let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_025, 2.0, 15))) as fn() -> Histogram,
+        );
         registry.register(
             "admission_review_duration_seconds",
-            "Time from a request's headers to its response, for /mutating-pods",
+            "Time from a request's headers to its response, by endpoint",
             duration.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -72,17 +81,6 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
-        // Pre-create the label sets so dashboards see zeros before the first event.
-        for outcome in [
-            Outcome::Mutated,
-            Outcome::Skipped,
-            Outcome::Denied,
-            Outcome::Invalid,
-        ] {
-            let _ = reviews.get_or_create(&OutcomeLabels {
-                outcome: outcome.as_str(),
-            });
-        }
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels { result });
         }
@@ -94,14 +92,28 @@ impl Metrics {
         }
     }
 
+    /// Pre-create an endpoint's label sets, so dashboards see zeros before the first review.
+    pub fn register_endpoint(&self, endpoint: &'static str) {
+        for outcome in Outcome::ALL {
+            let _ = self.reviews.get_or_create(&ReviewLabels {
+                endpoint,
+                outcome: outcome.as_str(),
+            });
+        }
+        let _ = self.duration.get_or_create(&EndpointLabels { endpoint });
+    }
+
     /// Count one review.
-    pub fn observe_review(&self, outcome: Outcome, seconds: f64) {
+    pub fn observe_review(&self, endpoint: &'static str, outcome: Outcome, seconds: f64) {
         self.reviews
-            .get_or_create(&OutcomeLabels {
+            .get_or_create(&ReviewLabels {
+                endpoint,
                 outcome: outcome.as_str(),
             })
             .inc();
-        self.duration.observe(seconds);
+        self.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
     }
 
     /// Count one certificate reload.
@@ -126,18 +138,27 @@ mod tests {
     #[test]
     fn counts_show_in_the_exposition() {
         let metrics = Metrics::new();
-        metrics.observe_review(Outcome::Mutated, 0.0001);
-        metrics.observe_review(Outcome::Mutated, 0.0001);
-        metrics.observe_review(Outcome::Denied, 0.0001);
+        metrics.register_endpoint("pods");
+        metrics.observe_review("pods", Outcome::Mutated, 0.0001);
+        metrics.observe_review("pods", Outcome::Mutated, 0.0001);
+        metrics.observe_review("pods", Outcome::Denied, 0.0001);
         metrics.observe_reload(true);
         let text = metrics.encode();
         assert!(
-            text.contains("secret_inject_admission_reviews_total{outcome=\"mutated\"} 2"),
+            text.contains(
+                "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 2"
+            ),
             "{text}"
         );
-        assert!(text.contains("secret_inject_admission_reviews_total{outcome=\"denied\"} 1"));
-        assert!(text.contains("secret_inject_admission_reviews_total{outcome=\"invalid\"} 0"));
-        assert!(text.contains("secret_inject_admission_review_duration_seconds_count 3"));
+        assert!(text.contains(
+            "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"denied\"} 1"
+        ));
+        assert!(text.contains(
+            "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"invalid\"} 0"
+        ));
+        assert!(text.contains(
+            "secret_inject_admission_review_duration_seconds_count{endpoint=\"pods\"} 3"
+        ));
         assert!(text.contains("secret_inject_tls_certificate_reloads_total{result=\"success\"} 1"));
         assert!(text.ends_with("# EOF\n"));
     }

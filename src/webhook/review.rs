@@ -1,19 +1,14 @@
-//! AdmissionReview in, AdmissionReview out: parse the request, call [`mutate`], and serialize the
-//! response in the API's wire format. No I/O; the HTTP handler calls [`review_pod`].
+//! The AdmissionReview wire format, for every endpoint: the envelope in (kube-core's request
+//! types, read without serde `flatten`), the response out in the API's format.
 //!
-//! Requests are read with kube-core's admission types. The response starts from the request
-//! (`AdmissionResponse::from(&request)`, which keeps the uid), but its patch is serialized here:
-//! the API requires `response.patch` to be a base64 string, while kube-core serializes its
-//! `Vec<u8>` as an array of numbers (kube-rs issue #1781).
+//! The response starts from the request (`AdmissionResponse::from(&request)`, which keeps the
+//! uid), but its patch is serialized here: the API requires `response.patch` to be a base64
+//! string, while kube-core serializes its `Vec<u8>` as an array of numbers (kube-rs issue #1781).
 
 use base64::Engine as _;
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::Pod;
-use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::{Deserialize, Serialize};
-
-use crate::mutate::{MutationConfig, mutate};
 
 /// The API version of AdmissionReview this webhook speaks.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -32,6 +27,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Mutated,
+        Outcome::Skipped,
+        Outcome::Denied,
+        Outcome::Invalid,
+    ];
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -71,84 +74,9 @@ pub struct Reviewed {
     pub summary: ReviewSummary,
 }
 
-/// Review a pod admission request body.
-pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
-    // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
-    // a malformed body) takes the slow path, which tells which it is.
-    let request = match serde_json::from_slice::<Envelope<Pod>>(body) {
-        Ok(review) => match review.into_request() {
-            Ok(request) => request,
-            Err(reason) => return invalid(reason, ReviewSummary::default()),
-        },
-        Err(pod_error) => return review_other(body, &pod_error),
-    };
-
-    let mut summary = summarize(&request);
-    let response = AdmissionResponse::from(&request);
-    if request.operation != Operation::Create || !is_pod_request(&request) {
-        return answer(Outcome::Skipped, response, None, summary);
-    }
-    let Some(pod) = &request.object else {
-        return invalid("request.object is missing for a CREATE".to_owned(), summary);
-    };
-    let Some(spec) = &pod.spec else {
-        return invalid("request.object.spec is missing".to_owned(), summary);
-    };
-    match mutate(&pod.metadata, spec, config) {
-        Ok(None) => answer(Outcome::Skipped, response, None, summary),
-        Ok(Some(mutation)) => {
-            let mut response = response;
-            if !mutation.warnings.is_empty() {
-                response.warnings = Some(mutation.warnings);
-            }
-            answer(Outcome::Mutated, response, Some(&mutation.patch), summary)
-        }
-        Err(error) => {
-            let message = error.to_string();
-            summary.reason = Some(message.clone());
-            let mut response = response.deny(message);
-            response.result.status = Some(kube_core::response::StatusSummary::Failure);
-            response.result.code = 400;
-            response.result.reason = "BadRequest".to_owned();
-            answer(Outcome::Denied, response, None, summary)
-        }
-    }
-}
-
-/// The body did not parse as a review of pods: find out why.
-fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
-    let request = match serde_json::from_slice::<Envelope<DynamicObject>>(body) {
-        Ok(review) => match review.into_request() {
-            Ok(request) => request,
-            Err(reason) => return invalid(reason, Default::default()),
-        },
-        Err(error) => {
-            return invalid(
-                format!("body is not an AdmissionReview {API_VERSION}: {error}"),
-                Default::default(),
-            );
-        }
-    };
-    let summary = summarize(&request);
-    if is_pod_request(&request) {
-        // It is a pod, but not one Kubernetes would send.
-        return invalid(
-            format!("request.object is not a valid v1 Pod: {pod_error}"),
-            summary,
-        );
-    }
-    // Another resource (a misconfigured webhook rule): allow it unchanged.
-    answer(
-        Outcome::Skipped,
-        AdmissionResponse::from(&request),
-        None,
-        summary,
-    )
-}
-
 impl<T: kube_core::Resource> Envelope<T> {
     /// The request, once the envelope is an AdmissionReview of the version we speak.
-    fn into_request(self) -> Result<AdmissionRequest<T>, String> {
+    pub fn into_request(self) -> Result<AdmissionRequest<T>, String> {
         if self.kind != "AdmissionReview" {
             return Err(format!(
                 "kind is {:?}, expected AdmissionReview ({API_VERSION})",
@@ -166,16 +94,7 @@ impl<T: kube_core::Resource> Envelope<T> {
     }
 }
 
-/// A request about the `pods` resource itself (not a subresource such as `pods/exec`).
-fn is_pod_request<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> bool {
-    let resource = &request.resource;
-    resource.group.is_empty()
-        && resource.version == "v1"
-        && resource.resource == "pods"
-        && request.sub_resource.is_none()
-}
-
-fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSummary {
+pub fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSummary {
     let name = if request.name.is_empty() {
         request
             .object
@@ -200,7 +119,22 @@ fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSum
     }
 }
 
-fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
+/// Deny the request with `message`, shown to the user by `kubectl`.
+pub fn deny(
+    response: AdmissionResponse,
+    message: String,
+    mut summary: ReviewSummary,
+) -> Reviewed {
+    summary.reason = Some(message.clone());
+    let mut response = response.deny(message);
+    response.result.status = Some(kube_core::response::StatusSummary::Failure);
+    response.result.code = 400;
+    response.result.reason = "BadRequest".to_owned();
+    answer(Outcome::Denied, response, None, summary)
+}
+
+/// An unusable body: HTTP 400 with the reason.
+pub fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
     let body = format!("invalid AdmissionReview: {reason}\n").into_bytes();
     summary.reason = Some(reason);
     Reviewed {
@@ -216,7 +150,7 @@ fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
 /// `kind` as plain fields parses the request once. The request itself is kube-core's.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope<T: kube_core::Resource> {
+pub struct Envelope<T: kube_core::Resource> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
@@ -246,7 +180,7 @@ struct WireResponse<'a> {
     patch_type: Option<&'static str>,
 }
 
-fn answer(
+pub fn answer(
     outcome: Outcome,
     response: AdmissionResponse,
     patch: Option<&Patch>,

@@ -3,8 +3,10 @@
 //! YAML or JSON in (many documents, `List`s), YAML out. Pods and the pod templates of
 //! workload controllers are injected with [`mutate`] — the function the webhook calls — and the
 //! resulting JSON Patch is applied at the template's place in the document. Other kinds pass
-//! through unchanged. Output is written by [`crate::yaml`], which quotes every string a YAML 1.1
+//! through unchanged. Output is written by [`yaml`], which quotes every string a YAML 1.1
 //! reader (kubectl) could take for something else.
+
+pub mod yaml;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation};
@@ -15,11 +17,12 @@ use serde_json::Value;
 
 use crate::mutate::{MutationConfig, MutationError, mutate};
 
-/// Why a manifest could not be injected. Names the document, the object and the cause.
+/// Why a manifest could not be injected. Names the document and the object; the cause is the
+/// error's `source()` (printed after it by `{:#}`), never repeated in its own message.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     /// The input is not YAML or JSON.
-    #[error("document {document}: not valid YAML or JSON: {source}")]
+    #[error("document {document}: not valid YAML or JSON")]
     Parse {
         /// 1-based document number.
         document: usize,
@@ -28,7 +31,7 @@ pub enum InjectError {
         source: yaml_serde::Error,
     },
     /// A pod template is not a valid pod spec.
-    #[error("document {document} ({object}): {field} is not a valid {what}: {source}")]
+    #[error("document {document} ({object}): {field} is not a valid {what}")]
     Template {
         /// 1-based document number.
         document: usize,
@@ -43,7 +46,7 @@ pub enum InjectError {
         source: serde_json::Error,
     },
     /// The mutation refused the pod (the webhook would deny it).
-    #[error("document {document} ({object}): {source}")]
+    #[error("document {document} ({object})")]
     Mutation {
         /// 1-based document number.
         document: usize,
@@ -102,7 +105,7 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
         if !out.is_empty() {
             out.push_str("---\n");
         }
-        out.push_str(&crate::yaml::to_string(&value));
+        out.push_str(&yaml::to_string(&value));
     }
     Ok(Injected {
         yaml: out,

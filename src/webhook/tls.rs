@@ -65,7 +65,8 @@ pub struct CertFiles {
 }
 
 impl CertFiles {
-    fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    /// Read both files.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 path: path.to_owned(),
@@ -112,6 +113,29 @@ pub fn certified_key(
     Ok(certified)
 }
 
+/// Read the certificate and key and parse them as a pair; `None` when `unchanged` says they are
+/// what is served already. The two files are read one after the other, so a Secret volume's
+/// `..data` symlink swap between the reads gives a new certificate with the old key: a pair that
+/// disagrees is read once more before it counts as an error.
+fn read_pair(
+    files: &CertFiles,
+    mut read: impl FnMut(&CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError>,
+    unchanged: impl Fn(&[u8], &[u8]) -> bool,
+) -> Result<Option<(CertifiedKey, Vec<u8>, Vec<u8>)>, TlsError> {
+    let mut retried = false;
+    loop {
+        let (cert_pem, key_pem) = read(files)?;
+        if unchanged(&cert_pem, &key_pem) {
+            return Ok(None);
+        }
+        match certified_key(&cert_pem, &key_pem, files) {
+            Ok(key) => return Ok(Some((key, cert_pem, key_pem))),
+            Err(TlsError::Mismatch { .. }) if !retried => retried = true,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Serves the current certificate; [`ReloadingResolver::reload`] swaps it.
 #[derive(Debug)]
 pub struct ReloadingResolver {
@@ -138,8 +162,11 @@ pub enum Reload {
 impl ReloadingResolver {
     /// Load the certificate from files.
     pub fn from_files(files: CertFiles) -> Result<Self, TlsError> {
-        let (cert_pem, key_pem) = files.read()?;
-        let key = certified_key(&cert_pem, &key_pem, &files)?;
+        let (key, cert_pem, key_pem) = read_pair(&files, CertFiles::read, |_, _| false)?
+            .ok_or_else(|| TlsError::Pem {
+                path: files.cert.clone(),
+                problem: "could not be read".to_owned(),
+            })?;
         Ok(Self {
             files: Some(files),
             current: RwLock::new(Loaded {
@@ -175,17 +202,23 @@ impl ReloadingResolver {
     /// Re-read the files; swap the certificate when they changed and are valid. On error the
     /// previous certificate stays in service.
     pub fn reload(&self) -> Result<Reload, TlsError> {
+        self.reload_with(CertFiles::read)
+    }
+
+    fn reload_with(
+        &self,
+        read: impl FnMut(&CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError>,
+    ) -> Result<Reload, TlsError> {
         let Some(files) = &self.files else {
             return Ok(Reload::Unchanged);
         };
-        let (cert_pem, key_pem) = files.read()?;
-        {
+        let unchanged = |cert: &[u8], key: &[u8]| {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if current.cert_pem == cert_pem && current.key_pem == key_pem {
-                return Ok(Reload::Unchanged);
-            }
-        }
-        let key = certified_key(&cert_pem, &key_pem, files)?;
+            current.cert_pem == cert && current.key_pem == key
+        };
+        let Some((key, cert_pem, key_pem)) = read_pair(files, read, unchanged)? else {
+            return Ok(Reload::Unchanged);
+        };
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         *current = Loaded {
             key: Arc::new(key),
@@ -329,6 +362,34 @@ mod tests {
         write(dir.path(), "tls.key", &second.key_pem);
         assert_eq!(resolver.reload().unwrap(), Reload::Reloaded);
         assert_eq!(resolver.reload().unwrap(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn a_swap_between_the_two_reads_is_read_again_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = generate_dev_certificate("svc", "ns").unwrap();
+        let new = generate_dev_certificate("svc", "ns").unwrap();
+        let files = CertFiles {
+            cert: write(dir.path(), "tls.crt", &old.cert_pem),
+            key: write(dir.path(), "tls.key", &old.key_pem),
+        };
+        let resolver = ReloadingResolver::from_files(files).unwrap();
+        // First read: the new certificate, then the old key (the swap came in between).
+        let mut reads = vec![
+            (new.cert_pem.clone(), new.key_pem.clone()),
+            (new.cert_pem.clone(), old.key_pem.clone()),
+        ];
+        let result = resolver.reload_with(|_| {
+            let (cert, key) = reads.pop().expect("read at most twice");
+            Ok((cert.into_bytes(), key.into_bytes()))
+        });
+        assert_eq!(result.unwrap(), Reload::Reloaded);
+        assert!(reads.is_empty());
+        // A pair that disagrees twice is an error, and the served certificate stays.
+        let result = resolver.reload_with(|_| {
+            Ok((old.cert_pem.clone().into_bytes(), new.key_pem.clone().into_bytes()))
+        });
+        assert!(matches!(result, Err(TlsError::Mismatch { .. })), "{result:?}");
     }
 
     #[test]

@@ -9,16 +9,29 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::annotations::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
-use crate::contract::{self, FileMode};
+use crate::contract::{self, FileMode, Plan};
+use crate::spec::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
+
+/// The defaults of [`MutationConfig`], which the command line shows.
+pub mod defaults {
+    /// `imagePullPolicy` of the injected container.
+    pub const IMAGE_PULL_POLICY: &str = "IfNotPresent";
+    /// CPU request of the injected container.
+    pub const CPU_REQUEST: &str = "10m";
+    /// Memory request of the injected container.
+    pub const MEMORY_REQUEST: &str = "16Mi";
+    /// Memory limit of the injected container.
+    pub const MEMORY_LIMIT: &str = "32Mi";
+    /// `sizeLimit` of the in-memory volume.
+    pub const VOLUME_SIZE_LIMIT: &str = "1Mi";
+}
 
 /// What the operator configures for every injection.
 #[derive(Debug, Clone)]
@@ -33,25 +46,128 @@ pub struct MutationConfig {
     pub volume_size_limit: Quantity,
 }
 
-impl Default for MutationConfig {
+/// The operator's settings as given, before validation.
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    /// Image of the injected container.
+    pub image: &'a str,
+    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`.
+    pub image_pull_policy: &'a str,
+    /// CPU request.
+    pub cpu_request: &'a str,
+    /// CPU limit (none by default: a CPU limit only slows start-up).
+    pub cpu_limit: Option<&'a str>,
+    /// Memory request.
+    pub memory_request: &'a str,
+    /// Memory limit.
+    pub memory_limit: &'a str,
+    /// `sizeLimit` of the volume.
+    pub volume_size_limit: &'a str,
+}
+
+impl Default for Settings<'_> {
     fn default() -> Self {
         Self {
-            image: contract::DEFAULT_IMAGE.to_owned(),
-            image_pull_policy: "IfNotPresent".to_owned(),
+            image: contract::DEFAULT_IMAGE,
+            image_pull_policy: defaults::IMAGE_PULL_POLICY,
+            cpu_request: defaults::CPU_REQUEST,
+            cpu_limit: None,
+            memory_request: defaults::MEMORY_REQUEST,
+            memory_limit: defaults::MEMORY_LIMIT,
+            volume_size_limit: defaults::VOLUME_SIZE_LIMIT,
+        }
+    }
+}
+
+/// A setting with a bad value; the message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag} {value:?}: {problem}")]
+pub struct SettingsError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+impl MutationConfig {
+    /// Validate the operator's settings.
+    pub fn new(settings: &Settings<'_>) -> Result<Self, SettingsError> {
+        let quantity = |flag: &'static str, value: &str| {
+            if is_quantity(value) {
+                Ok(Quantity(value.to_owned()))
+            } else {
+                Err(SettingsError {
+                    flag,
+                    value: value.to_owned(),
+                    problem: "is not a Kubernetes quantity such as 10m, 16Mi or 1Gi",
+                })
+            }
+        };
+        if settings.image.trim().is_empty() {
+            return Err(SettingsError {
+                flag: "sidecar-image",
+                value: settings.image.to_owned(),
+                problem: "is empty; give an image reference",
+            });
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&settings.image_pull_policy) {
+            return Err(SettingsError {
+                flag: "sidecar-image-pull-policy",
+                value: settings.image_pull_policy.to_owned(),
+                problem: "is not Always, IfNotPresent or Never",
+            });
+        }
+        let mut limits = std::collections::BTreeMap::from([(
+            "memory".to_owned(),
+            quantity("sidecar-memory-limit", settings.memory_limit)?,
+        )]);
+        if let Some(cpu) = settings.cpu_limit {
+            limits.insert("cpu".to_owned(), quantity("sidecar-cpu-limit", cpu)?);
+        }
+        Ok(Self {
+            image: settings.image.to_owned(),
+            image_pull_policy: settings.image_pull_policy.to_owned(),
             resources: ResourceRequirements {
                 requests: Some(
                     [
-                        ("cpu".to_owned(), Quantity("10m".to_owned())),
-                        ("memory".to_owned(), Quantity("16Mi".to_owned())),
+                        (
+                            "cpu".to_owned(),
+                            quantity("sidecar-cpu-request", settings.cpu_request)?,
+                        ),
+                        (
+                            "memory".to_owned(),
+                            quantity("sidecar-memory-request", settings.memory_request)?,
+                        ),
                     ]
                     .into(),
                 ),
-                limits: Some([("memory".to_owned(), Quantity("32Mi".to_owned()))].into()),
+                limits: Some(limits),
                 ..Default::default()
             },
-            volume_size_limit: Quantity("1Mi".to_owned()),
-        }
+            volume_size_limit: quantity("volume-size-limit", settings.volume_size_limit)?,
+        })
     }
+}
+
+impl Default for MutationConfig {
+    fn default() -> Self {
+        // The defaults are valid quantities (a unit test checks it).
+        Self::new(&Settings::default()).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// A Kubernetes resource quantity: a decimal number with an optional suffix.
+fn is_quantity(value: &str) -> bool {
+    const SUFFIXES: [&str; 14] = [
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(split);
+    !number.is_empty() && number.parse::<f64>().is_ok() && SUFFIXES.contains(&suffix)
 }
 
 /// The result of a mutation that changes the pod.
@@ -154,12 +270,12 @@ fn inject(
     // 1. Mark the pod as injected.
     match &metadata.annotations {
         Some(_) => ops.push(add(
-            &["metadata", "annotations", annotations::STATUS],
-            annotations::STATUS_INJECTED,
+            &["metadata", "annotations", spec::STATUS],
+            spec::STATUS_INJECTED,
         )),
         None => ops.push(add(
             &["metadata", "annotations"],
-            serde_json::json!({ annotations::STATUS: annotations::STATUS_INJECTED }),
+            serde_json::json!({ spec::STATUS: spec::STATUS_INJECTED }),
         )),
     }
     // 2. The in-memory volume.
@@ -244,11 +360,11 @@ fn check_mount_collision(
             return Err(MutationError::Conflict(format!(
                 "annotation {}: container {:?} (spec.{field}) already mounts volume {:?} at {:?}; \
                  set {} to a free directory such as /var/run/secrets/app",
-                annotations::MOUNT_PATH,
+                spec::MOUNT_PATH,
                 container.name,
                 existing.name,
                 existing.mount_path,
-                annotations::MOUNT_PATH
+                spec::MOUNT_PATH
             )));
         }
     }
@@ -314,23 +430,21 @@ fn agent_container(
     security_context: SecurityContext,
     file_mode: FileMode,
 ) -> Container {
-    let mut env = vec![
-        EnvVar {
-            name: contract::ENV_SECRET_ARN.to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.annotations['{}']", annotations::SECRET_ARN),
-                    api_version: None,
-                }),
-                ..Default::default()
-            }),
-            value: None,
-        },
-        env_value(contract::ENV_SECRET_FILENAME, injection.file_name.as_str()),
-        env_value(contract::ENV_OUTPUT_DIR, injection.mount_path.as_str()),
-        env_value(contract::ENV_REGION, injection.secret_arn.region()),
-        env_value(contract::ENV_FILE_MODE, file_mode.as_env()),
-    ];
+    let plan = Plan {
+        output_dir: injection.mount_path.clone(),
+        file_name: injection.file_name.clone(),
+        file_mode,
+        ..Plan::for_arn(injection.secret_arn.clone())
+    };
+    let mut env: Vec<EnvVar> = plan
+        .env()
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        })
+        .collect();
     let mut volume_mounts = vec![secret_mount(injection.mount_path.as_str())];
     copy_aws_identity(spec, &mut env, &mut volume_mounts);
     Container {
@@ -398,14 +512,6 @@ fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<Vol
                 ..Default::default()
             });
         }
-    }
-}
-
-fn env_value(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        value_from: None,
     }
 }
 

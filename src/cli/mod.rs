@@ -1,0 +1,79 @@
+//! The command line: one module per subcommand, each with its clap argument groups and a
+//! `run(self)` that destructures them, so a new flag must be wired where it is declared.
+//! `main` only parses and dispatches.
+
+mod agent;
+mod inject;
+mod logging;
+mod mutation;
+mod webhook;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use agent::AgentArgs;
+pub use inject::InjectArgs;
+pub use logging::{LogArgs, LogFormat};
+pub use mutation::MutationArgs;
+pub use webhook::{AdminArgs, ServerArgs, TlsArgs, WebhookArgs};
+
+/// Inject AWS Secrets Manager secrets into Kubernetes pods, without Kubernetes Secrets.
+#[derive(Parser, Debug)]
+#[command(name = "secret-inject", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the mutating admission webhook (HTTPS, POST /mutating-pods).
+    Webhook(Box<WebhookArgs>),
+    /// Inject manifests offline: read YAML or JSON, write injected YAML to stdout.
+    Inject(InjectArgs),
+    /// Fetch a secret from AWS Secrets Manager onto the in-memory volume (the injected
+    /// container).
+    Agent(Box<AgentArgs>),
+}
+
+impl Cli {
+    /// Run the parsed command; returns the process exit code.
+    pub fn run(self) -> ExitCode {
+        let Cli { command, log } = self;
+        // People run `inject`; pods run the webhook and the agent.
+        let default_format = match command {
+            Command::Inject(_) => LogFormat::Human,
+            Command::Webhook(_) | Command::Agent(_) => LogFormat::Json,
+        };
+        let output = match logging::init(&log, default_format) {
+            Ok(output) => output,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let result = match command {
+            Command::Webhook(args) => args.run(),
+            Command::Inject(args) => args.run(),
+            Command::Agent(args) => return ExitCode::from(args.run()),
+        };
+        result.unwrap_or_else(|error| {
+            output.fatal(&error);
+            ExitCode::FAILURE
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,193 @@
+//! `secret-inject webhook`: the mutating admission webhook.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use tracing::info;
+
+use super::MutationArgs;
+use crate::duration;
+use crate::webhook::tls::{self, CertFiles, ReloadingResolver};
+use crate::webhook::{BodyLimits, Router, Server, ServerOptions, pods};
+
+/// Serve the mutating admission webhook.
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    mutation: MutationArgs,
+}
+
+/// The HTTPS listener and its limits.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// HTTPS port of the webhook.
+    #[arg(long, env = "SECRET_INJECT_PORT", default_value_t = 8443)]
+    port: u16,
+    /// Address to listen on, for the webhook and admin ports (`::` for IPv6 and IPv4).
+    #[arg(long, env = "SECRET_INJECT_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Longest time for a client's TLS handshake and request headers.
+    #[arg(long, env = "SECRET_INJECT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    header_read_timeout: Duration,
+    /// Longest time for a client to send a request body.
+    #[arg(long, env = "SECRET_INJECT_BODY_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    body_read_timeout: Duration,
+    /// Largest request body accepted, in bytes (Kubernetes sends at most about 3 MiB).
+    #[arg(long, env = "SECRET_INJECT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Longest time in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "SECRET_INJECT_SHUTDOWN_GRACE_PERIOD", default_value = "25s", value_parser = duration::parse)]
+    shutdown_grace_period: Duration,
+}
+
+/// The serving certificate.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Serving certificate chain (PEM); re-read when it changes.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_TLS_CERT_FILE",
+        requires = "tls_private_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        env = "SECRET_INJECT_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_private_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (e.g. `10s`).
+    #[arg(long, env = "SECRET_INJECT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = duration::parse)]
+    tls_reload_interval: Duration,
+    /// Serve a generated development certificate instead of certificate files (never in
+    /// production: the API server would not trust it).
+    #[arg(long, env = "SECRET_INJECT_DEV_TLS", conflicts_with_all = ["tls_cert_file", "tls_private_key_file"])]
+    dev_tls: bool,
+    /// Service name for the development certificate's DNS names.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SERVICE_NAME",
+        default_value = "secret-inject"
+    )]
+    service_name: String,
+    /// Namespace for the development certificate's DNS names.
+    #[arg(long, env = "SECRET_INJECT_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Where to write the development CA certificate (PEM), for curl --cacert or a caBundle.
+    #[arg(long, env = "SECRET_INJECT_WRITE_CA", requires = "dev_tls")]
+    write_ca: Option<PathBuf>,
+}
+
+/// The plain-HTTP admin port.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Plain-HTTP port for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SECRET_INJECT_ADMIN_PORT", default_value_t = 8080)]
+    admin_port: u16,
+}
+
+impl TlsArgs {
+    /// The certificate source: files, or a development certificate when asked for.
+    fn resolver(self) -> anyhow::Result<ReloadingResolver> {
+        let TlsArgs {
+            tls_cert_file,
+            tls_private_key_file,
+            tls_reload_interval: _,
+            dev_tls,
+            service_name,
+            namespace,
+            write_ca,
+        } = self;
+        if let (Some(cert), Some(key)) = (tls_cert_file, tls_private_key_file) {
+            return Ok(ReloadingResolver::from_files(CertFiles { cert, key })?);
+        }
+        if !dev_tls {
+            bail!(
+                "no serving certificate: pass --tls-cert-file and --tls-private-key-file (the \
+                 chart mounts its TLS Secret there), or --dev-tls to serve a generated \
+                 development certificate"
+            );
+        }
+        let dev = tls::generate_dev_certificate(&service_name, &namespace)?;
+        let ca_path =
+            write_ca.unwrap_or_else(|| std::env::temp_dir().join("secret-inject-dev-ca.pem"));
+        std::fs::write(&ca_path, &dev.ca_pem)
+            .with_context(|| format!("cannot write the CA to {}", ca_path.display()))?;
+        info!(
+            ca_file = %ca_path.display(),
+            names = ?dev.names,
+            "--dev-tls: serving a generated development certificate; trust it with curl --cacert {}",
+            ca_path.display()
+        );
+        Ok(ReloadingResolver::fixed(
+            dev.cert_pem.as_bytes(),
+            dev.key_pem.as_bytes(),
+        )?)
+    }
+}
+
+impl WebhookArgs {
+    /// Serve until SIGTERM or SIGINT, then drain.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let WebhookArgs {
+            server:
+                ServerArgs {
+                    port,
+                    bind_address,
+                    header_read_timeout,
+                    body_read_timeout,
+                    max_body_bytes,
+                    shutdown_grace_period,
+                },
+            tls,
+            admin: AdminArgs { admin_port },
+            mutation,
+        } = self;
+        let mutation = mutation.config()?;
+        let tls_reload_interval = tls.tls_reload_interval;
+        let resolver = Arc::new(tls.resolver()?);
+        let options = ServerOptions {
+            bind_address,
+            port,
+            admin_port,
+            header_read_timeout,
+            shutdown_grace_period,
+            tls_reload_interval,
+        };
+        let router = Router::new(BodyLimits {
+            max_bytes: max_body_bytes,
+            read_timeout: body_read_timeout,
+        })
+        .route(pods::PATH, pods::Pods::new(mutation));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime
+            .block_on(async {
+                let server = Server::bind(options, resolver, Arc::new(router))
+                    .await
+                    .with_context(|| format!("cannot listen on {bind_address} ports {port} and {admin_port}"))?;
+                server
+                    .run(async {
+                        crate::signal::shutdown_signal().await;
+                    })
+                    .await
+                    .context("webhook server failed")
+            })?;
+        info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}

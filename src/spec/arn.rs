@@ -1,0 +1,205 @@
+//! Secrets Manager ARNs and names.
+
+use std::fmt;
+
+use super::{AnnotationError, SECRET_ARN, quote};
+
+/// The ARN of a Secrets Manager secret:
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretArn {
+    arn: String,
+    region_start: usize,
+    region_end: usize,
+}
+
+impl SecretArn {
+    /// Validate an ARN (any partition: `aws`, `aws-cn`, `aws-us-gov`, ...).
+    pub fn parse(value: &str) -> Result<Self, AnnotationError> {
+        let bad = |problem: String| {
+            AnnotationError::new(
+                SECRET_ARN,
+                problem,
+                "use the secret's full ARN, e.g. \
+                 arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF \
+                 (`aws secretsmanager describe-secret --secret-id NAME --query ARN`)",
+            )
+        };
+        let shown = quote(value);
+        let fields: Vec<&str> = value.splitn(7, ':').collect();
+        if fields.len() < 3 || fields[0] != "arn" {
+            return Err(bad(format!("{shown} is not an ARN")));
+        }
+        let (partition, service) = (fields[1], fields[2]);
+        if !is_partition(partition) {
+            return Err(bad(format!(
+                "{shown} has partition {}, expected aws, aws-cn, aws-us-gov or another AWS partition",
+                quote(partition)
+            )));
+        }
+        if service != "secretsmanager" {
+            return Err(bad(format!(
+                "{shown} is an ARN of service {}, not of secretsmanager",
+                quote(service)
+            )));
+        }
+        if fields.len() != 7 {
+            return Err(bad(format!(
+                "{shown} is not a Secrets Manager secret ARN \
+                 (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+            )));
+        }
+        let (region, account, resource, name) = (fields[3], fields[4], fields[5], fields[6]);
+        if !is_region(region) {
+            return Err(bad(format!(
+                "{shown} has region {}, expected a region such as us-east-1",
+                quote(region)
+            )));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!(
+                "{shown} has account {}, expected 12 digits",
+                quote(account)
+            )));
+        }
+        if resource != "secret" {
+            return Err(bad(format!(
+                "{shown} has resource type {}, expected \"secret\"",
+                quote(resource)
+            )));
+        }
+        if !is_secret_name(name) {
+            return Err(bad(format!(
+                "{shown} has secret name {}, expected 1-512 characters of letters, digits and /_+=.@-",
+                quote(name)
+            )));
+        }
+        let region_start = fields[..3].iter().map(|f| f.len() + 1).sum();
+        Ok(Self {
+            arn: value.to_owned(),
+            region_start,
+            region_end: region_start + region.len(),
+        })
+    }
+
+    /// The whole ARN.
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    /// The region the secret lives in.
+    pub fn region(&self) -> &str {
+        &self.arn[self.region_start..self.region_end]
+    }
+}
+
+impl fmt::Display for SecretArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// A Secrets Manager secret name: 1-512 ASCII letters, digits and `/_+=.@-`.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 512
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+}
+
+fn is_partition(value: &str) -> bool {
+    // aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-eusc, ...
+    let mut segments = value.split('-');
+    segments.next() == Some("aws")
+        && segments.all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+fn is_region(value: &str) -> bool {
+    // us-east-1, cn-north-1, us-gov-west-1, us-isob-east-1, eu-central-2 ...
+    let segments: Vec<&str> = value.split('-').collect();
+    segments.len() >= 3
+        && segments[..segments.len() - 1]
+            .iter()
+            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase()))
+        && segments[segments.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        && !segments[segments.len() - 1].is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+
+    #[test]
+    fn arns_of_every_partition_are_accepted() {
+        for arn in [
+            ARN,
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf",
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a/b_c+d=e.f@g-h",
+            "arn:aws-iso-b:secretsmanager:us-isob-east-1:123456789012:secret:x",
+        ] {
+            let parsed = SecretArn::parse(arn).unwrap_or_else(|e| panic!("{arn}: {e}"));
+            assert_eq!(parsed.as_str(), arn);
+        }
+        assert_eq!(
+            SecretArn::parse("arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:x")
+                .unwrap()
+                .region(),
+            "us-gov-west-1"
+        );
+    }
+
+    #[test]
+    fn bad_arns_are_denied_with_the_reason() {
+        for (arn, expect) in [
+            ("database-password", "not an ARN"),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012",
+                "not a Secrets Manager secret ARN",
+            ),
+            (
+                "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+                "not of secretsmanager",
+            ),
+            (
+                "arn:gcp:secretsmanager:us-east-1:123456789012:secret:x",
+                "partition",
+            ),
+            (
+                "arn:aws:secretsmanager:useast1:123456789012:secret:x",
+                "region",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:1234:secret:x",
+                "12 digits",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012:key:x",
+                "resource type",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:",
+                "secret name",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:a\"b",
+                "secret name",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:a/../../b\n",
+                "secret name",
+            ),
+        ] {
+            let err = SecretArn::parse(arn).unwrap_err();
+            assert_eq!(err.key, SECRET_ARN);
+            assert!(err.problem.contains(expect), "{arn}: {err}");
+            assert!(err.fix.contains("full ARN"));
+        }
+    }
+
+}

@@ -1,0 +1,202 @@
+//! The webhook server: HTTPS for AdmissionReviews (h2 and HTTP/1.1), plain HTTP for health and
+//! metrics. [`Server::bind`] listens and reports the bound addresses; [`Server::run`] serves
+//! until shutdown, then drains in-flight requests. Paths map to endpoints in a [`Router`].
+
+pub mod admin;
+pub mod metrics;
+pub mod pods;
+pub mod review;
+pub mod router;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+pub use router::{BodyLimits, Router};
+use tls::{Reload, ReloadingResolver};
+
+/// How the servers listen and time out.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address both servers bind.
+    pub bind_address: IpAddr,
+    /// HTTPS webhook port (0 picks a free port).
+    pub port: u16,
+    /// Plain-HTTP admin port (0 picks a free port).
+    pub admin_port: u16,
+    /// Longest time a client may take to send a request's headers (and to finish the TLS
+    /// handshake); stops idle or slow sockets from pinning the server.
+    pub header_read_timeout: Duration,
+    /// Longest time in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_period: Duration,
+    /// How often the certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+}
+
+/// Addresses the servers bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// HTTPS webhook.
+    pub webhook: SocketAddr,
+    /// Plain-HTTP admin.
+    pub admin: SocketAddr,
+}
+
+/// Listening sockets, ready to serve.
+pub struct Server {
+    options: ServerOptions,
+    resolver: Arc<ReloadingResolver>,
+    router: Arc<Router>,
+    webhook: TcpListener,
+    admin: TcpListener,
+    bound: Bound,
+}
+
+impl Server {
+    /// Bind both ports.
+    pub async fn bind(
+        options: ServerOptions,
+        resolver: Arc<ReloadingResolver>,
+        router: Arc<Router>,
+    ) -> std::io::Result<Server> {
+        let webhook = TcpListener::bind((options.bind_address, options.port)).await?;
+        let admin = TcpListener::bind((options.bind_address, options.admin_port)).await?;
+        let bound = Bound {
+            webhook: webhook.local_addr()?,
+            admin: admin.local_addr()?,
+        };
+        Ok(Server {
+            options,
+            resolver,
+            router,
+            webhook,
+            admin,
+            bound,
+        })
+    }
+
+    /// The bound addresses (the real ports when 0 was asked for).
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting and drain in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Server {
+            options,
+            resolver,
+            router,
+            webhook,
+            admin,
+            bound,
+        } = self;
+        let tls_config = resolver
+            .server_config()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+        let paths: Vec<_> = router.paths().collect();
+        info!(address = %bound.webhook, paths = ?paths, "webhook listening (HTTPS)");
+        info!(address = %bound.admin, "admin listening (HTTP: /healthz /readyz /metrics)");
+
+        let watcher = {
+            let router = router.clone();
+            tokio::spawn(tls::watch(
+                resolver.clone(),
+                options.tls_reload_interval,
+                move |result| match result {
+                    Ok(Reload::Reloaded) => {
+                        router.metrics().observe_reload(true);
+                        info!("TLS certificate reloaded");
+                    }
+                    Ok(Reload::Unchanged) => {}
+                    Err(error) => {
+                        router.metrics().observe_reload(false);
+                        warn!(%error, "TLS certificate reload failed; still serving the previous one");
+                    }
+                },
+            ))
+        };
+        let admin_server = tokio::spawn(admin::serve(admin, router.clone()));
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(256);
+        let graceful = GracefulShutdown::new();
+        router.set_ready(true);
+
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = webhook.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            let handshake_timeout = options.header_read_timeout;
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let tls =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(error)) => {
+                            debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let service = hyper::service::service_fn(move |request| {
+                    let router = router.clone();
+                    async move { Ok::<_, Infallible>(router.handle(request).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+
+        info!("shutting down: no longer accepting, draining in-flight requests");
+        router.set_ready(false);
+        drop(webhook);
+        tokio::select! {
+            () = graceful.shutdown() => info!("all connections drained"),
+            () = tokio::time::sleep(options.shutdown_grace_period) => {
+                warn!(grace_period = ?options.shutdown_grace_period, "grace period over; closing remaining connections");
+            }
+        }
+        watcher.abort();
+        admin_server.abort();
+        Ok(())
+    }
+}
