@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use aws_config::meta::credentials::CredentialsProviderChain;
-use aws_config::meta::region::ProvideRegion as _;
 use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -121,22 +120,28 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     if let Ok(app_name) = AppName::new(APP_NAME) {
         loader = loader.app_name(app_name);
     }
+    // The region: the explicit one, else the environment's (AWS_REGION, AWS_DEFAULT_REGION),
+    // else the profile's. Never the instance metadata's: that is the node's, not the pod's.
+    let region = match region {
+        Some(region) => Some(region),
+        None => {
+            use aws_config::environment::region::EnvironmentVariableRegionProvider;
+            use aws_config::meta::region::RegionProviderChain;
+            use aws_config::profile::ProfileFileRegionProvider;
+            RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(ProfileFileRegionProvider::new())
+                .region()
+                .await
+        }
+    };
     if let Some(region) = &region {
         loader = loader.region(region.clone());
     }
-    // The region the credential providers use (STS for web identity): the explicit one, else the
-    // SDK's region chain.
-    let provider_region = match &region {
-        Some(region) => Some(region.clone()),
-        None => aws_config::default_provider::region::default_provider()
-            .region()
-            .await,
-    };
     let provider_config = ProviderConfig::without_region()
         .with_http_client(http_client)
         .with_retry_config(RetryConfig::disabled())
         .with_timeout_config(timeouts)
-        .with_region(provider_region);
+        .with_region(region);
     loader = loader.credentials_provider(credentials_chain(&provider_config, settings));
     loader.load().await
 }

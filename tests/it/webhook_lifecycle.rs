@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use secret_inject::tls::generate_dev_certificate;
+use secret_inject::webhook::tls::generate_dev_certificate;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod common;
-use common::webhook::{Client, Webhook, connect, decode_patch};
+use crate::common;
+use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 
 const SERVICE_DNS: &str = "secret-inject.testns.svc";
 

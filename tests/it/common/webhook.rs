@@ -27,11 +27,25 @@ pub struct Webhook {
     pub dir: tempfile::TempDir,
 }
 
+/// Two free loopback ports for the webhook and admin servers. The ports are released before
+/// the process binds them; another process taking one in between makes the start fail loudly.
+pub fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
 impl Webhook {
-    /// Start with the given extra arguments; waits until both ports listen.
+    /// Start with the given extra arguments (a development certificate unless certificate
+    /// files are among them); waits until the admin port reports ready.
     pub fn start(extra: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
+        let (port, admin_port) = free_ports();
+        let (port_arg, admin_arg) = (port.to_string(), admin_port.to_string());
         let mut args = vec![
             "--log-format",
             "json",
@@ -41,9 +55,9 @@ impl Webhook {
             "--bind-address",
             "127.0.0.1",
             "--port",
-            "0",
+            &port_arg,
             "--admin-port",
-            "0",
+            &admin_arg,
             "--namespace",
             "testns",
             "--service-name",
@@ -51,19 +65,19 @@ impl Webhook {
         ];
         let ca_arg = ca.to_string_lossy().into_owned();
         if !extra.contains(&"--tls-cert-file") {
-            args.extend(["--write-ca", &ca_arg]);
+            args.extend(["--dev-tls", "--write-ca", &ca_arg]);
         }
         args.extend(extra);
         let mut command = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
         command.args(&args);
-        Webhook::from_command(command, dir)
+        Webhook::from_command(command, dir, (port, admin_port))
     }
 
     /// Start the webhook with a command built by the caller (e.g. the binary run through
-    /// `chroot`); it must log JSON on stderr. Waits until both ports listen. `dir` is kept for as
-    /// long as the process runs; [`Webhook::ca_path`] is only meaningful when the command writes
-    /// the CA to `dir/ca.pem`.
-    pub fn from_command(mut command: Command, dir: tempfile::TempDir) -> Webhook {
+    /// `chroot`), listening on 127.0.0.1 at `ports` (webhook, admin). Waits until `/readyz` on
+    /// the admin port answers 200. `dir` is kept for as long as the process runs;
+    /// [`Webhook::ca_path`] is only meaningful when the command writes the CA to `dir/ca.pem`.
+    pub fn from_command(mut command: Command, dir: tempfile::TempDir, ports: (u16, u16)) -> Webhook {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -72,42 +86,33 @@ impl Webhook {
             .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    let _ = tx.send(line.clone());
                     logs.lock().unwrap().push(line);
                 }
             });
         }
-        let (mut webhook, mut admin) = (None, None);
+        let webhook = SocketAddr::from(([127, 0, 0, 1], ports.0));
+        let admin = SocketAddr::from(([127, 0, 0, 1], ports.1));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while webhook.is_none() || admin.is_none() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| {
-                    panic!("webhook did not start; logs: {:?}", logs.lock().unwrap())
-                });
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                panic!("log line is not JSON: {line}");
-            };
-            let message = event["message"].as_str().unwrap_or("");
-            let address = event["address"]
-                .as_str()
-                .map(|a| a.parse::<SocketAddr>().unwrap());
-            if message.starts_with("webhook listening") {
-                webhook = address;
-            } else if message.starts_with("admin listening") {
-                admin = address;
+        while !is_ready(admin) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("webhook exited ({status}); logs: {:?}", logs.lock().unwrap());
             }
+            assert!(
+                Instant::now() < deadline,
+                "webhook not ready within 20 s; logs: {:?}",
+                logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
         Webhook {
             child,
-            webhook: webhook.unwrap(),
-            admin: admin.unwrap(),
+            webhook,
+            admin,
             logs,
             dir,
         }
@@ -162,6 +167,24 @@ impl Webhook {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// `GET /readyz` answers 200.
+fn is_ready(admin: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(admin) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
 }
 
 impl Drop for Webhook {

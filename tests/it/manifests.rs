@@ -5,7 +5,7 @@
 use serde::Deserialize as _;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 const MANIFESTS: &str = "deploy/secret-inject.yaml";
 /// The file is rendered for Kubernetes 1.30 (scripts/render-manifests): matchConditions and the

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
-mod common;
-use common::moto::{Fault, FaultProxy, Moto, PodIdentityEndpoint};
+use crate::common::moto::{Fault, FaultProxy, Moto, PodIdentityEndpoint};
 
 struct Run {
     code: Option<i32>,

@@ -3,7 +3,7 @@
 //! `scripts/test` installs every tool the tests need into `.tools/bin` (helm, kubectl) and
 //! `.venv/bin` (kubernetes-validate, moto_server) and puts both on `PATH`. A test that needs a
 //! tool the setup did not install fails loudly here; it is never skipped.
-#![allow(dead_code)]
+
 
 use std::path::{Path, PathBuf};
 

@@ -6,11 +6,12 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use secret_inject::admission::{Outcome, review_pod};
+use secret_inject::webhook::pods::review_pod;
+use secret_inject::webhook::review::Outcome;
 use secret_inject::mutate::MutationConfig;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 fn observe(request: &[u8]) -> (Outcome, Value) {
     let reviewed = review_pod(request, &MutationConfig::default());
@@ -88,7 +89,7 @@ fn golden_reviews() {
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; run UPDATE_GOLDEN=1 cargo test --test golden",
+            "{}: {e}; run UPDATE_GOLDEN=1 cargo test --test it golden",
             path.display()
         )
     });

@@ -9,9 +9,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-mod common;
-use common::moto::Moto;
-use common::webhook::{Client, Webhook, connect, decode_patch};
+use crate::common;
+use crate::common::moto::Moto;
+use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 
 /// Quote for `sh`.
 fn q(value: &str) -> String {
@@ -47,30 +47,19 @@ async fn injected_pod(server: &Webhook, template: &Value) -> Value {
 }
 
 /// The container's env as kubelet resolves it.
-fn resolve_env(pod: &Value, container: &Value) -> Vec<(String, String)> {
+/// The container's environment as the kubelet would set it. Everything the webhook renders is a
+/// plain value: the agent runs what admission validated, nothing resolved later.
+fn resolve_env(container: &Value) -> Vec<(String, String)> {
     container["env"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|e| {
             let name = e["name"].as_str().unwrap().to_owned();
-            if let Some(value) = e["value"].as_str() {
-                return (name, value.to_owned());
-            }
-            let path = e["valueFrom"]["fieldRef"]["fieldPath"]
+            let value = e["value"]
                 .as_str()
-                .unwrap_or_else(|| panic!("unsupported env source {e}"));
-            let key = path
-                .strip_prefix("metadata.annotations['")
-                .and_then(|p| p.strip_suffix("']"))
-                .unwrap_or_else(|| panic!("unsupported fieldRef {path}"));
-            (
-                name,
-                pod["metadata"]["annotations"][key]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-            )
+                .unwrap_or_else(|| panic!("env {name} is not a plain value: {e}"));
+            (name, value.to_owned())
         })
         .collect()
 }
@@ -116,7 +105,7 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
     let groups = fs_group
         .map(|g| format!("--groups={g}"))
         .unwrap_or_else(|| "--clear-groups".to_owned());
-    let filename = resolve_env(pod, agent)
+    let filename = resolve_env(agent)
         .into_iter()
         .find(|(k, _)| k == "SECRET_FILENAME")
         .unwrap()
@@ -138,7 +127,7 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
     )
     .unwrap();
     let termination = scratch.path().join("termination-log");
-    let mut env: Vec<String> = resolve_env(pod, agent)
+    let mut env: Vec<String> = resolve_env(agent)
         .into_iter()
         .chain(runner_env.iter().cloned())
         .map(|(k, v)| q(&format!("{k}={v}")))
@@ -216,7 +205,7 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
         .unwrap()
         .trim()
         .to_owned();
-    let mode = resolve_env(pod, agent)
+    let mode = resolve_env(agent)
         .into_iter()
         .find(|(k, _)| k == "SECRET_INJECT_FILE_MODE")
         .unwrap()

@@ -8,13 +8,21 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use secret_inject::mutate::MutationConfig;
-use secret_inject::server::{State, handle_admin, handle_webhook};
+use secret_inject::webhook::{BodyLimits, Router, admin, pods};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
-fn state() -> State {
-    State::new(MutationConfig::default(), 64 * 1024, Duration::from_secs(5))
+fn router_with_limit(max_bytes: usize) -> Router {
+    Router::new(BodyLimits {
+        max_bytes,
+        read_timeout: Duration::from_secs(5),
+    })
+    .route(pods::PATH, pods::Pods::new(MutationConfig::default()))
+}
+
+fn state() -> Router {
+    router_with_limit(64 * 1024)
 }
 
 fn golden(case: &str) -> Vec<u8> {
@@ -22,7 +30,7 @@ fn golden(case: &str) -> Vec<u8> {
 }
 
 async fn call(
-    state: &State,
+    state: &Router,
     method: Method,
     path: &str,
     body: Vec<u8>,
@@ -33,7 +41,7 @@ async fn call(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let response = handle_webhook(request, state).await;
+    let response = state.handle(request).await;
     let status = response.status();
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -81,9 +89,9 @@ async fn patch_is_a_base64_string_on_the_wire() {
     );
     assert!(
         state
-            .metrics
+            .metrics()
             .encode()
-            .contains("secret_inject_admission_reviews_total{outcome=\"mutated\"} 1")
+            .contains("secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 1")
     );
 }
 
@@ -106,7 +114,7 @@ async fn denial_is_http_200_with_allowed_false() {
         message.starts_with("annotation secrets.k8s.aws/secret-arn:"),
         "{message}"
     );
-    assert!(state.metrics.encode().contains("outcome=\"denied\"} 1"));
+    assert!(state.metrics().encode().contains("outcome=\"denied\"} 1"));
 }
 
 #[tokio::test]
@@ -147,7 +155,7 @@ async fn not_an_admission_review_is_400_with_a_reason() {
         assert!(content_type.starts_with("text/plain"));
         assert!(text.contains(expect), "expected {expect:?} in {text:?}");
     }
-    assert!(state.metrics.encode().contains("outcome=\"invalid\"} 6"));
+    assert!(state.metrics().encode().contains("outcome=\"invalid\"} 6"));
 }
 
 #[tokio::test]
@@ -160,14 +168,14 @@ async fn routes_and_methods() {
         .uri("/mutating-pods")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = handle_webhook(request, &state).await;
+    let response = state.handle(request).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
 }
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
-    let state = State::new(MutationConfig::default(), 1024, Duration::from_secs(5));
+    let state = router_with_limit(1024);
     // Declared too large.
     let (status, _, _) = call(&state, Method::POST, "/mutating-pods", vec![b' '; 4096]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -181,7 +189,7 @@ async fn bodies_over_the_limit_get_413() {
         .uri("/mutating-pods")
         .body(chunks)
         .unwrap();
-    let response = handle_webhook(request, &state).await;
+    let response = state.handle(request).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -209,7 +217,7 @@ fn admin_endpoints() {
     let state = state();
     let get = |path: &str| {
         let request = Request::builder().uri(path).body(()).unwrap();
-        handle_admin(&request, &state).status()
+        admin::handle(&request, &state).status()
     };
     assert_eq!(get("/healthz"), StatusCode::OK);
     assert_eq!(get("/readyz"), StatusCode::SERVICE_UNAVAILABLE);

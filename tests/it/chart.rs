@@ -7,8 +7,8 @@ use base64::Engine as _;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-mod common;
-use common::webhook::{Client, Webhook, connect, decode_patch};
+use crate::common;
+use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 
 const RELEASE: &str = "t";
 const NAMESPACE: &str = "secret-inject";
@@ -53,7 +53,7 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 
 /// Cases: (label, helm arguments). Files for `--set-file` are written into `dir`.
 fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
-    let dev = secret_inject::tls::generate_dev_certificate("t-secret-inject", NAMESPACE).unwrap();
+    let dev = secret_inject::webhook::tls::generate_dev_certificate("t-secret-inject", NAMESPACE).unwrap();
     for (name, pem) in [
         ("tls.crt", &dev.cert_pem),
         ("tls.key", &dev.key_pem),

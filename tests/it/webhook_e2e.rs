@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-mod common;
-use common::webhook::{Client, Webhook, connect, decode_patch};
+use crate::common;
+use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 const SERVICE_DNS: &str = "secret-inject.testns.svc";
@@ -243,8 +243,8 @@ fn check_injected(label: &str, before: &Value, after: &Value) {
             .cloned()
     };
     assert_eq!(
-        env("SECRET_ARN").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
-        "metadata.annotations['secrets.k8s.aws/secret-arn']"
+        env("SECRET_ARN").unwrap()["value"],
+        before["metadata"]["annotations"]["secrets.k8s.aws/secret-arn"]
     );
     for (name, value) in before["spec"]["containers"][0]["env"]
         .as_array()
@@ -373,10 +373,10 @@ async fn one_log_line_per_review_and_no_secrets_in_logs() {
     let (status, metrics) = server.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "secret_inject_admission_reviews_total{outcome=\"mutated\"} 1",
-        "secret_inject_admission_reviews_total{outcome=\"denied\"} 1",
-        "secret_inject_admission_reviews_total{outcome=\"invalid\"} 1",
-        "secret_inject_admission_review_duration_seconds_count 3",
+        "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 1",
+        "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"denied\"} 1",
+        "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"invalid\"} 1",
+        "secret_inject_admission_review_duration_seconds_count{endpoint=\"pods\"} 3",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }

@@ -21,8 +21,8 @@ use std::process::{Command, Output, Stdio};
 use serde::Deserialize as _;
 use serde_json::Value;
 
-mod common;
-use common::webhook::{Client, Webhook, connect, decode_patch};
+use crate::common;
+use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 use secret_inject::contract::BINARY_PATH;
 
 /// The binary `cargo test` built, with the same `.cargo/config.toml` flags as `cargo build
@@ -296,6 +296,8 @@ fn inject_runs_in_the_empty_root() {
 async fn webhook_serves_a_review_over_tls_in_the_empty_root() {
     let root = image_root();
     let root_path = root.path().to_path_buf();
+    let (port, admin_port) = common::webhook::free_ports();
+    let (port_arg, admin_arg) = (port.to_string(), admin_port.to_string());
     // Everything the server writes goes to /tmp, the only writable place in the image (the
     // chart's pods even mount the root read-only and pass certificate files instead).
     let command = in_image(
@@ -307,14 +309,15 @@ async fn webhook_serves_a_review_over_tls_in_the_empty_root() {
             "--bind-address",
             "127.0.0.1",
             "--port",
-            "0",
+            &port_arg,
             "--admin-port",
-            "0",
+            &admin_arg,
+            "--dev-tls",
             "--write-ca",
             "/tmp/ca.pem",
         ],
     );
-    let server = Webhook::from_command(command, root);
+    let server = Webhook::from_command(command, root, (port, admin_port));
     let ca = root_path.join("tmp/ca.pem");
     assert!(ca.is_file(), "the webhook wrote no CA to /tmp/ca.pem");
     // Written by the image's user, not by root.
@@ -385,7 +388,7 @@ struct FakeSecretsManager {
     targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-async fn fake_secrets_manager(cert: &secret_inject::tls::DevCertificate) -> FakeSecretsManager {
+async fn fake_secrets_manager(cert: &secret_inject::webhook::tls::DevCertificate) -> FakeSecretsManager {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex, atomic::AtomicUsize};
@@ -509,7 +512,7 @@ async fn agent_in_image(root: &Path, endpoint: String) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_fetches_over_tls_trusting_the_image_ca_bundle() {
-    let cert = secret_inject::tls::generate_dev_certificate("secrets-manager", "test").unwrap();
+    let cert = secret_inject::webhook::tls::generate_dev_certificate("secrets-manager", "test").unwrap();
     let server = fake_secrets_manager(&cert).await;
     let endpoint = format!("https://{}", server.address);
 

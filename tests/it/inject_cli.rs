@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 
@@ -71,9 +71,10 @@ fn seed_blog_deployment_is_injected_as_the_seed_describes() {
         .map(|e| (e["name"].as_str().unwrap(), e))
         .collect();
     assert_eq!(env[0].0, "SECRET_ARN");
+    // The ARN admission validated, as a value (the agent never re-reads the annotation).
     assert_eq!(
-        env[0].1["valueFrom"]["fieldRef"]["fieldPath"],
-        "metadata.annotations['secrets.k8s.aws/secret-arn']"
+        env[0].1["value"],
+        template["metadata"]["annotations"]["secrets.k8s.aws/secret-arn"]
     );
     assert_eq!(
         env[1],

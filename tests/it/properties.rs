@@ -155,7 +155,7 @@ proptest! {
     #[test]
     fn yaml_output_reads_back_as_the_same_json(value in json_value()) {
         use serde::Deserialize as _;
-        let yaml = secret_inject::yaml::to_string(&value);
+        let yaml = secret_inject::offline::yaml::to_string(&value);
         let back = Value::deserialize(yaml_serde::Deserializer::from_str(&yaml));
         prop_assert!(back.is_ok(), "{:?}\n{}", back, yaml);
         prop_assert_eq!(back.unwrap(), value, "{}", yaml);

@@ -1,0 +1,17 @@
+//! The integration tests, in one test binary (one link of the AWS SDK instead of one per file).
+//! Each module is one layer or one part: fixtures and handlers without sockets, the real binary
+//! over TLS, the agent against moto, the chart with the real helm, and the image in a chroot.
+
+mod common;
+
+mod agent;
+mod agent_e2e;
+mod chart;
+mod golden;
+mod image;
+mod inject_cli;
+mod manifests;
+mod properties;
+mod router;
+mod webhook_e2e;
+mod webhook_lifecycle;
