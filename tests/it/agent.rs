@@ -39,6 +39,8 @@ fn agent<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)], args: &[&str]) -> Run
         .args(["--log-format", "plain", "agent"])
         .args(args)
         .env_clear()
+        // Tests never reach link-local addresses; cases about IMDS override this.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", scratch.path())
         .env("SECRET_INJECT_TERMINATION_LOG", &termination)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -499,6 +501,9 @@ fn disk_backed_directories_are_refused_unless_allowed() {
         "{}",
         run.termination
     );
+    // One message, each part said once.
+    assert_eq!(run.termination.matches("Fix:").count(), 1, "{}", run.termination);
+    assert_eq!(run.termination.matches("medium: Memory").count(), 1, "{}", run.termination);
     assert!(entries(disk.path()).is_empty());
     let run = agent(&env, &["--allow-disk"]);
     assert_eq!(run.code, Some(0), "{}", run.output);
@@ -525,6 +530,7 @@ fn runs_as_the_chosen_user_and_writes_owned_files() {
             "agent",
         ])
         .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs([
             ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
@@ -597,6 +603,7 @@ fn sigterm_stops_promptly_without_a_file() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
         .args(["agent", "--attempt-timeout", "20s"])
         .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs([
             ("SECRET_ARN", arn.as_str()),
             ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
@@ -636,4 +643,139 @@ fn sigterm_stops_promptly_without_a_file() {
             .unwrap()
             .contains("SIGTERM")
     );
+}
+
+/// A loopback listener standing in for the instance metadata service: counts connections and
+/// answers nothing useful.
+struct FakeImds {
+    endpoint: String,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeImds {
+    fn start() -> FakeImds {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        FakeImds {
+            endpoint,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn no_aws_identity_fails_at_once_with_its_own_exit_code_and_never_asks_imds() {
+    let imds = FakeImds::start();
+    let out = ram_dir();
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+    let env = [
+        ("SECRET_ARN", arn),
+        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+        // Even with IMDS enabled in the SDK's own switch, the agent does not ask it by default.
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
+    ];
+    let run = agent(&env, &["--deadline", "60s"]);
+    assert_eq!(run.code, Some(9), "{}", run.output);
+    assert!(run.elapsed < Duration::from_secs(5), "not at once: {:?}", run.elapsed);
+    for expected in [
+        "has no AWS identity",
+        "eks.amazonaws.com/role-arn",
+        "EKS Pod Identity association",
+    ] {
+        assert!(run.termination.contains(expected), "{expected:?} missing: {}", run.termination);
+    }
+    assert!(!run.termination.contains("network path"), "{}", run.termination);
+    assert_eq!(imds.connections(), 0, "the agent asked the instance metadata service");
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn instance_metadata_is_asked_only_when_allowed() {
+    let imds = FakeImds::start();
+    let out = ram_dir();
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+    let env = [
+        ("SECRET_ARN", arn),
+        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
+    ];
+    let run = agent(&env, &["--allow-instance-metadata", "--deadline", "3s"]);
+    assert_ne!(run.code, Some(0), "{}", run.output);
+    assert_ne!(run.code, Some(9), "with IMDS allowed the pod has an identity to try: {}", run.output);
+    assert!(imds.connections() > 0, "IMDS was allowed but not asked:\n{}", run.output);
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn a_pod_identity_agent_that_does_not_answer_yet_is_retried() {
+    // EKS Pod Identity configured, its agent not listening yet (a new node): transient.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/v1/credentials", closed.local_addr().unwrap());
+    drop(closed);
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, "pod-identity-token").unwrap();
+    let out = ram_dir();
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+    let env = [
+        ("SECRET_ARN", arn),
+        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token.to_str().unwrap()),
+    ];
+    let run = agent(&env, &["--deadline", "2s", "--attempt-timeout", "500ms"]);
+    assert_eq!(run.code, Some(7), "{}", run.output);
+    assert!(run.elapsed >= Duration::from_millis(1500), "gave up early: {:?}", run.elapsed);
+    assert!(run.output.matches("retrying").count() >= 2, "{}", run.output);
+}
+
+#[test]
+fn each_retry_is_one_concise_line() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "concise", "value");
+    let proxy = FaultProxy::start(
+        moto.port,
+        vec![Fault::ServerError, Fault::Throttle, Fault::ServerError, Fault::Pass],
+    );
+    let out = ram_dir();
+    let run = agent(
+        &basic_env(&proxy.endpoint(), &arn, out.path()),
+        &["--deadline", "30s"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let retries: Vec<&str> = run
+        .output
+        .lines()
+        .filter(|l| l.contains("retrying"))
+        .collect();
+    assert_eq!(retries.len(), 3, "{}", run.output);
+    for line in retries {
+        assert!(line.contains("attempt="), "{line}");
+        assert!(line.contains("code="), "{line}");
+        assert!(line.contains("retry_in_ms="), "{line}");
+        assert!(line.len() < 250, "{} chars: {line}", line.len());
+        for noise in ["headers", "body", "SdkBody", "{"] {
+            assert!(!line.contains(noise), "{noise:?} in {line}");
+        }
+    }
 }

@@ -136,6 +136,7 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
         "SECRET_INJECT_TERMINATION_LOG={}",
         termination.display()
     )));
+    env.push(q("AWS_EC2_METADATA_DISABLED=true"));
     let binary = scratch.path().join("secret-inject");
     std::fs::copy(env!("CARGO_BIN_EXE_secret-inject"), &binary).unwrap();
     let binary = binary.to_str().unwrap();

@@ -199,6 +199,7 @@ fn in_image(root: &Path, args: &[&str]) -> Command {
         .arg(BINARY_PATH)
         .args(args)
         .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("SSL_CERT_FILE", CA_BUNDLE);
     command
 }
