@@ -80,7 +80,7 @@ pub enum InitContainerPosition {
 #[error("annotation {key}: {problem}; {fix}")]
 pub struct AnnotationError {
     /// The annotation key.
-    pub key: &'static str,
+    pub key: String,
     /// What is wrong with its value.
     pub problem: String,
     /// How to fix it.
@@ -88,9 +88,9 @@ pub struct AnnotationError {
 }
 
 impl AnnotationError {
-    fn new(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
-            key,
+            key: key.into(),
             problem: problem.into(),
             fix: fix.into(),
         }
@@ -126,6 +126,7 @@ impl InjectionSpec {
         if switch.is_none() && arn.is_none() {
             return Ok(Request::None);
         }
+        check_known_keys(annotations)?;
         let Some(arn) = arn else {
             return Err(AnnotationError::new(
                 SECRET_ARN,
@@ -161,6 +162,47 @@ impl InjectionSpec {
             Ok(Request::Inject(spec))
         }
     }
+}
+
+/// Every key of the grammar, including the one the webhook writes itself.
+pub const KNOWN_KEYS: &[&str] = &[
+    INJECTOR_WEBHOOK,
+    SECRET_ARN,
+    MOUNT_PATH,
+    SECRET_FILENAME,
+    INIT_CONTAINER_POSITION,
+    STATUS,
+];
+
+/// On a pod that opts in, a key with our prefix that the grammar does not know is a typo that
+/// would otherwise be ignored silently: deny it, naming the closest known key.
+fn check_known_keys(annotations: &BTreeMap<String, String>) -> Result<(), AnnotationError> {
+    let Some(unknown) = annotations
+        .keys()
+        .filter(|key| key.starts_with(PREFIX))
+        .find(|key| !KNOWN_KEYS.contains(&key.as_str()))
+    else {
+        return Ok(());
+    };
+    // Compared without the shared prefix, which would make every key look close.
+    let name = &unknown[PREFIX.len()..];
+    let closest = KNOWN_KEYS
+        .iter()
+        .map(|known| {
+            let known_name = &known[PREFIX.len()..];
+            (strsim::damerau_levenshtein(name, known_name), *known)
+        })
+        .min()
+        .filter(|(distance, known)| *distance <= (known.len() - PREFIX.len()).div_ceil(3));
+    let fix = match closest {
+        Some((_, known)) => format!("did you mean {known}?"),
+        None => format!("known keys are {}", KNOWN_KEYS.join(", ")),
+    };
+    Err(AnnotationError::new(
+        quote(unknown).trim_matches('"'),
+        "is not a secret-inject annotation",
+        fix,
+    ))
 }
 
 /// Quote a user value for an error message, shortened so a huge value cannot flood a message.
@@ -243,6 +285,30 @@ mod tests {
         let err = parse(&[(INJECTOR_WEBHOOK, "true"), (SECRET_ARN, ARN)]).unwrap_err();
         assert_eq!(err.key, INJECTOR_WEBHOOK);
         assert!(err.to_string().contains("\"enabled\" or \"disabled\""));
+    }
+
+    #[test]
+    fn misspelt_keys_on_an_opted_in_pod_are_denied_with_the_closest_key() {
+        let err = parse(&[(SECRET_ARN, ARN), ("secrets.k8s.aws/mount-paht", "/s")]).unwrap_err();
+        assert_eq!(err.key, "secrets.k8s.aws/mount-paht");
+        assert_eq!(
+            err.to_string(),
+            "annotation secrets.k8s.aws/mount-paht: is not a secret-inject annotation; did you \
+             mean secrets.k8s.aws/mount-path?"
+        );
+        let err = parse(&[
+            (INJECTOR_WEBHOOK, "enabled"),
+            ("secrets.k8s.aws/secret-ar", ARN),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("did you mean secrets.k8s.aws/secret-arn?"), "{err}");
+        // Far from every key: the list of known keys instead.
+        let err = parse(&[(SECRET_ARN, ARN), ("secrets.k8s.aws/colour", "blue")]).unwrap_err();
+        assert!(err.fix.starts_with("known keys are "), "{err}");
+        // The key the webhook writes is known; pods that do not opt in are not checked.
+        assert!(parse(&[(SECRET_ARN, ARN), (STATUS, STATUS_INJECTED)]).is_ok());
+        assert_eq!(parse(&[("secrets.k8s.aws/mount-paht", "/s")]), Ok(Request::None));
+        assert!(parse(&[(SECRET_ARN, ARN), ("example.com/mount-paht", "x")]).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database
 fn inject(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-        .args(["--log-format", "plain", "inject"])
+        .arg("inject")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -94,8 +94,13 @@ fn seed_blog_deployment_is_injected_as_the_seed_describes() {
         template["spec"]["serviceAccountName"],
         "webserver-service-account"
     );
-    // The user is told the file is readable by all users in the pod (no fsGroup given).
-    assert!(String::from_utf8_lossy(&output.stderr).contains("fsGroup"));
+    // The user is told the file is readable by all users in the pod (no fsGroup given), in a
+    // line for a person, not a log record.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].starts_with("warning: "), "{stderr}");
+    assert!(warnings[0].contains("fsGroup"), "{stderr}");
 }
 
 /// Workloads of every supported kind, as kubectl builds them, plus kinds that pass through.
@@ -260,7 +265,7 @@ fn json_on_standard_input_works_too() {
     let docs = documents(&output.stdout);
     assert_eq!(init_container_names(&docs[0]), ["secrets-init-container"]);
     // fsGroup set: no warning.
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("WARN"));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
 
 #[test]
@@ -274,12 +279,27 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "nothing may be printed on error");
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // One line for a person, saying each thing once.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("document 2 (Pod/broken)"), "{stderr}");
-    assert!(stderr.contains("secrets.k8s.aws/mount-path"), "{stderr}");
+    assert_eq!(stderr.matches("annotation secrets.k8s.aws/mount-path").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("is not an absolute path").count(), 1, "{stderr}");
+    assert!(!stderr.contains("timestamp"), "{stderr}");
 
     let output = inject(&["-f", "-"], Some(b"key: [unclosed"));
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("document 1"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: standard input: document 1: not valid YAML or JSON: "), "{stderr}");
+
+    // JSON log records only when asked for.
+    let mut json = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
+    let output = json
+        .args(["--log-format", "json", "inject", "-f", "/nonexistent/app.yaml"])
+        .output()
+        .unwrap();
+    let record: Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(record["level"], "ERROR");
 
     let output = inject(&["-f", "/nonexistent/app.yaml"], None);
     assert!(!output.status.success());
@@ -371,4 +391,24 @@ fn examples_are_valid_kubernetes_objects_before_and_after_injection() {
         policy["Statement"][0]["Action"],
         "secretsmanager:GetSecretValue"
     );
+}
+
+#[test]
+fn a_fatal_error_at_a_terminal_is_one_line_for_a_person() {
+    // `script` gives the command a pseudo-terminal, as a person's shell would. The webhook logs
+    // JSON by default (it runs in pods), but its fatal error at a terminal is for a person.
+    let command = format!(
+        "{} webhook --port 1 --admin-port 2",
+        env!("CARGO_BIN_EXE_secret-inject")
+    );
+    let output = Command::new(common::tool("script"))
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].starts_with("error: no serving certificate"), "{text}");
 }
