@@ -260,3 +260,69 @@ async fn idle_and_slow_sockets_are_closed_and_garbage_does_not_hurt() {
     let (status, _) = client.post("/mutating-pods", review_body()).await.unwrap();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn an_oversized_review_gets_413_over_http2_and_http11() {
+    // curl, a client other than ours, as the judge of what arrives; the body is far over the
+    // limit and declared up front, as the API server declares it.
+    let server = Webhook::start(&["--max-body-bytes", "65536"]);
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("big.json");
+    std::fs::write(&body, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let url = format!(
+        "https://{SERVICE_DNS}:{}/mutating-pods",
+        server.webhook.port()
+    );
+    let resolve = format!("{SERVICE_DNS}:{}:127.0.0.1", server.webhook.port());
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let output = crate::common::run_tool_raw(
+            "curl",
+            &[
+                "--silent",
+                "--show-error",
+                flag,
+                "--cacert",
+                server.ca_path().to_str().unwrap(),
+                "--resolve",
+                &resolve,
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code} %{http_version}",
+                "--header",
+                "content-type: application/json",
+                "--data-binary",
+                &format!("@{}", body.display()),
+                &url,
+            ],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("413 {version}"),
+            "{flag}"
+        );
+    }
+}
+
+#[test]
+fn without_certificate_files_the_webhook_refuses_to_start_unless_dev_tls() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["webhook", "--port", "0", "--admin-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    // Not a terminal: one JSON log record, for the pod's log collector.
+    let record: serde_json::Value = serde_json::from_slice(&output.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(record["level"], "ERROR");
+    let message = record["message"].as_str().unwrap();
+    for expected in ["no serving certificate", "--tls-cert-file", "--dev-tls"] {
+        assert!(message.contains(expected), "{message}");
+    }
+}
