@@ -62,7 +62,11 @@ pub enum Identity {
 }
 
 /// Environment variables that make the chain look for a profile.
-const PROFILE_ENV: &[&str] = &["AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"];
+const PROFILE_ENV: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+];
 
 impl Identity {
     /// Detect the identity from environment variables (`env` looks one up).
@@ -239,7 +243,10 @@ mod tests {
         );
         assert_eq!(
             detect(
-                &[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "x")],
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKIA"),
+                    ("AWS_SECRET_ACCESS_KEY", "x")
+                ],
                 false
             ),
             Identity::EnvironmentKeys

@@ -274,7 +274,11 @@ impl PlanFields<'_> {
             (Some(_), Some(_)) => {
                 return Err(error(
                     env::VERSION_ID,
-                    format!("set either {} or {}, not both", env::VERSION_ID, env::VERSION_STAGE),
+                    format!(
+                        "set either {} or {}, not both",
+                        env::VERSION_ID,
+                        env::VERSION_STAGE
+                    ),
                 ));
             }
             (Some(id), None) if !id.is_empty() => VersionSelector::Id(id.to_owned()),
@@ -329,7 +333,11 @@ mod tests {
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf";
 
     fn fields<'a>(env: &'a [(&'static str, String)]) -> PlanFields<'a> {
-        let get = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
         PlanFields {
             secret_arn: get(env::SECRET_ARN).unwrap_or_default(),
             secret_filename: get(env::SECRET_FILENAME),

@@ -474,7 +474,10 @@ mod tests {
         assert!(message.contains("as role arn:aws:iam::123456789012:role/app"));
         assert_eq!(message.matches("Fix:").count(), 1, "{message}");
         let message = failure.message(secret, None);
-        assert!(message.contains("the IAM policy of the pod's IAM role"), "{message}");
+        assert!(
+            message.contains("the IAM policy of the pod's IAM role"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -492,12 +495,14 @@ mod tests {
             FailureKind::Internal,
         ] {
             assert!(
-                HELP.iter().any(|(k, code, _, _)| *k == kind && code.is_none()),
+                HELP.iter()
+                    .any(|(k, code, _, _)| *k == kind && code.is_none()),
                 "{kind:?} has no general row"
             );
         }
         // A specific row wins over the kind's general one.
-        let message = Failure::new(FailureKind::Unusable, "TooLarge", "70000 bytes").message("s", None);
+        let message =
+            Failure::new(FailureKind::Unusable, "TooLarge", "70000 bytes").message("s", None);
         assert!(message.contains("at most 65536 bytes"), "{message}");
     }
 }

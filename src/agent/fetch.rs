@@ -133,7 +133,109 @@ fn backoff(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+    use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
     use super::*;
+    use crate::contract::Plan;
+    use crate::spec::SecretArn;
+
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+
+    fn plan() -> Plan {
+        Plan::for_arn(SecretArn::parse(ARN).unwrap())
+    }
+
+    fn budget() -> RetryBudget {
+        RetryBudget {
+            deadline: Instant::now() + Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn error_body(code: &str) -> Option<String> {
+        Some(format!(r#"{{"__type":"{code}","message":"canned"}}"#))
+    }
+
+    async fn fetch_with(rules: &[&Rule]) -> Result<Vec<u8>, Failure> {
+        let client = mock_client!(aws_sdk_secretsmanager, RuleMode::Sequential, rules);
+        get_secret_value(&client, &plan(), budget()).await
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried_to_success() {
+        let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .match_requests(|r| {
+                r.secret_id() == Some(ARN) && r.version_stage() == Some("AWSCURRENT")
+            })
+            .sequence()
+            .http_status(400, error_body("ThrottlingException"))
+            .http_status(503, None)
+            .output(|| {
+                aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput::builder()
+                    .secret_string("s3cret")
+                    .build()
+            })
+            .build();
+        assert_eq!(fetch_with(&[&rule]).await.unwrap(), b"s3cret");
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_fail_at_once_with_their_kind() {
+        for (status, code, kind) in [
+            (400, "AccessDeniedException", FailureKind::AccessDenied),
+            (400, "DecryptionFailure", FailureKind::Unusable),
+            (400, "UnrecognizedClientException", FailureKind::Credentials),
+            (403, "SomethingNew", FailureKind::AccessDenied),
+        ] {
+            let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+                .sequence()
+                .http_status(status, error_body(code))
+                .repeatedly()
+                .build();
+            let failure = fetch_with(&[&rule]).await.unwrap_err();
+            assert_eq!((failure.kind, failure.code.as_str()), (kind, code));
+            assert_eq!(rule.num_calls(), 1, "{code} was retried");
+        }
+        let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_error(|| {
+            GetSecretValueError::ResourceNotFoundException(
+                // As the SDK's deserializer builds it: with the error's metadata.
+                ResourceNotFoundException::builder()
+                    .message("gone")
+                    .meta(
+                        aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let failure = fetch_with(&[&rule]).await.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::NotFound);
+        assert_eq!(failure.code, "ResourceNotFoundException");
+    }
+
+    #[tokio::test]
+    async fn values_are_checked() {
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+        let binary = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+            GetSecretValueOutput::builder()
+                .secret_binary(aws_smithy_types::Blob::new(vec![0u8, 159, 255]))
+                .build()
+        });
+        assert_eq!(fetch_with(&[&binary]).await.unwrap(), [0u8, 159, 255]);
+        let empty = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .then_output(|| GetSecretValueOutput::builder().build());
+        assert_eq!(fetch_with(&[&empty]).await.unwrap_err().code, "NoValue");
+        let large = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+            GetSecretValueOutput::builder()
+                .secret_string("x".repeat(MAX_SECRET_BYTES + 1))
+                .build()
+        });
+        assert_eq!(fetch_with(&[&large]).await.unwrap_err().code, "TooLarge");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {

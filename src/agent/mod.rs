@@ -39,7 +39,10 @@ pub struct Options {
 /// Run the agent to completion; returns the process exit code.
 pub fn run(plan: Result<Plan, PlanError>, options: &Options) -> u8 {
     let started = Instant::now();
-    let identity = Identity::detect(|name| std::env::var(name).ok(), options.allow_instance_metadata);
+    let identity = Identity::detect(
+        |name| std::env::var(name).ok(),
+        options.allow_instance_metadata,
+    );
     let secret = match &plan {
         Ok(plan) => plan.secret.to_string(),
         Err(_) => std::env::var(crate::contract::env::SECRET_ARN).unwrap_or_default(),

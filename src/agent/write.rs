@@ -24,9 +24,7 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The output directory is disk-backed.
-    #[error(
-        "{dir} is on a filesystem of statfs type {fs_type:#x}, not tmpfs or ramfs"
-    )]
+    #[error("{dir} is on a filesystem of statfs type {fs_type:#x}, not tmpfs or ramfs")]
     NotInMemory {
         /// The directory.
         dir: PathBuf,

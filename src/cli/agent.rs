@@ -184,7 +184,13 @@ mod tests {
     fn the_rendered_container_round_trips_through_the_agents_parser() {
         let arn = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db/creds-AbCdEf";
         for (annotations, fs_group, output_dir, file_name, mode) in [
-            (vec![(spec::SECRET_ARN, arn)], None, "/tmp", "secret", FileMode::OwnerRead),
+            (
+                vec![(spec::SECRET_ARN, arn)],
+                None,
+                "/tmp",
+                "secret",
+                FileMode::OwnerRead,
+            ),
             (
                 vec![
                     (spec::SECRET_ARN, arn),

@@ -175,18 +175,19 @@ impl WebhookArgs {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime
-            .block_on(async {
-                let server = Server::bind(options, resolver, Arc::new(router))
-                    .await
-                    .with_context(|| format!("cannot listen on {bind_address} ports {port} and {admin_port}"))?;
-                server
-                    .run(async {
-                        crate::signal::shutdown_signal().await;
-                    })
-                    .await
-                    .context("webhook server failed")
-            })?;
+        runtime.block_on(async {
+            let server = Server::bind(options, resolver, Arc::new(router))
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {bind_address} ports {port} and {admin_port}")
+                })?;
+            server
+                .run(async {
+                    crate::signal::shutdown_signal().await;
+                })
+                .await
+                .context("webhook server failed")
+        })?;
         info!("stopped");
         Ok(ExitCode::SUCCESS)
     }

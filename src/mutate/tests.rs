@@ -247,9 +247,7 @@ fn bad_annotation_is_an_error_naming_it() {
     let mut pod = seed_pod();
     pod["metadata"]["annotations"]["secrets.k8s.aws/secret-filename"] = json!("../../etc/passwd");
     let err = run(&pod).unwrap_err();
-    assert!(
-        matches!(err, MutationError::Annotation(ref e) if e.key == spec::SECRET_FILENAME)
-    );
+    assert!(matches!(err, MutationError::Annotation(ref e) if e.key == spec::SECRET_FILENAME));
 }
 
 fn security(pod: &Value) -> (Value, String, Vec<String>) {

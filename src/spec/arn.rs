@@ -201,5 +201,4 @@ mod tests {
             assert!(err.fix.contains("full ARN"));
         }
     }
-
 }

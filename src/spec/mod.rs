@@ -35,7 +35,6 @@ pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
 /// Default file name (seed contract).
 pub const DEFAULT_SECRET_FILENAME: &str = "secret";
 
-
 /// What a pod's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -301,13 +300,20 @@ mod tests {
             ("secrets.k8s.aws/secret-ar", ARN),
         ])
         .unwrap_err();
-        assert!(err.to_string().contains("did you mean secrets.k8s.aws/secret-arn?"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("did you mean secrets.k8s.aws/secret-arn?"),
+            "{err}"
+        );
         // Far from every key: the list of known keys instead.
         let err = parse(&[(SECRET_ARN, ARN), ("secrets.k8s.aws/colour", "blue")]).unwrap_err();
         assert!(err.fix.starts_with("known keys are "), "{err}");
         // The key the webhook writes is known; pods that do not opt in are not checked.
         assert!(parse(&[(SECRET_ARN, ARN), (STATUS, STATUS_INJECTED)]).is_ok());
-        assert_eq!(parse(&[("secrets.k8s.aws/mount-paht", "/s")]), Ok(Request::None));
+        assert_eq!(
+            parse(&[("secrets.k8s.aws/mount-paht", "/s")]),
+            Ok(Request::None)
+        );
         assert!(parse(&[(SECRET_ARN, ARN), ("example.com/mount-paht", "x")]).is_ok());
     }
 

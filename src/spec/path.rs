@@ -1,7 +1,8 @@
 //! Paths inside the pod: the mount path and the file names below it.
 
 use super::{
-    AnnotationError, DEFAULT_MOUNT_PATH, DEFAULT_SECRET_FILENAME, MOUNT_PATH, SECRET_FILENAME, quote,
+    AnnotationError, DEFAULT_MOUNT_PATH, DEFAULT_SECRET_FILENAME, MOUNT_PATH, SECRET_FILENAME,
+    quote,
 };
 
 /// Longest file name component Linux accepts.
@@ -193,5 +194,4 @@ mod tests {
         let err = SecretArn::parse(&long).unwrap_err();
         assert!(err.to_string().len() < 600);
     }
-
 }

@@ -5,9 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
-use super::review::{
-    API_VERSION, Envelope, Outcome, Reviewed, answer, deny, invalid, summarize,
-};
+use super::review::{API_VERSION, Envelope, Outcome, Reviewed, answer, deny, invalid, summarize};
 use super::router::{Endpoint, EndpointFuture};
 use crate::mutate::{MutationConfig, mutate};
 
@@ -112,4 +110,3 @@ fn is_pod_request<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> bool
         && resource.resource == "pods"
         && request.sub_resource.is_none()
 }
-

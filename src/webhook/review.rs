@@ -120,11 +120,7 @@ pub fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> Revie
 }
 
 /// Deny the request with `message`, shown to the user by `kubectl`.
-pub fn deny(
-    response: AdmissionResponse,
-    message: String,
-    mut summary: ReviewSummary,
-) -> Reviewed {
+pub fn deny(response: AdmissionResponse, message: String, mut summary: ReviewSummary) -> Reviewed {
     summary.reason = Some(message.clone());
     let mut response = response.deny(message);
     response.result.status = Some(kube_core::response::StatusSummary::Failure);

@@ -99,7 +99,10 @@ impl Router {
             let paths: Vec<_> = self.paths().collect();
             return text(
                 StatusCode::NOT_FOUND,
-                format!("not found; POST AdmissionReviews to {}\n", paths.join(" or ")),
+                format!(
+                    "not found; POST AdmissionReviews to {}\n",
+                    paths.join(" or ")
+                ),
             );
         };
         if request.method() != Method::POST {
@@ -117,9 +120,17 @@ impl Router {
             Ok(body) => body,
             Err((status, reason)) => {
                 // A body we cannot read is an invalid review: counted, answered with a reason.
-                warn!(endpoint = name, status = status.as_u16(), "{}", reason.trim_end());
-                self.metrics
-                    .observe_review(name, Outcome::Invalid, started.elapsed().as_secs_f64());
+                warn!(
+                    endpoint = name,
+                    status = status.as_u16(),
+                    "{}",
+                    reason.trim_end()
+                );
+                self.metrics.observe_review(
+                    name,
+                    Outcome::Invalid,
+                    started.elapsed().as_secs_f64(),
+                );
                 return text(status, reason);
             }
         };
@@ -194,7 +205,9 @@ impl Router {
                 "timed out reading the request body\n".to_owned(),
             )),
         };
-        if result.as_ref().is_err_and(|(s, _)| *s == StatusCode::PAYLOAD_TOO_LARGE)
+        if result
+            .as_ref()
+            .is_err_and(|(s, _)| *s == StatusCode::PAYLOAD_TOO_LARGE)
             && version == Version::HTTP_2
         {
             // Over HTTP/2 an answer sent while the client is still sending makes the client see

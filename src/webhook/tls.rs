@@ -121,7 +121,7 @@ fn read_pair(
     files: &CertFiles,
     mut read: impl FnMut(&CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError>,
     unchanged: impl Fn(&[u8], &[u8]) -> bool,
-) -> Result<Option<(CertifiedKey, Vec<u8>, Vec<u8>)>, TlsError> {
+) -> Result<Option<Loaded>, TlsError> {
     let mut retried = false;
     loop {
         let (cert_pem, key_pem) = read(files)?;
@@ -129,7 +129,13 @@ fn read_pair(
             return Ok(None);
         }
         match certified_key(&cert_pem, &key_pem, files) {
-            Ok(key) => return Ok(Some((key, cert_pem, key_pem))),
+            Ok(key) => {
+                return Ok(Some(Loaded {
+                    key: Arc::new(key),
+                    cert_pem,
+                    key_pem,
+                }));
+            }
             Err(TlsError::Mismatch { .. }) if !retried => retried = true,
             Err(error) => return Err(error),
         }
@@ -162,18 +168,15 @@ pub enum Reload {
 impl ReloadingResolver {
     /// Load the certificate from files.
     pub fn from_files(files: CertFiles) -> Result<Self, TlsError> {
-        let (key, cert_pem, key_pem) = read_pair(&files, CertFiles::read, |_, _| false)?
-            .ok_or_else(|| TlsError::Pem {
+        // Nothing is served yet, so nothing is "unchanged": the pair is always returned.
+        let loaded =
+            read_pair(&files, CertFiles::read, |_, _| false)?.ok_or_else(|| TlsError::Pem {
                 path: files.cert.clone(),
                 problem: "could not be read".to_owned(),
             })?;
         Ok(Self {
             files: Some(files),
-            current: RwLock::new(Loaded {
-                key: Arc::new(key),
-                cert_pem,
-                key_pem,
-            }),
+            current: RwLock::new(loaded),
         })
     }
 
@@ -216,15 +219,10 @@ impl ReloadingResolver {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             current.cert_pem == cert && current.key_pem == key
         };
-        let Some((key, cert_pem, key_pem)) = read_pair(files, read, unchanged)? else {
+        let Some(loaded) = read_pair(files, read, unchanged)? else {
             return Ok(Reload::Unchanged);
         };
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *current = Loaded {
-            key: Arc::new(key),
-            cert_pem,
-            key_pem,
-        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(Reload::Reloaded)
     }
 
@@ -387,9 +385,15 @@ mod tests {
         assert!(reads.is_empty());
         // A pair that disagrees twice is an error, and the served certificate stays.
         let result = resolver.reload_with(|_| {
-            Ok((old.cert_pem.clone().into_bytes(), new.key_pem.clone().into_bytes()))
+            Ok((
+                old.cert_pem.clone().into_bytes(),
+                new.key_pem.clone().into_bytes(),
+            ))
         });
-        assert!(matches!(result, Err(TlsError::Mismatch { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(TlsError::Mismatch { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -502,8 +502,18 @@ fn disk_backed_directories_are_refused_unless_allowed() {
         run.termination
     );
     // One message, each part said once.
-    assert_eq!(run.termination.matches("Fix:").count(), 1, "{}", run.termination);
-    assert_eq!(run.termination.matches("medium: Memory").count(), 1, "{}", run.termination);
+    assert_eq!(
+        run.termination.matches("Fix:").count(),
+        1,
+        "{}",
+        run.termination
+    );
+    assert_eq!(
+        run.termination.matches("medium: Memory").count(),
+        1,
+        "{}",
+        run.termination
+    );
     assert!(entries(disk.path()).is_empty());
     let run = agent(&env, &["--allow-disk"]);
     assert_eq!(run.code, Some(0), "{}", run.output);
@@ -695,16 +705,32 @@ fn no_aws_identity_fails_at_once_with_its_own_exit_code_and_never_asks_imds() {
     ];
     let run = agent(&env, &["--deadline", "60s"]);
     assert_eq!(run.code, Some(9), "{}", run.output);
-    assert!(run.elapsed < Duration::from_secs(5), "not at once: {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "not at once: {:?}",
+        run.elapsed
+    );
     for expected in [
         "has no AWS identity",
         "eks.amazonaws.com/role-arn",
         "EKS Pod Identity association",
     ] {
-        assert!(run.termination.contains(expected), "{expected:?} missing: {}", run.termination);
+        assert!(
+            run.termination.contains(expected),
+            "{expected:?} missing: {}",
+            run.termination
+        );
     }
-    assert!(!run.termination.contains("network path"), "{}", run.termination);
-    assert_eq!(imds.connections(), 0, "the agent asked the instance metadata service");
+    assert!(
+        !run.termination.contains("network path"),
+        "{}",
+        run.termination
+    );
+    assert_eq!(
+        imds.connections(),
+        0,
+        "the agent asked the instance metadata service"
+    );
     assert!(entries(out.path()).is_empty());
 }
 
@@ -721,8 +747,17 @@ fn instance_metadata_is_asked_only_when_allowed() {
     ];
     let run = agent(&env, &["--allow-instance-metadata", "--deadline", "3s"]);
     assert_ne!(run.code, Some(0), "{}", run.output);
-    assert_ne!(run.code, Some(9), "with IMDS allowed the pod has an identity to try: {}", run.output);
-    assert!(imds.connections() > 0, "IMDS was allowed but not asked:\n{}", run.output);
+    assert_ne!(
+        run.code,
+        Some(9),
+        "with IMDS allowed the pod has an identity to try: {}",
+        run.output
+    );
+    assert!(
+        imds.connections() > 0,
+        "IMDS was allowed but not asked:\n{}",
+        run.output
+    );
     assert!(entries(out.path()).is_empty());
 }
 
@@ -741,12 +776,23 @@ fn a_pod_identity_agent_that_does_not_answer_yet_is_retried() {
         ("SECRET_ARN", arn),
         ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token.to_str().unwrap()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token.to_str().unwrap(),
+        ),
     ];
     let run = agent(&env, &["--deadline", "2s", "--attempt-timeout", "500ms"]);
     assert_eq!(run.code, Some(7), "{}", run.output);
-    assert!(run.elapsed >= Duration::from_millis(1500), "gave up early: {:?}", run.elapsed);
-    assert!(run.output.matches("retrying").count() >= 2, "{}", run.output);
+    assert!(
+        run.elapsed >= Duration::from_millis(1500),
+        "gave up early: {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.output.matches("retrying").count() >= 2,
+        "{}",
+        run.output
+    );
 }
 
 #[test]
@@ -755,7 +801,12 @@ fn each_retry_is_one_concise_line() {
     let arn = moto.create_secret("us-east-1", "concise", "value");
     let proxy = FaultProxy::start(
         moto.port,
-        vec![Fault::ServerError, Fault::Throttle, Fault::ServerError, Fault::Pass],
+        vec![
+            Fault::ServerError,
+            Fault::Throttle,
+            Fault::ServerError,
+            Fault::Pass,
+        ],
     );
     let out = ram_dir();
     let run = agent(

@@ -53,7 +53,8 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 
 /// Cases: (label, helm arguments). Files for `--set-file` are written into `dir`.
 fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
-    let dev = secret_inject::webhook::tls::generate_dev_certificate("t-secret-inject", NAMESPACE).unwrap();
+    let dev = secret_inject::webhook::tls::generate_dev_certificate("t-secret-inject", NAMESPACE)
+        .unwrap();
     for (name, pem) in [
         ("tls.crt", &dev.cert_pem),
         ("tls.key", &dev.key_pem),

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use secret_inject::mutate::MutationConfig;
 use secret_inject::webhook::pods::review_pod;
 use secret_inject::webhook::review::Outcome;
-use secret_inject::mutate::MutationConfig;
 use serde_json::Value;
 
 use crate::common;

@@ -389,7 +389,9 @@ struct FakeSecretsManager {
     targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-async fn fake_secrets_manager(cert: &secret_inject::webhook::tls::DevCertificate) -> FakeSecretsManager {
+async fn fake_secrets_manager(
+    cert: &secret_inject::webhook::tls::DevCertificate,
+) -> FakeSecretsManager {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex, atomic::AtomicUsize};
@@ -513,7 +515,8 @@ async fn agent_in_image(root: &Path, endpoint: String) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_fetches_over_tls_trusting_the_image_ca_bundle() {
-    let cert = secret_inject::webhook::tls::generate_dev_certificate("secrets-manager", "test").unwrap();
+    let cert =
+        secret_inject::webhook::tls::generate_dev_certificate("secrets-manager", "test").unwrap();
     let server = fake_secrets_manager(&cert).await;
     let endpoint = format!("https://{}", server.address);
 

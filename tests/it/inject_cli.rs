@@ -283,19 +283,38 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("document 2 (Pod/broken)"), "{stderr}");
-    assert_eq!(stderr.matches("annotation secrets.k8s.aws/mount-path").count(), 1, "{stderr}");
-    assert_eq!(stderr.matches("is not an absolute path").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("annotation secrets.k8s.aws/mount-path")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("is not an absolute path").count(),
+        1,
+        "{stderr}"
+    );
     assert!(!stderr.contains("timestamp"), "{stderr}");
 
     let output = inject(&["-f", "-"], Some(b"key: [unclosed"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("error: standard input: document 1: not valid YAML or JSON: "), "{stderr}");
+    assert!(
+        stderr.starts_with("error: standard input: document 1: not valid YAML or JSON: "),
+        "{stderr}"
+    );
 
     // JSON log records only when asked for.
     let mut json = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
     let output = json
-        .args(["--log-format", "json", "inject", "-f", "/nonexistent/app.yaml"])
+        .args([
+            "--log-format",
+            "json",
+            "inject",
+            "-f",
+            "/nonexistent/app.yaml",
+        ])
         .output()
         .unwrap();
     let record: Value = serde_json::from_slice(&output.stderr).unwrap();
@@ -410,5 +429,8 @@ fn a_fatal_error_at_a_terminal_is_one_line_for_a_person() {
     let text = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(lines[0].starts_with("error: no serving certificate"), "{text}");
+    assert!(
+        lines[0].starts_with("error: no serving certificate"),
+        "{text}"
+    );
 }

@@ -87,12 +87,9 @@ async fn patch_is_a_base64_string_on_the_wire() {
         wire["response"]["uid"],
         "705ab4f5-6393-11e8-b7cc-42010a800002"
     );
-    assert!(
-        state
-            .metrics()
-            .encode()
-            .contains("secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 1")
-    );
+    assert!(state.metrics().encode().contains(
+        "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 1"
+    ));
 }
 
 #[tokio::test]

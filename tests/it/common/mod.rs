@@ -4,7 +4,6 @@
 //! `.venv/bin` (kubernetes-validate, moto_server) and puts both on `PATH`. A test that needs a
 //! tool the setup did not install fails loudly here; it is never skipped.
 
-
 use std::path::{Path, PathBuf};
 
 /// The repository root (where Cargo.toml lives).

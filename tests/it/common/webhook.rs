@@ -77,7 +77,11 @@ impl Webhook {
     /// `chroot`), listening on 127.0.0.1 at `ports` (webhook, admin). Waits until `/readyz` on
     /// the admin port answers 200. `dir` is kept for as long as the process runs;
     /// [`Webhook::ca_path`] is only meaningful when the command writes the CA to `dir/ca.pem`.
-    pub fn from_command(mut command: Command, dir: tempfile::TempDir, ports: (u16, u16)) -> Webhook {
+    pub fn from_command(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        ports: (u16, u16),
+    ) -> Webhook {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -100,7 +104,10 @@ impl Webhook {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_ready(admin) {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("webhook exited ({status}); logs: {:?}", logs.lock().unwrap());
+                panic!(
+                    "webhook exited ({status}); logs: {:?}",
+                    logs.lock().unwrap()
+                );
             }
             assert!(
                 Instant::now() < deadline,
