@@ -9,7 +9,7 @@
 # The binary is statically linked (.cargo/config.toml sets `-C target-feature=+crt-static` for
 # both targets), so the image is FROM scratch: the binary, the CA bundle it verifies AWS
 # endpoints with, and an empty /tmp. Nothing else: no shell, no package manager, no libc.
-# tests/image.rs runs the binary in a directory holding exactly these files with `chroot`.
+# tests/it/image.rs runs the binary in a directory holding exactly these files with `chroot`.
 #
 # Multi-arch: the builder stage runs on the *target* platform (no `--platform=$BUILDPLATFORM`),
 # so every build is a native build and needs no cross toolchain. On an amd64 machine, buildx

@@ -143,7 +143,7 @@ ENDPOINT="http://127.0.0.1:$PORT"
 say "moto $MOTO_VERSION ready: pid $MOTO_PID, $ENDPOINT"
 
 SECRET_VALUE="$(python3 -c 'import json, secrets; print(json.dumps({"username": "admin", "password": secrets.token_urlsafe(24), "host": "db.bench.internal", "port": 5432}))')"
-ARN="$(env -i PATH=/usr/bin:/bin HOME="$TMP" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+ARN="$(env -i PATH=/usr/bin:/bin HOME="$TMP" AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   AWS_DEFAULT_REGION=us-east-1 "$AWS" --endpoint-url "$ENDPOINT" secretsmanager create-secret \
   --name bench-db --secret-string "$SECRET_VALUE" --query ARN --output text)" \
   || die "create-secret failed"
@@ -179,7 +179,7 @@ def fail(msg):
     sys.exit(1)
 
 # The environments are complete (like `env -i`): nothing from this shell leaks in.
-base_env = {"PATH": "/usr/bin:/bin", "HOME": HOME,
+base_env = {"PATH": "/usr/bin:/bin", "HOME": HOME, "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 agent_env = base_env | {"AWS_ENDPOINT_URL": env["ENDPOINT"], "SECRET_ARN": env["ARN"],
                         "SECRET_INJECT_OUTPUT_DIR": OUT,

@@ -106,7 +106,7 @@ EOF
 )
 CA="$TMP/ca.pem"
 SERVER_CMD=("$BIN" --log-format json --log-level warn webhook
-  --bind-address 127.0.0.1 --port "$PORT" --admin-port "$ADMIN_PORT" --write-ca "$CA")
+  --bind-address 127.0.0.1 --port "$PORT" --admin-port "$ADMIN_PORT" --dev-tls --write-ca "$CA")
 say "starting: ${SERVER_CMD[*]}"
 "${SERVER_CMD[@]}" 2>"$TMP/server.log" >"$TMP/server.stdout" &
 SERVER_PID=$!
