@@ -7,8 +7,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::AdmissionReview;
-use secret_inject::webhook::pods::review_pod;
 use secret_inject::mutate::{MutationConfig, mutate};
+use secret_inject::webhook::pods::review_pod;
 
 /// A realistic two-container pod (app + istio-proxy, an istio-init, IRSA env, the
 /// service-account token volume), as the API server sends it.

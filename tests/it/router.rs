@@ -1,5 +1,6 @@
 //! The HTTP handlers, driven without sockets: routing, limits, status codes and the exact bytes
-//! of the AdmissionReview response on the wire.
+//! of the AdmissionReview response on the wire; and the in-process server on the addresses it
+//! reports.
 
 use std::time::Duration;
 
@@ -222,4 +223,58 @@ fn admin_endpoints() {
     assert_eq!(get("/readyz"), StatusCode::OK);
     assert_eq!(get("/metrics"), StatusCode::OK);
     assert_eq!(get("/nope"), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_reports_its_bound_addresses_and_serves_there() {
+    use std::sync::Arc;
+
+    use secret_inject::webhook::tls::{ReloadingResolver, generate_dev_certificate};
+    use secret_inject::webhook::{Server, ServerOptions};
+
+    let dev = generate_dev_certificate("secret-inject", "testns").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &dev.ca_pem).unwrap();
+    let resolver =
+        ReloadingResolver::fixed(dev.cert_pem.as_bytes(), dev.key_pem.as_bytes()).unwrap();
+    let options = ServerOptions {
+        bind_address: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        admin_port: 0,
+        header_read_timeout: Duration::from_secs(5),
+        shutdown_grace_period: Duration::from_secs(5),
+        tls_reload_interval: Duration::from_secs(60),
+    };
+    let server = Server::bind(options, Arc::new(resolver), Arc::new(state()))
+        .await
+        .unwrap();
+    let bound = server.bound();
+    assert_ne!(bound.webhook.port(), 0);
+    assert_ne!(bound.admin.port(), 0);
+    assert_ne!(bound.webhook, bound.admin);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let stream = common::webhook::connect(bound.webhook, &ca, "secret-inject.testns.svc", &[b"h2"])
+        .await
+        .unwrap();
+    let mut client = common::webhook::Client::new(stream).await;
+    let (status, body) = client
+        .post("/mutating-pods", golden("seed-webserver"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert!(common::webhook::decode_patch(&review).is_some());
+
+    drop(client);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the server drains and returns")
+        .unwrap()
+        .unwrap();
 }
