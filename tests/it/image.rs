@@ -318,7 +318,8 @@ async fn webhook_serves_a_review_over_tls_in_the_empty_root() {
             "/tmp/ca.pem",
         ],
     );
-    let server = Webhook::from_command(command, root, (port, admin_port));
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = Webhook::from_command(command, root, loopback(port), loopback(admin_port));
     let ca = root_path.join("tmp/ca.pem");
     assert!(ca.is_file(), "the webhook wrote no CA to /tmp/ca.pem");
     // Written by the image's user, not by root.

@@ -7,6 +7,7 @@ mod common;
 mod agent;
 mod agent_e2e;
 mod chart;
+mod controlplane;
 mod golden;
 mod image;
 mod inject_cli;

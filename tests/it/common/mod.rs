@@ -195,5 +195,6 @@ pub fn admission_review(pod: &serde_json::Value, uid: &str) -> serde_json::Value
         }
     })
 }
+pub mod controlplane;
 pub mod moto;
 pub mod webhook;

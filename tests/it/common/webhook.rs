@@ -70,17 +70,19 @@ impl Webhook {
         args.extend(extra);
         let mut command = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
         command.args(&args);
-        Webhook::from_command(command, dir, (port, admin_port))
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Webhook::from_command(command, dir, loopback(port), loopback(admin_port))
     }
 
     /// Start the webhook with a command built by the caller (e.g. the binary run through
-    /// `chroot`), listening on 127.0.0.1 at `ports` (webhook, admin). Waits until `/readyz` on
-    /// the admin port answers 200. `dir` is kept for as long as the process runs;
-    /// [`Webhook::ca_path`] is only meaningful when the command writes the CA to `dir/ca.pem`.
+    /// `chroot`), listening at `webhook` and `admin`. Waits until `/readyz` on the admin port
+    /// answers 200. `dir` is kept for as long as the process runs; [`Webhook::ca_path`] is only
+    /// meaningful when the command writes the CA to `dir/ca.pem`.
     pub fn from_command(
         mut command: Command,
         dir: tempfile::TempDir,
-        ports: (u16, u16),
+        webhook: SocketAddr,
+        admin: SocketAddr,
     ) -> Webhook {
         let mut child = command
             .stdin(Stdio::null())
@@ -99,8 +101,6 @@ impl Webhook {
                 }
             });
         }
-        let webhook = SocketAddr::from(([127, 0, 0, 1], ports.0));
-        let admin = SocketAddr::from(([127, 0, 0, 1], ports.1));
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_ready(admin) {
             if let Some(status) = child.try_wait().unwrap() {

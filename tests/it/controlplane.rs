@@ -1,0 +1,423 @@
+//! The layer above the fast ones: a real kube-apiserver calls our webhook. The chart is installed
+//! by the real helm, the API server compiles its matchConditions, applies our patch, runs
+//! PodSecurity admission on the result and prints our denials and warnings through kubectl.
+//! Every check reads the API server's view (`kubectl get -o json`), never our logs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::controlplane::{ControlPlane, Namespaces, Release, shared};
+use crate::common::repo_root;
+
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
+
+fn pod(name: &str, annotations: Value, security: bool) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36",
+                                 "command": ["sleep", "3600"]}]}
+    });
+    if security {
+        // Compliant with the restricted Pod Security Standard.
+        pod["spec"]["securityContext"] = json!({
+            "runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        });
+        pod["spec"]["containers"][0]["securityContext"] = json!({
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+        });
+    }
+    pod
+}
+
+fn create(plane: &ControlPlane, ns: &str, object: &Value) -> std::process::Output {
+    plane.kubectl_stdin(
+        &["create", "-n", ns, "-f", "-"],
+        Some(object.to_string().as_bytes()),
+    )
+}
+
+fn create_ok(plane: &ControlPlane, ns: &str, object: &Value) -> String {
+    let output = create(plane, ns, object);
+    assert!(
+        output.status.success(),
+        "kubectl create failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn init_names(pod: &Value) -> Vec<&str> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+fn assert_injected(pod: &Value) {
+    assert_eq!(
+        init_names(pod),
+        ["secrets-init-container"],
+        "{}",
+        pod["spec"]
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["secrets.k8s.aws/status"],
+        "injected"
+    );
+    let volumes: Vec<&Value> = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"] == "secret-vol")
+        .collect();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0]["emptyDir"]["medium"], "Memory");
+    for container in pod["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "secret-vol"),
+            "{} has no secret-vol mount",
+            container["name"]
+        );
+    }
+}
+
+/// Drop what the API server adds on its own (defaults, the service-account token volume), so a
+/// stored object compares with what `inject` writes offline.
+fn without_server_defaults(mut container: Value) -> Value {
+    let object = container.as_object_mut().unwrap();
+    for key in ["terminationMessagePath"] {
+        object.remove(key);
+    }
+    if let Some(mounts) = object.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+        mounts.retain(|m| {
+            !m["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("kube-api-access-")
+        });
+    }
+    container
+}
+
+#[test]
+fn the_seeds_walkthrough_through_the_real_api_server() {
+    let ns = Namespaces::new("seed", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let examples = repo_root().join("examples");
+    for file in [
+        "webserver-service-account.yaml",
+        "webserver-deployment.yaml",
+    ] {
+        plane.kubectl_ok(&[
+            "apply",
+            "-n",
+            &ns.app,
+            "-f",
+            examples.join(file).to_str().unwrap(),
+        ]);
+    }
+    // The controller-manager makes the ReplicaSet and its Pod (generateName only).
+    let mut pods = Value::Null;
+    plane.wait_for(
+        "the replicaset controller's pod",
+        Duration::from_secs(60),
+        || {
+            pods = plane.get_json(&["pods", "-n", &ns.app, "-l", "run=webserver"]);
+            !pods["items"].as_array().unwrap().is_empty()
+        },
+    );
+    let stored = &pods["items"][0];
+    assert!(
+        stored["metadata"]["generateName"]
+            .as_str()
+            .unwrap()
+            .starts_with("webserver-")
+    );
+    assert_injected(stored);
+    assert_eq!(
+        stored["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "secret-vol")
+            .unwrap()["mountPath"],
+        "/tmp"
+    );
+
+    // The same as `secret-inject inject` on the template, modulo the API server's defaults.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["inject", "-f"])
+        .arg(examples.join("webserver-deployment.yaml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let offline: Value = serde_yaml_value(&output.stdout);
+    let template = &offline["spec"]["template"];
+    assert_eq!(
+        without_server_defaults(stored["spec"]["initContainers"][0].clone()),
+        without_server_defaults(template["spec"]["initContainers"][0].clone()),
+    );
+    assert_eq!(
+        stored["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "secret-vol"),
+        template["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "secret-vol")
+    );
+    assert_eq!(
+        stored["metadata"]["annotations"],
+        template["metadata"]["annotations"]
+    );
+}
+
+fn serde_yaml_value(yaml: &[u8]) -> Value {
+    use serde::Deserialize as _;
+    Value::deserialize(yaml_serde::Deserializer::from_slice(yaml)).unwrap()
+}
+
+#[test]
+fn pod_security_restricted_admits_the_injected_pod_and_refuses_a_non_compliant_one() {
+    let ns = Namespaces::new(
+        "psa",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let annotations = json!({"secrets.k8s.aws/secret-arn": ARN});
+    create_ok(plane, &ns.app, &pod("compliant", annotations.clone(), true));
+    let stored = plane.get_json(&["pod", "compliant", "-n", &ns.app]);
+    assert_injected(&stored);
+    // The check is live: the same pod without its security context is refused.
+    let output = create(plane, &ns.app, &pod("careless", annotations, false));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("violates PodSecurity \"restricted"),
+        "{stderr}"
+    );
+    // Our container is not among the violators: only the app's own container is named.
+    assert!(!stderr.contains("secrets-init-container"), "{stderr}");
+}
+
+#[test]
+fn match_conditions_keep_unannotated_pods_away_from_a_webhook_that_is_down() {
+    let ns = Namespaces::new("down", &[]);
+    let plane = shared();
+    let mut release = Release::install(&ns, &["--set", "webhook.failurePolicy=Fail"]);
+    release.stop_webhook();
+    create_ok(plane, &ns.app, &pod("plain-1", json!({}), true));
+    let output = create(
+        plane,
+        &ns.app,
+        &pod(
+            "annotated-1",
+            json!({"secrets.k8s.aws/secret-arn": ARN}),
+            true,
+        ),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed calling webhook \"pods.secret-inject.secrets.k8s.aws\""),
+        "{stderr}"
+    );
+    assert!(
+        !plane
+            .kubectl(&["get", "pod", "annotated-1", "-n", &ns.app])
+            .status
+            .success()
+    );
+    release.start_webhook();
+    create_ok(plane, &ns.app, &pod("plain-2", json!({}), true));
+    create_ok(
+        plane,
+        &ns.app,
+        &pod(
+            "annotated-2",
+            json!({"secrets.k8s.aws/secret-arn": ARN}),
+            true,
+        ),
+    );
+    assert_injected(&plane.get_json(&["pod", "annotated-2", "-n", &ns.app]));
+    assert!(init_names(&plane.get_json(&["pod", "plain-2", "-n", &ns.app])).is_empty());
+}
+
+#[test]
+fn denials_and_warnings_reach_the_user_through_kubectl() {
+    let ns = Namespaces::new("deny", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let bad = pod(
+        "bad",
+        json!({"secrets.k8s.aws/secret-arn": ARN, "secrets.k8s.aws/mount-path": "relative"}),
+        true,
+    );
+    let output = create(plane, &ns.app, &bad);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ours = "annotation secrets.k8s.aws/mount-path: \"relative\" is not an absolute path; use an \
+                absolute directory path such as /tmp or /var/run/secrets/app";
+    assert!(stderr.contains(ours), "{stderr}");
+    assert!(
+        stderr.contains("admission webhook \"pods.secret-inject.secrets.k8s.aws\" denied"),
+        "{stderr}"
+    );
+    // No fsGroup and no shared user: our warning is printed by kubectl.
+    let stderr = create_ok(
+        plane,
+        &ns.app,
+        &pod("warned", json!({"secrets.k8s.aws/secret-arn": ARN}), false),
+    );
+    assert!(
+        stderr.contains("Warning: secret-inject: app user unknown"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn server_side_dry_run_returns_the_injected_pod_and_stores_nothing() {
+    let ns = Namespaces::new("dryrun", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let object = pod("dry", json!({"secrets.k8s.aws/secret-arn": ARN}), true);
+    let answer = plane.kubectl_stdin(
+        &[
+            "apply",
+            "-n",
+            &ns.app,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(object.to_string().as_bytes()),
+    );
+    assert!(
+        answer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    let returned: Value = serde_json::from_slice(&answer.stdout).unwrap();
+    assert_injected(&returned);
+    assert!(
+        !plane
+            .kubectl(&["get", "pod", "dry", "-n", &ns.app])
+            .status
+            .success(),
+        "a dry run stored the pod"
+    );
+}
+
+#[test]
+fn helm_upgrade_keeps_the_ca_and_the_webhook_serves_across_a_certificate_change() {
+    let ns = Namespaces::new("upgrade", &[]);
+    let plane = shared();
+    let mut release = Release::install(&ns, &[]);
+    let config = || {
+        plane.get_json(&["mutatingwebhookconfiguration", &release_name(&ns)])["webhooks"][0]
+            ["clientConfig"]["caBundle"]
+            .clone()
+    };
+    let secret = || {
+        plane.get_json(&[
+            "secret",
+            &format!("{}-tls", release_name(&ns)),
+            "-n",
+            &ns.release,
+        ])["data"]["tls.crt"]
+            .clone()
+    };
+    let (ca_before, cert_before) = (config(), secret());
+    let chart = repo_root().join("charts/secret-inject");
+    let upgrade = |extra: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            &ns.name,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &ns.release,
+            "--reuse-values",
+        ];
+        args.extend_from_slice(extra);
+        let output = plane.helm(&args);
+        assert!(
+            output.status.success(),
+            "helm upgrade failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    // lookup finds the Secret: same certificate, same caBundle.
+    upgrade(&[]);
+    assert_eq!(config(), ca_before);
+    assert_eq!(secret(), cert_before);
+    // A certificate near expiry is renewed: the Secret changes, the old CA stays trusted.
+    upgrade(&["--set", "tls.generate.renewBeforeDays=4000"]);
+    assert_ne!(secret(), cert_before);
+    let annotated = |name: &str| pod(name, json!({"secrets.k8s.aws/secret-arn": ARN}), true);
+    // Still serving the old certificate, trusted through the old CA kept in caBundle.
+    create_ok(plane, &ns.app, &annotated("before-reload"));
+    // The kubelet's ..data swap of the new Secret: the webhook reloads it without a restart.
+    release.sync_certificate(&ns);
+    let webhook = release.webhook.as_ref().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let reloaded = webhook
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("TLS certificate reloaded"));
+        if reloaded {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reload: {:?}",
+            webhook.log_lines()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    create_ok(plane, &ns.app, &annotated("after-reload"));
+    for name in ["before-reload", "after-reload"] {
+        assert_injected(&plane.get_json(&["pod", name, "-n", &ns.app]));
+    }
+}
+
+fn release_name(ns: &Namespaces) -> String {
+    format!("{}-secret-inject", ns.name)
+}
+
+#[test]
+fn an_update_of_a_pods_labels_is_admitted_without_a_patch() {
+    let ns = Namespaces::new("update", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    create_ok(
+        plane,
+        &ns.app,
+        &pod("labelled", json!({"secrets.k8s.aws/secret-arn": ARN}), true),
+    );
+    let before = plane.get_json(&["pod", "labelled", "-n", &ns.app]);
+    plane.kubectl_ok(&["label", "pod", "labelled", "-n", &ns.app, "tier=web"]);
+    let after = plane.get_json(&["pod", "labelled", "-n", &ns.app]);
+    assert_eq!(after["metadata"]["labels"]["tier"], "web");
+    assert_eq!(after["spec"], before["spec"]);
+    assert_eq!(
+        after["metadata"]["annotations"],
+        before["metadata"]["annotations"]
+    );
+}
