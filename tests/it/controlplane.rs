@@ -421,3 +421,72 @@ fn an_update_of_a_pods_labels_is_admitted_without_a_patch() {
         before["metadata"]["annotations"]
     );
 }
+
+#[test]
+fn with_an_irsa_webhook_before_or_after_ours_the_agent_gets_the_identity_once() {
+    use crate::common::irsa_webhook::{IrsaWebhook, TOKEN_DIR};
+    use base64::Engine as _;
+
+    let role = "arn:aws:iam::123456789012:role/webserver-secrets-role";
+    for (order, config_name) in [("before", "0-irsa"), ("after", "zzzz-irsa")] {
+        let ns = Namespaces::new(&format!("irsa-{order}"), &[]);
+        let plane = shared();
+        let _release = Release::install(&ns, &[]);
+        let irsa = IrsaWebhook::start("webserver-service-account", role);
+        // Configurations are called in the order of their names: ours is "<test>-secret-inject".
+        let name = format!("{config_name}-{}", ns.name);
+        let configuration = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "pod-identity-webhook.amazonaws.com",
+                "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded",
+                "clientConfig": {"url": irsa.url,
+                    "caBundle": base64::engine::general_purpose::STANDARD.encode(&irsa.ca_pem)},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"secret-inject-test": ns.name}}
+            }]
+        });
+        create_ok(plane, "default", &configuration);
+        let examples = repo_root().join("examples");
+        plane.kubectl_ok(&[
+            "apply",
+            "-n",
+            &ns.app,
+            "-f",
+            examples.join("webserver-service-account.yaml").to_str().unwrap(),
+        ]);
+        let mut app = pod("irsa", json!({"secrets.k8s.aws/secret-arn": ARN}), true);
+        app["spec"]["serviceAccountName"] = json!("webserver-service-account");
+        create_ok(plane, &ns.app, &app);
+        let stored = plane.get_json(&["pod", "irsa", "-n", &ns.app]);
+        assert_injected(&stored);
+        let agent = &stored["spec"]["initContainers"][0];
+        let env = |name: &str| {
+            agent["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(env("AWS_ROLE_ARN"), [json!(role)], "{order}: {agent}");
+        assert_eq!(
+            env("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            [json!(format!("{TOKEN_DIR}/token"))],
+            "{order}"
+        );
+        let token_mounts = agent["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["mountPath"] == TOKEN_DIR)
+            .count();
+        assert_eq!(token_mounts, 1, "{order}: {agent}");
+        plane.kubectl_ok(&["delete", "mutatingwebhookconfiguration", &name]);
+    }
+}

@@ -196,5 +196,6 @@ pub fn admission_review(pod: &serde_json::Value, uid: &str) -> serde_json::Value
     })
 }
 pub mod controlplane;
+pub mod irsa_webhook;
 pub mod moto;
 pub mod webhook;
