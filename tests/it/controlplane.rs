@@ -457,7 +457,10 @@ fn with_an_irsa_webhook_before_or_after_ours_the_agent_gets_the_identity_once() 
             "-n",
             &ns.app,
             "-f",
-            examples.join("webserver-service-account.yaml").to_str().unwrap(),
+            examples
+                .join("webserver-service-account.yaml")
+                .to_str()
+                .unwrap(),
         ]);
         let mut app = pod("irsa", json!({"secrets.k8s.aws/secret-arn": ARN}), true);
         app["spec"]["serviceAccountName"] = json!("webserver-service-account");

@@ -241,11 +241,14 @@ impl ControlPlane {
         let sa_pub = write("sa.pub", &pki.sa_pub);
 
         let mut guards = Vec::new();
-        // Route the Service range to this machine while the tests run; removed at exit.
+        // Route the Service range to this machine while the tests run; removed at exit, with
+        // etcd's data (the logs stay for a failure's post-mortem).
         let mut route = Guarded::shell(
             &format!(
                 "ip route replace local {SERVICE_CIDR} dev lo || exit 1; echo routed; \
-                 cat >/dev/null; ip route del local {SERVICE_CIDR} dev lo"
+                 cat >/dev/null; ip route del local {SERVICE_CIDR} dev lo; sleep 2; \
+                 rm -rf {etcd_data}",
+                etcd_data = dir.join("etcd").display()
             ),
             dir.join("route.log"),
         );

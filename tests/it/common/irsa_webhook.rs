@@ -51,7 +51,11 @@ impl IrsaMutation {
         };
         let summary = summarize(&request);
         let response = AdmissionResponse::from(&request);
-        let Some(pod) = request.object.as_ref().map(|p| serde_json::to_value(p).unwrap()) else {
+        let Some(pod) = request
+            .object
+            .as_ref()
+            .map(|p| serde_json::to_value(p).unwrap())
+        else {
             return answer(Outcome::Skipped, response, None, summary);
         };
         if pod["spec"]["serviceAccountName"] != self.service_account.as_str() {
@@ -91,7 +95,8 @@ impl IrsaMutation {
                         ops.push(json!({"op": "add", "path": format!("/spec/{field}/{i}/env/-"), "value": var}));
                     }
                 }
-                let mount = json!({"name": "aws-iam-token", "mountPath": TOKEN_DIR, "readOnly": true});
+                let mount =
+                    json!({"name": "aws-iam-token", "mountPath": TOKEN_DIR, "readOnly": true});
                 if container["volumeMounts"].is_array() {
                     ops.push(json!({"op": "add", "path": format!("/spec/{field}/{i}/volumeMounts/-"), "value": mount}));
                 } else {
