@@ -94,9 +94,7 @@ fn assert_injected(pod: &Value) {
 /// stored object compares with what `inject` writes offline.
 fn without_server_defaults(mut container: Value) -> Value {
     let object = container.as_object_mut().unwrap();
-    for key in ["terminationMessagePath"] {
-        object.remove(key);
-    }
+    object.remove("terminationMessagePath");
     if let Some(mounts) = object.get_mut("volumeMounts").and_then(Value::as_array_mut) {
         mounts.retain(|m| {
             !m["name"]
