@@ -133,108 +133,140 @@ fn backoff(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-    use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
-    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    //! The SDK's real client and error handling, driven by canned HTTP responses: a connector
+    //! that answers each request with the next response of a script and records the request.
+    //! (aws-smithy-mocks would do, but its test-util features switch on serde_json's
+    //! `preserve_order` for every test and bench build, which changes what the benches measure.)
+
+    use std::sync::{Arc, Mutex};
+
+    use aws_credential_types::Credentials;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
 
     use super::*;
-    use crate::contract::Plan;
     use crate::spec::SecretArn;
 
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
 
-    fn plan() -> Plan {
-        Plan::for_arn(SecretArn::parse(ARN).unwrap())
+    /// Answers request n with `script[n]`: (HTTP status, JSON body).
+    #[derive(Debug, Clone, Default)]
+    struct Canned {
+        script: Arc<Mutex<Vec<(u16, String)>>>,
+        requests: Arc<Mutex<Vec<String>>>,
     }
 
-    fn budget() -> RetryBudget {
-        RetryBudget {
-            deadline: Instant::now() + Duration::from_secs(20),
-            attempt_timeout: Duration::from_secs(5),
+    impl HttpConnector for Canned {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body = std::str::from_utf8(request.body().bytes().unwrap_or_default())
+                .unwrap_or_default()
+                .to_owned();
+            self.requests.lock().unwrap().push(body);
+            let (status, body) = {
+                let mut script = self.script.lock().unwrap();
+                assert!(!script.is_empty(), "more requests than canned responses");
+                script.remove(0)
+            };
+            let response = aws_smithy_runtime_api::http::Response::new(
+                status.try_into().unwrap(),
+                SdkBody::from(body),
+            );
+            HttpConnectorFuture::ready(Ok(response))
         }
     }
 
-    fn error_body(code: &str) -> Option<String> {
-        Some(format!(r#"{{"__type":"{code}","message":"canned"}}"#))
+    impl HttpClient for Canned {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
     }
 
-    async fn fetch_with(rules: &[&Rule]) -> Result<Vec<u8>, Failure> {
-        let client = mock_client!(aws_sdk_secretsmanager, RuleMode::Sequential, rules);
-        get_secret_value(&client, &plan(), budget()).await
+    fn error(code: &str) -> (u16, String) {
+        let status = if code == "SomethingNew" { 403 } else { 400 };
+        (
+            status,
+            format!(r#"{{"__type":"{code}","message":"canned"}}"#),
+        )
+    }
+
+    fn value(json: &str) -> (u16, String) {
+        (200, json.to_owned())
+    }
+
+    async fn fetch_with(script: Vec<(u16, String)>) -> (Result<Vec<u8>, Failure>, Vec<String>) {
+        let canned = Canned::default();
+        *canned.script.lock().unwrap() = script;
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "secret", None, None, "canned"))
+            .http_client(canned.clone())
+            .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
+            .build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(config);
+        let plan = crate::contract::Plan::for_arn(SecretArn::parse(ARN).unwrap());
+        let budget = RetryBudget {
+            deadline: Instant::now() + Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+        };
+        let result = get_secret_value(&client, &plan, budget).await;
+        let requests = canned.requests.lock().unwrap().clone();
+        (result, requests)
     }
 
     #[tokio::test]
     async fn throttling_and_server_errors_are_retried_to_success() {
-        let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
-            .match_requests(|r| {
-                r.secret_id() == Some(ARN) && r.version_stage() == Some("AWSCURRENT")
-            })
-            .sequence()
-            .http_status(400, error_body("ThrottlingException"))
-            .http_status(503, None)
-            .output(|| {
-                aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput::builder()
-                    .secret_string("s3cret")
-                    .build()
-            })
-            .build();
-        assert_eq!(fetch_with(&[&rule]).await.unwrap(), b"s3cret");
-        assert_eq!(rule.num_calls(), 3);
+        let (result, requests) = fetch_with(vec![
+            error("ThrottlingException"),
+            (503, String::new()),
+            value(r#"{"ARN":"x","SecretString":"s3cret"}"#),
+        ])
+        .await;
+        assert_eq!(result.unwrap(), b"s3cret");
+        assert_eq!(requests.len(), 3);
+        for request in requests {
+            let request: serde_json::Value = serde_json::from_str(&request).unwrap();
+            assert_eq!(request["SecretId"], ARN);
+            assert_eq!(request["VersionStage"], "AWSCURRENT");
+        }
     }
 
     #[tokio::test]
     async fn permanent_errors_fail_at_once_with_their_kind() {
-        for (status, code, kind) in [
-            (400, "AccessDeniedException", FailureKind::AccessDenied),
-            (400, "DecryptionFailure", FailureKind::Unusable),
-            (400, "UnrecognizedClientException", FailureKind::Credentials),
-            (403, "SomethingNew", FailureKind::AccessDenied),
+        for (code, kind) in [
+            ("AccessDeniedException", FailureKind::AccessDenied),
+            ("ResourceNotFoundException", FailureKind::NotFound),
+            ("DecryptionFailure", FailureKind::Unusable),
+            ("UnrecognizedClientException", FailureKind::Credentials),
+            ("SomethingNew", FailureKind::AccessDenied),
         ] {
-            let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
-                .sequence()
-                .http_status(status, error_body(code))
-                .repeatedly()
-                .build();
-            let failure = fetch_with(&[&rule]).await.unwrap_err();
+            let (result, requests) = fetch_with(vec![error(code), error(code)]).await;
+            let failure = result.unwrap_err();
             assert_eq!((failure.kind, failure.code.as_str()), (kind, code));
-            assert_eq!(rule.num_calls(), 1, "{code} was retried");
+            assert_eq!(requests.len(), 1, "{code} was retried");
         }
-        let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_error(|| {
-            GetSecretValueError::ResourceNotFoundException(
-                // As the SDK's deserializer builds it: with the error's metadata.
-                ResourceNotFoundException::builder()
-                    .message("gone")
-                    .meta(
-                        aws_sdk_secretsmanager::error::ErrorMetadata::builder()
-                            .code("ResourceNotFoundException")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
-        let failure = fetch_with(&[&rule]).await.unwrap_err();
-        assert_eq!(failure.kind, FailureKind::NotFound);
-        assert_eq!(failure.code, "ResourceNotFoundException");
     }
 
     #[tokio::test]
     async fn values_are_checked() {
-        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
-        let binary = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
-            GetSecretValueOutput::builder()
-                .secret_binary(aws_smithy_types::Blob::new(vec![0u8, 159, 255]))
-                .build()
-        });
-        assert_eq!(fetch_with(&[&binary]).await.unwrap(), [0u8, 159, 255]);
-        let empty = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
-            .then_output(|| GetSecretValueOutput::builder().build());
-        assert_eq!(fetch_with(&[&empty]).await.unwrap_err().code, "NoValue");
-        let large = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
-            GetSecretValueOutput::builder()
-                .secret_string("x".repeat(MAX_SECRET_BYTES + 1))
-                .build()
-        });
-        assert_eq!(fetch_with(&[&large]).await.unwrap_err().code, "TooLarge");
+        let (result, _) = fetch_with(vec![value(r#"{"SecretBinary":"AJ//"}"#)]).await;
+        assert_eq!(result.unwrap(), [0u8, 159, 255]);
+        let (result, _) = fetch_with(vec![value(r#"{"ARN":"x"}"#)]).await;
+        assert_eq!(result.unwrap_err().code, "NoValue");
+        let large = format!(
+            r#"{{"SecretString":"{}"}}"#,
+            "x".repeat(MAX_SECRET_BYTES + 1)
+        );
+        let (result, _) = fetch_with(vec![value(&large)]).await;
+        assert_eq!(result.unwrap_err().code, "TooLarge");
     }
 
     #[test]

@@ -28,8 +28,16 @@ fn indent(out: &mut String, level: usize) {
     out.extend(std::iter::repeat_n(' ', level));
 }
 
+/// A map's entries with the keys sorted, as `kubectl get -o yaml` writes them, whatever order
+/// the map keeps (serde_json's `preserve_order` may be switched on by another crate in a build).
+fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, level: usize) {
-    for (key, value) in map {
+    for (key, value) in sorted(map) {
         indent(out, level);
         write_string(out, key);
         out.push(':');
@@ -65,7 +73,7 @@ fn write_seq(out: &mut String, items: &[Value], level: usize) {
             Value::Object(map) if !map.is_empty() => {
                 // The first entry shares the dash's line; the others align with it.
                 let mut first = true;
-                for (key, value) in map {
+                for (key, value) in sorted(map) {
                     if first {
                         out.push(' ');
                         first = false;
