@@ -152,6 +152,19 @@ fn the_seeds_walkthrough_through_the_real_api_server() {
         "/tmp"
     );
 
+    // What the emulated requests of the fast layers lacked: after our webhook changed the pod,
+    // the API server ran its built-in ServiceAccount admission again, which mounted the pod's
+    // Kubernetes API token into our container too.
+    assert!(
+        stored["spec"]["initContainers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"),
+        "{}",
+        stored["spec"]["initContainers"][0]
+    );
+
     // The same as `secret-inject inject` on the template, modulo the API server's defaults.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
         .args(["inject", "-f"])
