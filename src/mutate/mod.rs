@@ -575,5 +575,7 @@ fn append_mount(
     }
 }
 
+pub mod secret;
+
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,10 @@ pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-positi
 pub const STATUS: &str = "secrets.k8s.aws/status";
 /// Value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
+/// Label on a Kubernetes Secret that asks the secret writer to store it in Secrets Manager.
+pub const STORE_LABEL: &str = "secrets.k8s.aws/store";
+/// The one value of [`STORE_LABEL`].
+pub const STORE_SECRETS_MANAGER: &str = "secretsmanager";
 
 /// Default mount path (seed contract).
 pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
