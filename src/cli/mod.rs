@@ -16,7 +16,7 @@ pub use agent::AgentArgs;
 pub use inject::InjectArgs;
 pub use logging::{LogArgs, LogFormat};
 pub use mutation::MutationArgs;
-pub use webhook::{AdminArgs, ServerArgs, TlsArgs, WebhookArgs};
+pub use webhook::{AdminArgs, SecretWriterArgs, ServerArgs, TlsArgs, WebhookArgs};
 
 /// Inject AWS Secrets Manager secrets into Kubernetes pods, without Kubernetes Secrets.
 #[derive(Parser, Debug)]

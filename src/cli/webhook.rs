@@ -11,9 +11,11 @@ use clap::Args;
 use tracing::info;
 
 use super::MutationArgs;
+use crate::aws::{self, AwsSettings};
 use crate::duration;
+use crate::mutate::secret::WriterConfig;
 use crate::webhook::tls::{self, CertFiles, ReloadingResolver};
-use crate::webhook::{BodyLimits, Router, Server, ServerOptions, pods};
+use crate::webhook::{BodyLimits, Router, Server, ServerOptions, pods, secrets};
 
 /// Serve the mutating admission webhook.
 #[derive(Args, Debug)]
@@ -26,6 +28,83 @@ pub struct WebhookArgs {
     admin: AdminArgs,
     #[command(flatten)]
     mutation: MutationArgs,
+    #[command(flatten)]
+    secret_writer: SecretWriterArgs,
+}
+
+/// The secret writer: `POST /mutating-secrets` stores labelled Kubernetes Secrets in Secrets
+/// Manager with the webhook's own AWS identity.
+#[derive(Args, Debug)]
+pub struct SecretWriterArgs {
+    /// Serve POST /mutating-secrets (off by default).
+    #[arg(long, env = "SECRET_INJECT_SECRET_WRITER")]
+    secret_writer: bool,
+    /// First part of every Secrets Manager name: `<prefix>/<namespace>/<name>` (e.g. the
+    /// cluster's name); the IAM policy of the webhook's role is scoped to it.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SECRET_WRITER_PREFIX",
+        default_value = "secret-inject"
+    )]
+    secret_writer_prefix: String,
+    /// The cluster's name, for the `kubernetes.io/cluster` tag.
+    #[arg(long, env = "SECRET_INJECT_CLUSTER_NAME", default_value = "kubernetes")]
+    cluster_name: String,
+    /// KMS key (id, alias or ARN) for new secrets; default: the account's aws/secretsmanager key.
+    #[arg(long, env = "SECRET_INJECT_SECRET_WRITER_KMS_KEY_ID")]
+    secret_writer_kms_key_id: Option<String>,
+    /// Region of the secrets; default: the SDK's region chain (AWS_REGION).
+    #[arg(long, env = "SECRET_INJECT_SECRET_WRITER_REGION")]
+    secret_writer_region: Option<String>,
+    /// Longest time the AWS calls of one review may take; keep it below the webhook's
+    /// timeoutSeconds, or the API server gives up first.
+    #[arg(long, env = "SECRET_INJECT_SECRET_WRITER_TIMEOUT", default_value = "8s", value_parser = duration::parse)]
+    secret_writer_timeout: Duration,
+}
+
+impl SecretWriterArgs {
+    /// The endpoint, when enabled; builds its AWS client.
+    async fn endpoint(self) -> anyhow::Result<Option<secrets::Secrets>> {
+        let SecretWriterArgs {
+            secret_writer,
+            secret_writer_prefix,
+            cluster_name,
+            secret_writer_kms_key_id,
+            secret_writer_region,
+            secret_writer_timeout,
+        } = self;
+        if !secret_writer {
+            return Ok(None);
+        }
+        let prefix = secret_writer_prefix.trim_matches('/').to_owned();
+        if prefix.is_empty() || !crate::spec::is_secret_name(&prefix) {
+            bail!(
+                "--secret-writer-prefix {secret_writer_prefix:?} is not a Secrets Manager name \
+                 prefix; use letters, digits and /_+=.@-, e.g. the cluster's name"
+            );
+        }
+        let config = aws::sdk_config(&AwsSettings {
+            region: secret_writer_region,
+            timeouts: aws::Timeouts {
+                connect: secret_writer_timeout.min(Duration::from_secs(3)),
+                attempt: secret_writer_timeout,
+            },
+            allow_instance_metadata: false,
+        })
+        .await;
+        if config.region().is_none() {
+            bail!("--secret-writer needs a region: set --secret-writer-region or AWS_REGION");
+        }
+        Ok(Some(secrets::Secrets::new(
+            aws::secrets_manager(&config),
+            WriterConfig {
+                prefix,
+                cluster: cluster_name,
+            },
+            secret_writer_kms_key_id,
+            secret_writer_timeout,
+        )))
+    }
 }
 
 /// The HTTPS listener and its limits.
@@ -154,6 +233,7 @@ impl WebhookArgs {
             tls,
             admin: AdminArgs { admin_port },
             mutation,
+            secret_writer,
         } = self;
         let mutation = mutation.config()?;
         let tls_reload_interval = tls.tls_reload_interval;
@@ -166,16 +246,19 @@ impl WebhookArgs {
             shutdown_grace_period,
             tls_reload_interval,
         };
-        let router = Router::new(BodyLimits {
-            max_bytes: max_body_bytes,
-            read_timeout: body_read_timeout,
-        })
-        .route(pods::PATH, pods::Pods::new(mutation));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(async {
+            let mut router = Router::new(BodyLimits {
+                max_bytes: max_body_bytes,
+                read_timeout: body_read_timeout,
+            })
+            .route(pods::PATH, pods::Pods::new(mutation));
+            if let Some(writer) = secret_writer.endpoint().await? {
+                router = router.route(secrets::PATH, writer);
+            }
             let server = Server::bind(options, resolver, Arc::new(router))
                 .await
                 .with_context(|| {

@@ -192,10 +192,8 @@ impl SecretConversion {
                 secret_name: name,
             });
         }
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("{name}\n{value}").as_bytes(),
-        );
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("{name}\n{value}").as_bytes());
         let client_request_token: String = digest
             .as_ref()
             .iter()
@@ -206,7 +204,10 @@ impl SecretConversion {
             ("kubernetes.io/cluster".to_owned(), config.cluster.clone()),
             ("kubernetes.io/namespace".to_owned(), namespace.to_owned()),
             ("kubernetes.io/name".to_owned(), object_name),
-            ("app.kubernetes.io/managed-by".to_owned(), "secret-inject".to_owned()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "secret-inject".to_owned(),
+            ),
         ]);
         Ok(SecretRequest::Store(SecretConversion {
             name,
@@ -340,7 +341,8 @@ mod tests {
         );
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod-eu/ns/db-AbCdEf";
         let mut converted = secret(&[(ARN_KEY, arn.as_bytes())], &[]);
-        converted.metadata.annotations = Some([(spec::SECRET_ARN.to_owned(), arn.to_owned())].into());
+        converted.metadata.annotations =
+            Some([(spec::SECRET_ARN.to_owned(), arn.to_owned())].into());
         assert_eq!(
             SecretConversion::for_secret(&converted, "ns", &config()),
             Ok(SecretRequest::AlreadyConverted)

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod pods;
 pub mod review;
 pub mod router;
+pub mod secrets;
 pub mod tls;
 
 use std::convert::Infallible;

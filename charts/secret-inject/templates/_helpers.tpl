@@ -259,3 +259,28 @@ Refuse values that would render a broken install; messages say what to change.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaceSelector of both webhooks: never the system namespaces, never the webhook's own
+namespace (its pods must start without it), never a namespace labelled
+secrets.k8s.aws/injection=disabled; plus webhook.namespaceSelector.
+*/}}
+{{- define "secret-inject.namespaceSelector" -}}
+{{- $excluded := concat .Values.webhook.excludeNamespaces (list .Release.Namespace) | uniq }}
+{{- $nsSel := .Values.webhook.namespaceSelector }}
+{{- with $nsSel.matchLabels }}
+matchLabels:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- toYaml $excluded | nindent 6 }}
+  - key: secrets.k8s.aws/injection
+    operator: NotIn
+    values: ["disabled"]
+  {{- with $nsSel.matchExpressions }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
