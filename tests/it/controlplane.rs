@@ -504,3 +504,307 @@ fn with_an_irsa_webhook_before_or_after_ours_the_agent_gets_the_identity_once() 
         plane.kubectl_ok(&["delete", "mutatingwebhookconfiguration", &name]);
     }
 }
+
+/// A Secret labelled for the secret writer, as `kubectl create secret generic` makes it.
+fn labelled_secret(name: &str, data: &[(&str, &[u8])], kind: &str) -> Value {
+    use base64::Engine as _;
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                json!(base64::engine::general_purpose::STANDARD.encode(v)),
+            )
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
+           "metadata": {"name": name, "labels": {"secrets.k8s.aws/store": "secretsmanager"}},
+           "data": data})
+}
+
+#[test]
+fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_the_arn() {
+    use base64::Engine as _;
+
+    use crate::common::moto::Moto;
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+    let moto = Moto::start();
+    let ns = Namespaces::new("writer", &[]);
+    let plane = shared();
+    let endpoint = moto.endpoint();
+    let mut release = Release::install_with(
+        &ns,
+        &["--set", "secretWriter.enabled=true"],
+        &[
+            "--log-level",
+            "trace",
+            "--secret-writer",
+            "--secret-writer-prefix",
+            "test-cluster",
+            "--cluster-name",
+            "test-cluster",
+            "--secret-writer-region",
+            "us-east-1",
+        ],
+        &[
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ],
+    );
+    let sm = |target: &str, body: Value| {
+        let (status, answer) = moto.json("us-east-1", &format!("secretsmanager.{target}"), &body);
+        assert_eq!(status, 200, "{target}: {answer}");
+        answer
+    };
+    let apply = |object: &Value| {
+        let output = plane.kubectl_stdin(
+            &["apply", "-n", &ns.app, "-f", "-"],
+            Some(object.to_string().as_bytes()),
+        );
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // Create: Kubernetes keeps only the ARN, Secrets Manager holds the value.
+    let (ok, stderr) = apply(&labelled_secret(
+        "db",
+        &[("password", b"hunter2-first")],
+        "Opaque",
+    ));
+    assert!(ok, "{stderr}");
+    let stored = plane.get_json(&["secret", "db", "-n", &ns.app]);
+    let arn = stored["metadata"]["annotations"]["secrets.k8s.aws/secret-arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        arn.starts_with(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:test-cluster/app-writer/db-"
+        ),
+        "{arn}"
+    );
+    assert_eq!(
+        stored["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["arn"]
+    );
+    assert_eq!(b64(stored["data"]["arn"].as_str().unwrap()), arn.as_bytes());
+    let value = |arn: &str| {
+        sm(
+            "GetSecretValue",
+            json!({"SecretId": arn, "VersionStage": "AWSCURRENT"}),
+        )["SecretString"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(value(&arn), r#"{"password":"hunter2-first"}"#);
+    let tags = sm("DescribeSecret", json!({"SecretId": arn}))["Tags"].clone();
+    assert!(
+        tags.to_string()
+            .contains(r#""Key":"kubernetes.io/cluster","Value":"test-cluster""#),
+        "{tags}"
+    );
+    let versions = |arn: &str| {
+        sm("ListSecretVersionIds", json!({"SecretId": arn}))["Versions"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(versions(&arn), 1);
+
+    // A changed value by `kubectl apply`: a new AWSCURRENT version; the same again: none.
+    let changed = labelled_secret("db", &[("password", b"hunter2-second")], "Opaque");
+    let (ok, stderr) = apply(&changed);
+    assert!(ok, "{stderr}");
+    assert_eq!(value(&arn), r#"{"password":"hunter2-second"}"#);
+    assert_eq!(versions(&arn), 2);
+    let (ok, stderr) = apply(&changed);
+    assert!(ok, "{stderr}");
+    assert_eq!(versions(&arn), 2, "the same content made another version");
+    let stored = plane.get_json(&["secret", "db", "-n", &ns.app]);
+    assert_eq!(
+        stored["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["arn"]
+    );
+
+    // Binary values round-trip through the base64 marker.
+    let binary: &[u8] = &[0, 159, 146, 150, 255];
+    let (ok, stderr) = apply(&labelled_secret("cert", &[("key.der", binary)], "Opaque"));
+    assert!(ok, "{stderr}");
+    let cert_arn = plane.get_json(&["secret", "cert", "-n", &ns.app])["metadata"]["annotations"]
+        ["secrets.k8s.aws/secret-arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored_value: Value = serde_json::from_str(&value(&cert_arn)).unwrap();
+    assert_eq!(
+        stored_value["secrets.k8s.aws/base64-keys"],
+        json!(["key.der"])
+    );
+    assert_eq!(b64(stored_value["key.der"].as_str().unwrap()), binary);
+
+    // Dry run: nothing written anywhere, a warning says so.
+    let count = || {
+        sm("ListSecrets", json!({}))["SecretList"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count();
+    let dry = plane.kubectl_stdin(
+        &[
+            "create",
+            "-n",
+            &ns.app,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(
+            labelled_secret("dry", &[("k", b"dry-value")], "Opaque")
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("dry run, nothing was written"));
+    let shown: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        shown["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["arn"]
+    );
+    assert_eq!(count(), before);
+    assert!(
+        !plane
+            .kubectl(&["get", "secret", "dry", "-n", &ns.app])
+            .status
+            .success()
+    );
+
+    // Denied: a labelled TLS Secret, a value over 65,536 bytes.
+    let (ok, stderr) = apply(&labelled_secret(
+        "tls",
+        &[("tls.crt", b"x"), ("tls.key", b"y")],
+        "kubernetes.io/tls",
+    ));
+    assert!(!ok);
+    assert!(stderr.contains("only Opaque Secrets"), "{stderr}");
+    let big = vec![b'x'; 70_000];
+    let (ok, stderr) = apply(&labelled_secret("big", &[("blob", &big)], "Opaque"));
+    assert!(!ok);
+    assert!(stderr.contains("65536 bytes"), "{stderr}");
+
+    // An unlabelled Secret is stored as it is and never reaches the webhook.
+    let reviews = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("secret_inject_admission_reviews_total{endpoint=\"secrets\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let admin = release.webhook.as_ref().unwrap().admin;
+    let seen = reviews(&crate::common::webhook::metrics(admin));
+    assert!(seen >= 5, "{seen}");
+    let mut plain = labelled_secret("plain", &[("k", b"plain-value")], "Opaque");
+    plain["metadata"]["labels"] = json!({});
+    let (ok, stderr) = apply(&plain);
+    assert!(ok, "{stderr}");
+    let stored = plane.get_json(&["secret", "plain", "-n", &ns.app]);
+    assert_eq!(b64(stored["data"]["k"].as_str().unwrap()), b"plain-value");
+    assert_eq!(reviews(&crate::common::webhook::metrics(admin)), seen);
+
+    // The consuming path: a pod annotated with the stored ARN gets it rendered for the agent.
+    create_ok(
+        plane,
+        &ns.app,
+        &pod("consumer", json!({"secrets.k8s.aws/secret-arn": arn}), true),
+    );
+    let consumer = plane.get_json(&["pod", "consumer", "-n", &ns.app]);
+    let env = &consumer["spec"]["initContainers"][0]["env"];
+    assert!(env.to_string().contains(&arn), "{env}");
+    // The agent, run with the env the API server stored, gives back the original data.
+    let out = tempfile::Builder::new()
+        .prefix("secret-inject-writer-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"));
+    agent.arg("agent").env_clear();
+    for var in env.as_array().unwrap() {
+        agent.env(
+            var["name"].as_str().unwrap(),
+            var["value"].as_str().unwrap(),
+        );
+    }
+    let run = agent
+        .env("SECRET_INJECT_OUTPUT_DIR", out.path())
+        .env(
+            "SECRET_INJECT_TERMINATION_LOG",
+            scratch.path().join("termination"),
+        )
+        .env("HOME", scratch.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        r#"{"password":"hunter2-second"}"#
+    );
+
+    // No value in the webhook's logs, at trace level.
+    let logs = release.webhook.as_ref().unwrap().log_lines().join("\n");
+    for value in [
+        "hunter2-first",
+        "hunter2-second",
+        "plain-value",
+        "dry-value",
+    ] {
+        assert!(!logs.contains(value), "{value} in the webhook's logs");
+    }
+
+    // Secrets Manager down: the create is refused and nothing lands in etcd.
+    drop(moto);
+    let (ok, stderr) = apply(&labelled_secret("late", &[("k", b"late-value")], "Opaque"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot store Secret app-writer/late in Secrets Manager"),
+        "{stderr}"
+    );
+    assert!(
+        !plane
+            .kubectl(&["get", "secret", "late", "-n", &ns.app])
+            .status
+            .success()
+    );
+    release.stop_webhook();
+}

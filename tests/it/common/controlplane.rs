@@ -564,12 +564,24 @@ pub struct Release {
     /// The certificate directory the webhook reads (kubelet-style `..data` layout).
     pub tls_dir: tempfile::TempDir,
     generation: u32,
+    webhook_args: Vec<String>,
+    webhook_env: Vec<(String, String)>,
 }
 
 impl Release {
     /// `helm install <name> charts/secret-inject` into the release namespace, the webhook scoped
     /// to the app namespace, then our webhook started with the chart's certificate.
     pub fn install(ns: &Namespaces, extra: &[&str]) -> Release {
+        Release::install_with(ns, extra, &[], &[])
+    }
+
+    /// [`Release::install`], the webhook started with more arguments and environment.
+    pub fn install_with(
+        ns: &Namespaces,
+        extra: &[&str],
+        webhook_args: &[&str],
+        webhook_env: &[(&str, &str)],
+    ) -> Release {
         let plane = ns.plane;
         let chart = repo_root().join("charts/secret-inject");
         let selector = format!(
@@ -607,6 +619,11 @@ impl Release {
             webhook: None,
             tls_dir: tempfile::tempdir().unwrap(),
             generation: 0,
+            webhook_args: webhook_args.iter().map(|a| (*a).to_owned()).collect(),
+            webhook_env: webhook_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         release.sync_certificate(ns);
         release.start_webhook();
@@ -669,6 +686,9 @@ impl Release {
             "--tls-reload-interval",
             "200ms",
         ]);
+        command.args(&self.webhook_args);
+        command.env("AWS_EC2_METADATA_DISABLED", "true");
+        command.envs(self.webhook_env.iter().map(|(k, v)| (k, v)));
         self.webhook = Some(super::webhook::Webhook::from_command(
             command,
             tempfile::tempdir().unwrap(),

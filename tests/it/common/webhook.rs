@@ -176,6 +176,18 @@ impl Webhook {
     }
 }
 
+/// `GET /metrics` of the admin port, blocking.
+pub fn metrics(admin: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// `GET /readyz` answers 200.
 fn is_ready(admin: SocketAddr) -> bool {
     use std::io::{Read as _, Write as _};
