@@ -68,6 +68,17 @@ fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
         ("default", vec![]),
         ("cert-manager", s(&["--set", "tls.mode=certManager"])),
         (
+            "secret writer",
+            s(&[
+                "--set",
+                "secretWriter.enabled=true",
+                "--set",
+                "secretWriter.region=eu-west-1",
+                "--set",
+                "secretWriter.kmsKeyId=alias/secrets",
+            ]),
+        ),
+        (
             "cert-manager with issuerRef",
             s(&[
                 "--set",
@@ -181,6 +192,41 @@ fn every_rendered_object_validates_on_every_supported_version() {
             assert!(!text.contains("ERROR"), "{label} on {version}:\n{text}");
         }
     }
+}
+
+#[test]
+fn the_secret_writer_webhook_is_off_by_default_and_fails_closed_when_on() {
+    for version in common::KUBE_VERSIONS {
+        let docs = render(version, &["--set", "secretWriter.enabled=true"]);
+        let hooks = find(&docs, "MutatingWebhookConfiguration")["webhooks"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(hooks.len(), 2);
+        let hook = &hooks[1];
+        assert_eq!(hook["name"], "secrets.secret-inject.secrets.k8s.aws");
+        assert_eq!(hook["sideEffects"], "NoneOnDryRun");
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert_eq!(hook["clientConfig"]["service"]["path"], "/mutating-secrets");
+        assert_eq!(
+            hook["objectSelector"],
+            json!({"matchLabels": {"secrets.k8s.aws/store": "secretsmanager"}})
+        );
+        assert_eq!(hook["rules"][0]["resources"], json!(["secrets"]));
+        assert_eq!(hook["namespaceSelector"], hooks[0]["namespaceSelector"]);
+        let args =
+            find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+        assert!(args.as_array().unwrap().contains(&json!("--secret-writer")));
+        assert!(
+            args.as_array()
+                .unwrap()
+                .contains(&json!("--secret-writer-timeout=8s"))
+        );
+    }
+    let docs = render(common::KUBE_VERSIONS[1], &[]);
+    let args =
+        find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(!args.to_string().contains("--secret-writer"));
 }
 
 #[test]
