@@ -224,3 +224,100 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_credential_types::Credentials;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A Secrets Manager that never answers.
+    #[derive(Debug, Clone)]
+    struct Stalled;
+
+    impl HttpConnector for Stalled {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            HttpConnectorFuture::new(std::future::pending())
+        }
+    }
+
+    impl HttpClient for Stalled {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn endpoint() -> Secrets {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "secret", None, None, "test"))
+            .http_client(Stalled)
+            .build();
+        Secrets::new(
+            aws_sdk_secretsmanager::Client::from_conf(config),
+            WriterConfig {
+                prefix: "test".to_owned(),
+                cluster: "test".to_owned(),
+            },
+            None,
+            Duration::from_millis(200),
+        )
+    }
+
+    fn review(dry_run: bool) -> Bytes {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "db", "namespace": "ns",
+                         "labels": {spec::STORE_LABEL: spec::STORE_SECRETS_MANAGER}},
+            "data": {"password": "c2VjcmV0LXZhbHVl"}});
+        Bytes::from(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Secret"},
+                "resource": {"group": "", "version": "v1", "resource": "secrets"},
+                "namespace": "ns", "name": "db", "operation": "CREATE", "userInfo": {},
+                "object": secret, "dryRun": dry_run}})
+            .to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_aws_call_that_would_outlast_the_timeout_is_a_denial() {
+        let started = std::time::Instant::now();
+        let reviewed = endpoint().review(review(false)).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(reviewed.outcome, Outcome::Denied);
+        let body: Value = serde_json::from_slice(&reviewed.body).unwrap();
+        assert_eq!(body["response"]["allowed"], false);
+        let message = body["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("did not answer within 200ms"), "{message}");
+        assert!(
+            message.contains("nothing was stored in Kubernetes"),
+            "{message}"
+        );
+        assert!(!message.contains("secret-value"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_calls_nothing() {
+        // The stalled client would time the review out if it were called.
+        let reviewed = endpoint().review(review(true)).await;
+        assert_eq!(reviewed.outcome, Outcome::Mutated);
+        let body: Value = serde_json::from_slice(&reviewed.body).unwrap();
+        assert!(
+            body["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("dry run")
+        );
+    }
+}
