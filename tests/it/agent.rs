@@ -691,19 +691,25 @@ impl FakeImds {
     }
 }
 
+/// A pod with no identity of its own, the metadata service at `imds`, and the SDK's own IMDS
+/// switch on: only the agent's default keeps it from being asked.
+fn no_identity_env<'a>(imds: &'a FakeImds, out: &'a Path) -> [(&'static str, &'a str); 4] {
+    [
+        (
+            "SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        ),
+        ("SECRET_INJECT_OUTPUT_DIR", out.to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
+    ]
+}
+
 #[test]
 fn no_aws_identity_fails_at_once_with_its_own_exit_code_and_never_asks_imds() {
     let imds = FakeImds::start();
     let out = ram_dir();
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
-    let env = [
-        ("SECRET_ARN", arn),
-        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
-        // Even with IMDS enabled in the SDK's own switch, the agent does not ask it by default.
-        ("AWS_EC2_METADATA_DISABLED", "false"),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
-    ];
-    let run = agent(&env, &["--deadline", "60s"]);
+    let run = agent(&no_identity_env(&imds, out.path()), &["--deadline", "60s"]);
     assert_eq!(run.code, Some(9), "{}", run.output);
     assert!(
         run.elapsed < Duration::from_secs(5),
@@ -738,14 +744,10 @@ fn no_aws_identity_fails_at_once_with_its_own_exit_code_and_never_asks_imds() {
 fn instance_metadata_is_asked_only_when_allowed() {
     let imds = FakeImds::start();
     let out = ram_dir();
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
-    let env = [
-        ("SECRET_ARN", arn),
-        ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
-        ("AWS_EC2_METADATA_DISABLED", "false"),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
-    ];
-    let run = agent(&env, &["--allow-instance-metadata", "--deadline", "3s"]);
+    let run = agent(
+        &no_identity_env(&imds, out.path()),
+        &["--allow-instance-metadata", "--deadline", "3s"],
+    );
     assert_ne!(run.code, Some(0), "{}", run.output);
     assert_ne!(
         run.code,

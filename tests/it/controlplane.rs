@@ -247,12 +247,7 @@ fn match_conditions_keep_unannotated_pods_away_from_a_webhook_that_is_down() {
         stderr.contains("failed calling webhook \"pods.secret-inject.secrets.k8s.aws\""),
         "{stderr}"
     );
-    assert!(
-        !plane
-            .kubectl(&["get", "pod", "annotated-1", "-n", &ns.app])
-            .status
-            .success()
-    );
+    assert!(!plane.exists("pod", "annotated-1", &ns.app));
     release.start_webhook();
     create_ok(plane, &ns.app, &pod("plain-2", json!({}), true));
     create_ok(
@@ -327,10 +322,7 @@ fn server_side_dry_run_returns_the_injected_pod_and_stores_nothing() {
     let returned: Value = serde_json::from_slice(&answer.stdout).unwrap();
     assert_injected(&returned);
     assert!(
-        !plane
-            .kubectl(&["get", "pod", "dry", "-n", &ns.app])
-            .status
-            .success(),
+        !plane.exists("pod", "dry", &ns.app),
         "a dry run stored the pod"
     );
 }
@@ -696,12 +688,7 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
         ["arn"]
     );
     assert_eq!(count(), before);
-    assert!(
-        !plane
-            .kubectl(&["get", "secret", "dry", "-n", &ns.app])
-            .status
-            .success()
-    );
+    assert!(!plane.exists("secret", "dry", &ns.app));
 
     // Denied: a labelled TLS Secret, a value over 65,536 bytes.
     let (ok, stderr) = apply(&labelled_secret(
@@ -800,11 +787,6 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
         stderr.contains("cannot store Secret app-writer/late in Secrets Manager"),
         "{stderr}"
     );
-    assert!(
-        !plane
-            .kubectl(&["get", "secret", "late", "-n", &ns.app])
-            .status
-            .success()
-    );
+    assert!(!plane.exists("secret", "late", &ns.app));
     release.stop_webhook();
 }

@@ -13,7 +13,6 @@
 //! Every process is started under a guard shell that kills it when the test binary's end of a
 //! pipe closes, so nothing outlives the tests, even when one panics or the binary is killed.
 
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{repo_root, tool};
+use super::repo_root;
 
 /// The Service range: routed to `lo` while the control plane runs, so ClusterIPs are local.
 pub const SERVICE_CIDR: &str = "10.250.0.0/24";
@@ -434,6 +433,13 @@ impl ControlPlane {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Whether the API server has the object.
+    pub fn exists(&self, kind: &str, name: &str, namespace: &str) -> bool {
+        self.kubectl(&["get", kind, name, "-n", namespace])
+            .status
+            .success()
+    }
+
     /// `kubectl get ... -o json`.
     pub fn get_json(&self, args: &[&str]) -> Value {
         let mut all = vec!["get"];
@@ -448,25 +454,19 @@ impl ControlPlane {
     }
 
     fn run(&self, name: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(tool(name))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
-            .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
-            .env("HELM_DATA_HOME", self.dir.join("helm/data"))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input).unwrap();
-        }
-        child.wait_with_output().unwrap()
+        let helm = |dir: &str| self.dir.join("helm").join(dir);
+        let (cache, config, data) = (helm("cache"), helm("config"), helm("data"));
+        super::run_tool_with_env(
+            name,
+            args,
+            &[
+                ("KUBECONFIG", self.kubeconfig.as_path()),
+                ("HELM_CACHE_HOME", &cache),
+                ("HELM_CONFIG_HOME", &config),
+                ("HELM_DATA_HOME", &data),
+            ],
+            stdin,
+        )
     }
 }
 

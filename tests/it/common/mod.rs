@@ -64,10 +64,21 @@ pub fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
 
 /// Run a tool and return its whole output, whatever its exit status.
 pub fn run_tool_raw(name: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    run_tool_with_env(name, args, &[], stdin)
+}
+
+/// [`run_tool_raw`] with extra environment variables.
+pub fn run_tool_with_env(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let mut child = Command::new(tool(name))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
