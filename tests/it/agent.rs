@@ -806,20 +806,26 @@ fn each_retry_is_one_concise_line() {
         vec![
             Fault::ServerError,
             Fault::Throttle,
-            Fault::ServerError,
+            Fault::Reset,
             Fault::Pass,
         ],
     );
     let out = ram_dir();
     let run = agent(
         &basic_env(&proxy.endpoint(), &arn, out.path()),
-        &["--deadline", "30s"],
+        &["--deadline", "30s", "--log-level", "debug"],
     );
     assert_eq!(run.code, Some(0), "{}", run.output);
+    // The details are there, at debug level, on lines of their own.
+    assert!(
+        run.output.contains("transient error detail"),
+        "{}",
+        run.output
+    );
     let retries: Vec<&str> = run
         .output
         .lines()
-        .filter(|l| l.contains("retrying"))
+        .filter(|l| l.contains("transient error; retrying"))
         .collect();
     assert_eq!(retries.len(), 3, "{}", run.output);
     for line in retries {
@@ -827,7 +833,8 @@ fn each_retry_is_one_concise_line() {
         assert!(line.contains("code="), "{line}");
         assert!(line.contains("retry_in_ms="), "{line}");
         assert!(line.len() < 250, "{} chars: {line}", line.len());
-        for noise in ["headers", "body", "SdkBody", "{"] {
+        // Attempt, code and next delay only: the error's details are the debug line's.
+        for noise in ["detail=", "headers", "body", "SdkBody", "{"] {
             assert!(!line.contains(noise), "{noise:?} in {line}");
         }
     }
