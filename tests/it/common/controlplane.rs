@@ -306,6 +306,9 @@ impl ControlPlane {
                  ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota,PodSecurity"
                     .to_owned(),
                 "--allow-privileged=true".to_owned(),
+                // The `kubernetes` Service cannot point at a loopback address; nothing here needs
+                // its endpoints, and the reconciler would log a refusal every 10 s.
+                "--endpoint-reconciler-type=none".to_owned(),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
                 "--v=1".to_owned(),
             ],
