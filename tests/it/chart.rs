@@ -68,6 +68,15 @@ fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
         ("default", vec![]),
         ("cert-manager", s(&["--set", "tls.mode=certManager"])),
         (
+            "network policy",
+            s(&[
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=observability",
+            ]),
+        ),
+        (
             "secret writer",
             s(&[
                 "--set",
@@ -192,6 +201,49 @@ fn every_rendered_object_validates_on_every_supported_version() {
             assert!(!text.contains("ERROR"), "{label} on {version}:\n{text}");
         }
     }
+}
+
+#[test]
+fn the_network_policy_opens_the_webhook_port_and_the_admin_port_only_to_its_peers() {
+    let version = common::KUBE_VERSIONS[1];
+    assert!(
+        !render(version, &[])
+            .iter()
+            .any(|d| d["kind"] == "NetworkPolicy"),
+        "off by default"
+    );
+    let peer = "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=observability";
+    let docs = render(
+        version,
+        &["--set", "networkPolicy.enabled=true", "--set", peer],
+    );
+    let policy = find(&docs, "NetworkPolicy");
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(
+        ingress[0],
+        json!({"ports": [{"protocol": "TCP", "port": 8443}]})
+    );
+    assert_eq!(
+        ingress[1],
+        json!({"from": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}],
+               "ports": [{"protocol": "TCP", "port": 8080}]})
+    );
+    // Without peers, the admin port is closed to everyone.
+    let docs = render(version, &["--set", "networkPolicy.enabled=true"]);
+    assert_eq!(
+        find(&docs, "NetworkPolicy")["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]

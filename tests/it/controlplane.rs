@@ -365,10 +365,16 @@ fn helm_upgrade_keeps_the_ca_and_the_webhook_serves_across_a_certificate_change(
             String::from_utf8_lossy(&output.stderr)
         );
     };
-    // lookup finds the Secret: same certificate, same caBundle.
-    upgrade(&[]);
+    let pdb = || plane.get_json(&["pdb", &release_name(&ns), "-n", &ns.release])["spec"].clone();
+    let pdb_before = pdb();
+    // lookup finds the Secret: same certificate, same caBundle; the PDB stays as it was.
+    upgrade(&["--set", "networkPolicy.enabled=true"]);
     assert_eq!(config(), ca_before);
     assert_eq!(secret(), cert_before);
+    assert_eq!(pdb(), pdb_before);
+    // The API server takes the optional NetworkPolicy.
+    let policy = plane.get_json(&["networkpolicy", &release_name(&ns), "-n", &ns.release]);
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8443);
     // A certificate near expiry is renewed: the Secret changes, the old CA stays trusted.
     upgrade(&["--set", "tls.generate.renewBeforeDays=4000"]);
     assert_ne!(secret(), cert_before);
