@@ -20,3 +20,35 @@ pub async fn shutdown_signal() -> &'static str {
     info!("{name} received");
     name
 }
+
+/// Every SIGTERM and SIGINT from now on, as messages (the webhook drains on the first and stops
+/// draining on the second).
+pub fn stop_signals() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    tokio::spawn(async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(error), _) | (_, Err(error)) => {
+                warn!(%error, "cannot listen for SIGTERM/SIGINT; stopping needs SIGKILL");
+                // Keep the sender: a closed channel would read as a stop.
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        loop {
+            let name = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = int.recv() => "SIGINT",
+                else => return,
+            };
+            info!("{name} received");
+            if sender.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}

@@ -265,9 +265,7 @@ impl WebhookArgs {
                     format!("cannot listen on {bind_address} ports {port} and {admin_port}")
                 })?;
             server
-                .run(async {
-                    crate::signal::shutdown_signal().await;
-                })
+                .run(crate::signal::stop_signals())
                 .await
                 .context("webhook server failed")
         })?;

@@ -11,7 +11,6 @@ pub mod secrets;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -91,8 +91,10 @@ impl Server {
         self.bound
     }
 
-    /// Serve until `shutdown` resolves, then stop accepting and drain in-flight requests.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    /// Serve until the first message on `stop` (or its sender is gone), then stop accepting and
+    /// drain in-flight requests for up to the grace period; a second message ends the drain at
+    /// once (an operator's second Ctrl-C or SIGTERM).
+    pub async fn run(self, mut stop: mpsc::UnboundedReceiver<()>) -> std::io::Result<()> {
         let Server {
             options,
             resolver,
@@ -143,10 +145,9 @@ impl Server {
         let graceful = GracefulShutdown::new();
         router.set_ready(true);
 
-        tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
+                _ = stop.recv() => break,
                 accepted = webhook.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -192,6 +193,7 @@ impl Server {
         drop(webhook);
         tokio::select! {
             () = graceful.shutdown() => info!("all connections drained"),
+            Some(()) = stop.recv() => warn!("second stop signal: closing remaining connections now"),
             () = tokio::time::sleep(options.shutdown_grace_period) => {
                 warn!(grace_period = ?options.shutdown_grace_period, "grace period over; closing remaining connections");
             }

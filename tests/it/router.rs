@@ -253,10 +253,8 @@ async fn the_server_reports_its_bound_addresses_and_serves_there() {
     assert_ne!(bound.webhook.port(), 0);
     assert_ne!(bound.admin.port(), 0);
     assert_ne!(bound.webhook, bound.admin);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let serving = tokio::spawn(server.run(stopped));
 
     let stream = common::webhook::connect(bound.webhook, &ca, "secret-inject.testns.svc", &[b"h2"])
         .await

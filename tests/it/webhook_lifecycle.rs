@@ -326,3 +326,43 @@ fn without_certificate_files_the_webhook_refuses_to_start_unless_dev_tls() {
         assert!(message.contains(expected), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    let mut server = Webhook::start(&[
+        "--shutdown-grace-period",
+        "60s",
+        "--body-read-timeout",
+        "60s",
+    ]);
+    let ca = server.ca_path();
+    // An in-flight request that will not finish: its body never comes.
+    let mut stream = connect(server.webhook, &ca, SERVICE_DNS, &[b"http/1.1"])
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /mutating-pods HTTP/1.1\r\nhost: {SERVICE_DNS}\r\ncontent-length: 1000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal(Signal::TERM);
+    // Draining: still running a second later, held by the request.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(server.child.try_wait().unwrap().is_none(), "did not drain");
+    let second = Instant::now();
+    server.signal(Signal::TERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    let logs = server.log_lines().join("\n");
+    assert!(logs.contains("second stop signal"), "{logs}");
+}

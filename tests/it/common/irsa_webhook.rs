@@ -117,7 +117,7 @@ pub struct IrsaWebhook {
     pub url: String,
     pub ca_pem: String,
     _runtime: tokio::runtime::Runtime,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 impl IrsaWebhook {
@@ -154,10 +154,8 @@ impl IrsaWebhook {
             .block_on(Server::bind(options, Arc::new(resolver), Arc::new(router)))
             .unwrap();
         let address: SocketAddr = server.bound().webhook;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, stopped) = tokio::sync::mpsc::unbounded_channel::<()>();
+        runtime.spawn(server.run(stopped));
         IrsaWebhook {
             url: format!("https://127.0.0.1:{}/mutate", address.port()),
             ca_pem: dev.ca_pem,
