@@ -366,3 +366,62 @@ async fn a_second_sigterm_during_the_drain_exits_at_once() {
     let logs = server.log_lines().join("\n");
     assert!(logs.contains("second stop signal"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_do_not_starve_others() {
+    let server = Webhook::start(&["--header-read-timeout", "30s", "--body-read-timeout", "30s"]);
+    let ca = server.ca_path();
+    // 1,000 idle TCP connections that never start TLS.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(server.webhook).await.unwrap());
+    }
+    // 20 slowloris clients: TLS done, headers dribbled a byte at a time; 20 that dribble a body.
+    let mut slow = Vec::new();
+    for i in 0..40 {
+        let mut stream = connect(server.webhook, &ca, SERVICE_DNS, &[b"http/1.1"])
+            .await
+            .unwrap();
+        let start: &[u8] = if i < 20 {
+            b"POST /mutating-pods HTTP/1.1\r\nho"
+        } else {
+            b"POST /mutating-pods HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{"
+        };
+        stream.write_all(start).await.unwrap();
+        stream.flush().await.unwrap();
+        slow.push(stream);
+    }
+    let dribble = tokio::spawn(async move {
+        for _ in 0..20 {
+            for stream in slow.iter_mut() {
+                let _ = stream.write_all(b" ").await;
+                let _ = stream.flush().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slow
+    });
+    // Meanwhile, ordinary reviews are answered, and quickly.
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        for _ in 0..20 {
+            let started = Instant::now();
+            let mut client = Client::new(
+                connect(server.webhook, &ca, SERVICE_DNS, &[alpn])
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let (status, _) = client.post("/mutating-pods", review_body()).await.unwrap();
+            assert_eq!(status, 200);
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "a review took {:?} beside slow clients",
+                started.elapsed()
+            );
+        }
+    }
+    let (status, metrics) = server.admin_get("/readyz").await;
+    assert_eq!((status.as_u16(), metrics.as_str()), (200, "ok\n"));
+    drop(dribble.await.unwrap());
+    drop(idle);
+}
