@@ -26,6 +26,9 @@ use tracing::{debug, info, warn};
 pub use router::{BodyLimits, Router};
 use tls::{Reload, ReloadingResolver};
 
+/// How long, after the stop, connections keep being served before keep-alive is switched off.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// How the servers listen and time out.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -145,24 +148,13 @@ impl Server {
         let graceful = GracefulShutdown::new();
         router.set_ready(true);
 
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = stop.recv() => break,
-                accepted = webhook.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        let handshake_timeout = options.header_read_timeout;
+        let serve = |stream: tokio::net::TcpStream, peer: SocketAddr| {
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let router = router.clone();
-            let handshake_timeout = options.header_read_timeout;
             let builder = builder.clone();
+            // Taken before the handshake: the drain waits for connections still shaking hands.
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let tls =
@@ -186,13 +178,44 @@ impl Server {
                     debug!(%peer, %error, "connection ended with an error");
                 }
             });
+        };
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.recv() => break,
+                accepted = webhook.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            serve(stream, peer);
         }
 
         info!("shutting down: no longer accepting, draining in-flight requests");
         router.set_ready(false);
+        // Connections the kernel queued before the stop are clients that already called: serve
+        // them rather than reset them.
+        while let Ok(Ok((stream, peer))) =
+            tokio::time::timeout(Duration::from_millis(1), webhook.accept()).await
+        {
+            serve(stream, peer);
+        }
         drop(webhook);
+        // A connection whose first request is still unread counts as idle, and a graceful
+        // shutdown closes idle HTTP/1.1 connections at once, resetting that request. A short
+        // linger lets such requests be read (and answered) before keep-alive is switched off.
+        let linger = LINGER.min(options.shutdown_grace_period);
+        let drained = async {
+            tokio::time::sleep(linger).await;
+            graceful.shutdown().await;
+        };
         tokio::select! {
-            () = graceful.shutdown() => info!("all connections drained"),
+            () = drained => info!("all connections drained"),
             Some(()) = stop.recv() => warn!("second stop signal: closing remaining connections now"),
             () = tokio::time::sleep(options.shutdown_grace_period) => {
                 warn!(grace_period = ?options.shutdown_grace_period, "grace period over; closing remaining connections");

@@ -425,3 +425,104 @@ async fn slow_and_idle_clients_do_not_starve_others() {
     drop(dribble.await.unwrap());
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sustained_load_across_certificate_rotations_then_sigterm_loses_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let volume = tempfile::tempdir().unwrap();
+    let certs: Vec<_> = (0..6)
+        .map(|_| generate_dev_certificate("secret-inject", "testns").unwrap())
+        .collect();
+    // Clients trust every generation's CA, as a caBundle does during a rotation.
+    let bundle = volume.path().join("..bundle.pem");
+    std::fs::write(
+        &bundle,
+        certs.iter().map(|c| c.ca_pem.as_str()).collect::<String>(),
+    )
+    .unwrap();
+    write_secret_volume(volume.path(), 0, &certs[0].cert_pem, &certs[0].key_pem);
+    let cert = volume.path().join("tls.crt").to_string_lossy().into_owned();
+    let key = volume.path().join("tls.key").to_string_lossy().into_owned();
+    let mut server = Webhook::start(&[
+        "--tls-cert-file",
+        &cert,
+        "--tls-private-key-file",
+        &key,
+        "--tls-reload-interval",
+        "50ms",
+        "--shutdown-grace-period",
+        "20s",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (stop, answered, failed, bundle) = (
+            stop.clone(),
+            answered.clone(),
+            failed.clone(),
+            bundle.clone(),
+        );
+        let address = server.webhook;
+        clients.push(tokio::spawn(async move {
+            let alpn: &[u8] = if i % 2 == 0 { b"h2" } else { b"http/1.1" };
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                // A new connection each time, so every handshake sees the latest certificate.
+                let Ok(stream) = connect(address, &bundle, SERVICE_DNS, &[alpn]).await else {
+                    // Refused only once SIGTERM closed the listener.
+                    assert!(
+                        stop.load(Ordering::SeqCst),
+                        "connect failed during the load"
+                    );
+                    break;
+                };
+                let mut client = Client::new(stream).await;
+                match client.post("/mutating-pods", review_body()).await {
+                    Ok((status, _)) if status == 200 => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        errors.push(format!("{other:?}"));
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    for (generation, cert) in certs.iter().enumerate().skip(1) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        write_secret_volume(
+            volume.path(),
+            generation as u32,
+            &cert.cert_pem,
+            &cert.key_pem,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    server.signal(Signal::TERM);
+    let mut errors = Vec::new();
+    for client in clients {
+        errors.extend(client.await.unwrap());
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(25)), Some(0));
+    assert!(errors.is_empty(), "failed requests: {errors:?}");
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert!(answered.load(Ordering::SeqCst) > 50, "too little load");
+    let reloads = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("TLS certificate reloaded"))
+        .count();
+    assert_eq!(reloads, 5, "{:?}", server.log_lines());
+    assert!(
+        !server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("reload failed"))
+    );
+}
