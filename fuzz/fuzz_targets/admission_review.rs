@@ -1,0 +1,23 @@
+//! The webhook's handler: any bytes in, a response or an error out, never a panic. A review
+//! that is answered with a patch must carry it as base64 of a JSON Patch.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use secret_inject::mutate::MutationConfig;
+use secret_inject::webhook::pods::review_pod;
+use secret_inject::webhook::review::Outcome;
+
+fuzz_target!(|data: &[u8]| {
+    let reviewed = review_pod(data, &MutationConfig::default());
+    match reviewed.outcome {
+        Outcome::Invalid => assert_eq!(reviewed.status, 400),
+        _ => {
+            assert_eq!(reviewed.status, 200);
+            let body: serde_json::Value = serde_json::from_slice(&reviewed.body).unwrap();
+            if reviewed.outcome == Outcome::Mutated {
+                assert!(body["response"]["patch"].is_string());
+                assert_eq!(body["response"]["patchType"], "JSONPatch");
+            }
+        }
+    }
+});

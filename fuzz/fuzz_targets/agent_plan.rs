@@ -1,0 +1,49 @@
+//! The agent's parsing of its rendered plan: arbitrary fields are a plan or an error naming the
+//! variable, never a panic; a plan renders into env that parses back to the same plan.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use secret_inject::contract::{PlanFields, env};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.split('\n');
+    let mut next = || parts.next().filter(|p| !p.is_empty());
+    let fields = PlanFields {
+        secret_arn: next().unwrap_or(""),
+        secret_filename: next(),
+        output_dir: next(),
+        region: next(),
+        file_mode: next(),
+        version_stage: next(),
+        version_id: next(),
+    };
+    let plan = match fields.parse() {
+        Ok(plan) => plan,
+        Err(error) => {
+            assert!(error.to_string().starts_with(error.variable));
+            return;
+        }
+    };
+    let rendered = plan.env();
+    let get = |name: &str| {
+        rendered
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let again = PlanFields {
+        secret_arn: get(env::SECRET_ARN).unwrap(),
+        secret_filename: get(env::SECRET_FILENAME),
+        output_dir: get(env::OUTPUT_DIR),
+        region: get(env::REGION),
+        file_mode: get(env::FILE_MODE),
+        version_stage: get(env::VERSION_STAGE),
+        version_id: get(env::VERSION_ID),
+    }
+    .parse()
+    .expect("a rendered plan parses");
+    assert_eq!(again, plan);
+});
