@@ -197,6 +197,90 @@ pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
 }
 
+/// A real SDK client over canned HTTP answers, for unit tests of code that takes a client.
+/// (aws-smithy-mocks would do, but its test-util features switch on serde_json's
+/// `preserve_order` for every test and bench build, which changes what the benches measure.)
+#[cfg(test)]
+pub(crate) mod canned {
+    use std::sync::{Arc, Mutex};
+
+    use aws_credential_types::Credentials;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    /// Answers request n with `script[n]`: `Some((status, body))`, or `None` for never.
+    #[derive(Debug, Clone, Default)]
+    pub struct Canned {
+        script: Arc<Mutex<Vec<Option<(u16, String)>>>>,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Canned {
+        /// A connector that plays `script`.
+        pub fn new(script: Vec<Option<(u16, String)>>) -> Self {
+            Self {
+                script: Arc::new(Mutex::new(script)),
+                requests: Arc::default(),
+            }
+        }
+
+        /// A Secrets Manager client in us-east-1 with static credentials, over this connector.
+        pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+            use aws_sdk_secretsmanager::config::{BehaviorVersion, Region, retry::RetryConfig};
+            let config = aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("AKID", "secret", None, None, "canned"))
+                .http_client(self.clone())
+                .retry_config(RetryConfig::disabled())
+                .build();
+            aws_sdk_secretsmanager::Client::from_conf(config)
+        }
+
+        /// The bodies of the requests so far.
+        pub fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    impl HttpConnector for Canned {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body = std::str::from_utf8(request.body().bytes().unwrap_or_default())
+                .unwrap_or_default()
+                .to_owned();
+            self.requests.lock().unwrap().push(body);
+            let next = {
+                let mut script = self.script.lock().unwrap();
+                assert!(!script.is_empty(), "more requests than canned responses");
+                script.remove(0)
+            };
+            match next {
+                Some((status, body)) => {
+                    HttpConnectorFuture::ready(Ok(aws_smithy_runtime_api::http::Response::new(
+                        status.try_into().unwrap(),
+                        SdkBody::from(body),
+                    )))
+                }
+                None => HttpConnectorFuture::new(std::future::pending()),
+            }
+        }
+    }
+
+    impl HttpClient for Canned {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,30 @@ pub struct PlanError {
     pub problem: String,
 }
 
+impl<'a> PlanFields<'a> {
+    /// The fields from environment-like pairs, `get` looking a variable up by its name.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        PlanFields {
+            secret_arn: get(env::SECRET_ARN).unwrap_or_default(),
+            secret_filename: get(env::SECRET_FILENAME),
+            output_dir: get(env::OUTPUT_DIR),
+            region: get(env::REGION),
+            file_mode: get(env::FILE_MODE),
+            version_stage: get(env::VERSION_STAGE),
+            version_id: get(env::VERSION_ID),
+        }
+    }
+
+    /// The fields of a rendered environment ([`Plan::env`]).
+    pub fn from_env(vars: &'a [(&'static str, String)]) -> Self {
+        Self::from_lookup(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        })
+    }
+}
+
 impl PlanFields<'_> {
     /// Validate the fields into a plan. Region: the explicit one, else the ARN's own (never an
     /// `AWS_REGION` that an identity webhook set for the cluster), else the SDK's chain.
@@ -332,23 +356,6 @@ mod tests {
 
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf";
 
-    fn fields<'a>(env: &'a [(&'static str, String)]) -> PlanFields<'a> {
-        let get = |name: &str| {
-            env.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        PlanFields {
-            secret_arn: get(env::SECRET_ARN).unwrap_or_default(),
-            secret_filename: get(env::SECRET_FILENAME),
-            output_dir: get(env::OUTPUT_DIR),
-            region: get(env::REGION),
-            file_mode: get(env::FILE_MODE),
-            version_stage: get(env::VERSION_STAGE),
-            version_id: get(env::VERSION_ID),
-        }
-    }
-
     #[test]
     fn file_mode_round_trips() {
         for mode in [
@@ -368,9 +375,9 @@ mod tests {
         plan.output_dir = MountPath::parse("/var/run/secrets/app").unwrap();
         plan.file_name = RelativeFileName::parse("db/password").unwrap();
         plan.file_mode = FileMode::GroupRead;
-        assert_eq!(fields(&plan.env()).parse(), Ok(plan.clone()));
+        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan.clone()));
         plan.version = VersionSelector::Id("01234567-89ab".to_owned());
-        assert_eq!(fields(&plan.env()).parse(), Ok(plan));
+        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan));
     }
 
     #[test]

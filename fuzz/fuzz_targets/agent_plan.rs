@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secret_inject::contract::{PlanFields, env};
+use secret_inject::contract::PlanFields;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -28,22 +28,8 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let rendered = plan.env();
-    let get = |name: &str| {
-        rendered
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let again = PlanFields {
-        secret_arn: get(env::SECRET_ARN).unwrap(),
-        secret_filename: get(env::SECRET_FILENAME),
-        output_dir: get(env::OUTPUT_DIR),
-        region: get(env::REGION),
-        file_mode: get(env::FILE_MODE),
-        version_stage: get(env::VERSION_STAGE),
-        version_id: get(env::VERSION_ID),
-    }
-    .parse()
-    .expect("a rendered plan parses");
+    let again = PlanFields::from_env(&rendered)
+        .parse()
+        .expect("a rendered plan parses");
     assert_eq!(again, plan);
 });

@@ -133,61 +133,14 @@ fn backoff(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    //! The SDK's real client and error handling, driven by canned HTTP responses: a connector
-    //! that answers each request with the next response of a script and records the request.
-    //! (aws-smithy-mocks would do, but its test-util features switch on serde_json's
-    //! `preserve_order` for every test and bench build, which changes what the benches measure.)
-
-    use std::sync::{Arc, Mutex};
-
-    use aws_credential_types::Credentials;
-    use aws_smithy_runtime_api::client::http::{
-        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-    };
-    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-    use aws_smithy_types::body::SdkBody;
+    //! The SDK's real client and error handling, driven by canned HTTP responses
+    //! ([`crate::aws::canned`]).
 
     use super::*;
+    use crate::aws::canned::Canned;
     use crate::spec::SecretArn;
 
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
-
-    /// Answers request n with `script[n]`: (HTTP status, JSON body).
-    #[derive(Debug, Clone, Default)]
-    struct Canned {
-        script: Arc<Mutex<Vec<(u16, String)>>>,
-        requests: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl HttpConnector for Canned {
-        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let body = std::str::from_utf8(request.body().bytes().unwrap_or_default())
-                .unwrap_or_default()
-                .to_owned();
-            self.requests.lock().unwrap().push(body);
-            let (status, body) = {
-                let mut script = self.script.lock().unwrap();
-                assert!(!script.is_empty(), "more requests than canned responses");
-                script.remove(0)
-            };
-            let response = aws_smithy_runtime_api::http::Response::new(
-                status.try_into().unwrap(),
-                SdkBody::from(body),
-            );
-            HttpConnectorFuture::ready(Ok(response))
-        }
-    }
-
-    impl HttpClient for Canned {
-        fn http_connector(
-            &self,
-            _: &HttpConnectorSettings,
-            _: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(self.clone())
-        }
-    }
 
     fn error(code: &str) -> (u16, String) {
         let status = if code == "SomethingNew" { 403 } else { 400 };
@@ -202,24 +155,14 @@ mod tests {
     }
 
     async fn fetch_with(script: Vec<(u16, String)>) -> (Result<Vec<u8>, Failure>, Vec<String>) {
-        let canned = Canned::default();
-        *canned.script.lock().unwrap() = script;
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKID", "secret", None, None, "canned"))
-            .http_client(canned.clone())
-            .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
-            .build();
-        let client = aws_sdk_secretsmanager::Client::from_conf(config);
+        let canned = Canned::new(script.into_iter().map(Some).collect());
         let plan = crate::contract::Plan::for_arn(SecretArn::parse(ARN).unwrap());
         let budget = RetryBudget {
             deadline: Instant::now() + Duration::from_secs(20),
             attempt_timeout: Duration::from_secs(5),
         };
-        let result = get_secret_value(&client, &plan, budget).await;
-        let requests = canned.requests.lock().unwrap().clone();
-        (result, requests)
+        let result = get_secret_value(&canned.secrets_manager(), &plan, budget).await;
+        (result, canned.requests())
     }
 
     #[tokio::test]

@@ -227,45 +227,15 @@ where
 
 #[cfg(test)]
 mod tests {
-    use aws_credential_types::Credentials;
-    use aws_smithy_runtime_api::client::http::{
-        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-    };
-    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::aws::canned::Canned;
 
-    /// A Secrets Manager that never answers.
-    #[derive(Debug, Clone)]
-    struct Stalled;
-
-    impl HttpConnector for Stalled {
-        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
-            HttpConnectorFuture::new(std::future::pending())
-        }
-    }
-
-    impl HttpClient for Stalled {
-        fn http_connector(
-            &self,
-            _: &HttpConnectorSettings,
-            _: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(self.clone())
-        }
-    }
-
+    /// The writer over a Secrets Manager that never answers.
     fn endpoint() -> Secrets {
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKID", "secret", None, None, "test"))
-            .http_client(Stalled)
-            .build();
         Secrets::new(
-            aws_sdk_secretsmanager::Client::from_conf(config),
+            Canned::new(vec![None, None]).secrets_manager(),
             WriterConfig {
                 prefix: "test".to_owned(),
                 cluster: "test".to_owned(),
