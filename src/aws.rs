@@ -212,16 +212,19 @@ pub(crate) mod canned {
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use aws_smithy_types::body::SdkBody;
 
-    /// Answers request n with `script[n]`: `Some((status, body))`, or `None` for never.
+    /// One canned answer: `Some((status, body))`, or `None` for one that never comes.
+    pub type Answer = Option<(u16, String)>;
+
+    /// Answers request n with `script[n]`.
     #[derive(Debug, Clone, Default)]
     pub struct Canned {
-        script: Arc<Mutex<Vec<Option<(u16, String)>>>>,
+        script: Arc<Mutex<Vec<Answer>>>,
         requests: Arc<Mutex<Vec<String>>>,
     }
 
     impl Canned {
         /// A connector that plays `script`.
-        pub fn new(script: Vec<Option<(u16, String)>>) -> Self {
+        pub fn new(script: Vec<Answer>) -> Self {
             Self {
                 script: Arc::new(Mutex::new(script)),
                 requests: Arc::default(),
