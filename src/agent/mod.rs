@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::aws::{self, AwsSettings, Identity, Timeouts};
-use crate::contract::{Plan, PlanError};
+use crate::contract::{Plan, PlanFields};
 use failure::{Failure, FailureKind};
 use fetch::RetryBudget;
 
@@ -36,18 +36,17 @@ pub struct Options {
     pub termination_log: PathBuf,
 }
 
-/// Run the agent to completion; returns the process exit code.
-pub fn run(plan: Result<Plan, PlanError>, options: &Options) -> u8 {
+/// Parse the plan's fields and run it to completion; returns the process exit code.
+pub fn run(fields: PlanFields<'_>, options: &Options) -> u8 {
     let started = Instant::now();
     let identity = Identity::detect(
         |name| std::env::var(name).ok(),
         options.allow_instance_metadata,
     );
-    let secret = match &plan {
-        Ok(plan) => plan.secret.to_string(),
-        Err(_) => std::env::var(crate::contract::env::SECRET_ARN).unwrap_or_default(),
-    };
-    let result = plan
+    // As given: a plan that does not parse is reported with the value it was given.
+    let secret = fields.secret_arn;
+    let result = fields
+        .parse()
         .map_err(|e| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string()))
         .and_then(|plan| {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -82,7 +81,7 @@ pub fn run(plan: Result<Plan, PlanError>, options: &Options) -> u8 {
             failure::exit::OK
         }
         Err(failure) => {
-            let message = failure.message(&secret, identity.role_arn());
+            let message = failure.message(secret, identity.role_arn());
             tracing::error!(
                 code = %failure.code,
                 exit_code = failure.kind.exit_code(),

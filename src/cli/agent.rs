@@ -76,14 +76,14 @@ impl AgentArgs {
 
     /// Run to completion; returns the exit code.
     pub fn run(self) -> u8 {
-        let plan = self.plan_fields().parse();
+        let fields = self.plan_fields();
         let AgentArgs {
             deadline,
             attempt_timeout,
             allow_disk,
             allow_instance_metadata,
             termination_log,
-            // The plan's fields, parsed above.
+            // The plan's fields, in `fields`.
             secret_arn: _,
             secret_filename: _,
             output_dir: _,
@@ -91,15 +91,15 @@ impl AgentArgs {
             version_stage: _,
             version_id: _,
             region: _,
-        } = self;
+        } = &self;
         agent::run(
-            plan,
+            fields,
             &Options {
-                deadline,
-                attempt_timeout,
-                allow_disk,
-                allow_instance_metadata,
-                termination_log,
+                deadline: *deadline,
+                attempt_timeout: *attempt_timeout,
+                allow_disk: *allow_disk,
+                allow_instance_metadata: *allow_instance_metadata,
+                termination_log: termination_log.clone(),
             },
         )
     }
