@@ -74,6 +74,17 @@ pub struct Reviewed {
     pub summary: ReviewSummary,
 }
 
+impl<T: kube_core::Resource + serde::de::DeserializeOwned> Envelope<T> {
+    /// The request of a body that must be an AdmissionReview of `T`, or why it is not.
+    pub fn parse(body: &[u8]) -> Result<AdmissionRequest<T>, String> {
+        serde_json::from_slice::<Envelope<T>>(body)
+            .map_err(|e| {
+                format!("body is not an AdmissionReview {API_VERSION} of the expected kind: {e}")
+            })?
+            .into_request()
+    }
+}
+
 impl<T: kube_core::Resource> Envelope<T> {
     /// The request, once the envelope is an AdmissionReview of the version we speak.
     pub fn into_request(self) -> Result<AdmissionRequest<T>, String> {

@@ -61,17 +61,9 @@ impl Endpoint for Secrets {
 
 impl Secrets {
     async fn review_secret(&self, body: Bytes) -> Reviewed {
-        let request = match serde_json::from_slice::<Envelope<Secret>>(&body) {
-            Ok(envelope) => match envelope.into_request() {
-                Ok(request) => request,
-                Err(reason) => return invalid(reason, Default::default()),
-            },
-            Err(error) => {
-                return invalid(
-                    format!("body is not an AdmissionReview of a v1 Secret: {error}"),
-                    Default::default(),
-                );
-            }
+        let request = match Envelope::<Secret>::parse(&body) {
+            Ok(request) => request,
+            Err(reason) => return invalid(reason, Default::default()),
         };
         let summary = summarize(&request);
         let response = AdmissionResponse::from(&request);
@@ -172,7 +164,7 @@ impl Secrets {
                 .await;
             match created {
                 Ok(output) => return output.arn().map(str::to_owned).ok_or_else(no_arn),
-                Err(error) if code(&error) == Some("ResourceExistsException") => {}
+                Err(error) if error.code() == Some("ResourceExistsException") => {}
                 Err(error) => return Err(describe(&error)),
             }
         }
@@ -193,13 +185,6 @@ impl Secrets {
 
 fn no_arn() -> String {
     "Secrets Manager answered without an ARN".to_owned()
-}
-
-fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<&str> {
-    match error {
-        SdkError::ServiceError(context) => context.err().code(),
-        _ => None,
-    }
 }
 
 /// The AWS error code and message, or the kind of failure; never a value.

@@ -42,10 +42,7 @@ impl Endpoint for IrsaMutation {
 
 impl IrsaMutation {
     fn mutate(&self, body: &[u8]) -> secret_inject::webhook::review::Reviewed {
-        let request = match serde_json::from_slice::<Envelope<Pod>>(body)
-            .map_err(|e| e.to_string())
-            .and_then(Envelope::into_request)
-        {
+        let request = match Envelope::<Pod>::parse(body) {
             Ok(request) => request,
             Err(reason) => return invalid(reason, Default::default()),
         };
