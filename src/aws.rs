@@ -197,6 +197,25 @@ pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
 }
 
+/// A Secrets Manager client for `region`, sharing `config`'s credentials (and so its one STS
+/// call) with every other client built from it.
+pub fn secrets_manager_in(config: &SdkConfig, region: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::config::Builder::from(config)
+        .region(aws_sdk_secretsmanager::config::Region::new(
+            region.to_owned(),
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// A Systems Manager client for `region`, sharing `config`'s credentials.
+pub fn ssm_in(config: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::config::Builder::from(config)
+        .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
 /// A real SDK client over canned HTTP answers, for unit tests of code that takes a client.
 /// (aws-smithy-mocks would do, but its test-util features switch on serde_json's
 /// `preserve_order` for every test and bench build, which changes what the benches measure.)
@@ -242,6 +261,19 @@ pub(crate) mod canned {
                 .retry_config(RetryConfig::disabled())
                 .build();
             aws_sdk_secretsmanager::Client::from_conf(config)
+        }
+
+        /// A Systems Manager client answered by the script.
+        pub fn ssm(&self) -> aws_sdk_ssm::Client {
+            use aws_sdk_ssm::config::{BehaviorVersion, Region, retry::RetryConfig};
+            let config = aws_sdk_ssm::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("AKID", "secret", None, None, "canned"))
+                .http_client(self.clone())
+                .retry_config(RetryConfig::disabled())
+                .build();
+            aws_sdk_ssm::Client::from_conf(config)
         }
 
         /// The bodies of the requests so far.

@@ -11,7 +11,11 @@
 
 use std::fmt;
 
-use crate::spec::{MountPath, RelativeFileName, SecretArn, is_secret_name};
+pub use crate::spec::VersionSelector;
+use crate::spec::{
+    EnvBinding, KeySelector, MountPath, OutputFormat, ParameterArn, RelativeFileName, SecretArn,
+    SecretName, SecretSpec, SourceArn, is_secret_name,
+};
 
 /// Name of the injected init container (seed contract).
 pub const CONTAINER_NAME: &str = "secrets-init-container";
@@ -29,20 +33,30 @@ pub const DEFAULT_IMAGE: &str = concat!(
 
 /// The environment variables of the contract.
 pub mod env {
-    /// ARN (or, stand-alone, name) of the secret (seed contract).
+    /// ARN (or, stand-alone, name) of the unnamed secret (seed contract).
     pub const SECRET_ARN: &str = "SECRET_ARN";
-    /// File name relative to the output directory (seed contract).
+    /// Its file name relative to the output directory (seed contract).
     pub const SECRET_FILENAME: &str = "SECRET_FILENAME";
-    /// Directory the secret is written into: the mount path of the volume.
+    /// Directory the secrets are written into: the mount path of the volume.
     pub const OUTPUT_DIR: &str = "SECRET_INJECT_OUTPUT_DIR";
-    /// Region the secret is fetched from: the webhook renders the ARN's own region.
+    /// Region the unnamed secret is fetched from: the webhook renders the ARN's own region.
     pub const REGION: &str = "SECRET_INJECT_REGION";
-    /// Octal file mode of the written secret, chosen by the webhook (see [`super::FileMode`]).
+    /// Octal mode of the written files, chosen by the webhook (see [`super::FileMode`]).
     pub const FILE_MODE: &str = "SECRET_INJECT_FILE_MODE";
-    /// Version stage to fetch, always sent explicitly.
+    /// Version stage of the unnamed secret, always sent explicitly.
     pub const VERSION_STAGE: &str = "SECRET_INJECT_VERSION_STAGE";
-    /// Version id to fetch instead of a stage.
+    /// Version id of the unnamed secret, instead of a stage.
     pub const VERSION_ID: &str = "SECRET_INJECT_VERSION_ID";
+    /// Key (or JMESPath expression) selected from the unnamed secret's JSON value.
+    pub const SECRET_KEY: &str = "SECRET_INJECT_SECRET_KEY";
+    /// Output format of the unnamed secret.
+    pub const SECRET_FORMAT: &str = "SECRET_INJECT_SECRET_FORMAT";
+    /// `VAR=key,...`: env vars fed from the unnamed secret.
+    pub const ENV: &str = "SECRET_INJECT_ENV";
+    /// The named secrets: a JSON array of [`super::SecretFields`] objects.
+    pub const SECRETS: &str = "SECRET_INJECT_SECRETS";
+    /// Region holding replicas of the Secrets Manager secrets.
+    pub const FAILOVER_REGION: &str = "SECRET_INJECT_FAILOVER_REGION";
 }
 
 /// The defaults of the contract. The output directory and file name default to the annotation
@@ -50,18 +64,26 @@ pub mod env {
 /// and `secret`).
 pub mod defaults {
     use super::FileMode;
-    /// Version stage fetched.
-    pub const VERSION_STAGE: &str = "AWSCURRENT";
+    /// Version stage fetched from Secrets Manager.
+    pub const VERSION_STAGE: &str = crate::spec::DEFAULT_VERSION_STAGE;
     /// File mode of a stand-alone agent (the webhook always renders one).
     pub const FILE_MODE: FileMode = FileMode::OwnerRead;
 }
+
+/// The env file the agent writes for the `env.<n>` annotations, relative to the volume: the
+/// path of every `fileKeyRef` the webhook adds. `..`-names are reserved for the atomic writer,
+/// so no secret's file can take it; it lives in the current set (`..data`), so it appears
+/// together with the files.
+pub const ENV_FILE: &str = "..data/..env";
+/// The env file's name inside a set.
+pub const ENV_FILE_NAME: &str = "..env";
 
 /// UID and GID the injected container runs as when the app's user is not known: the
 /// conventional "nonroot" user of distroless images.
 pub const DEFAULT_UID: i64 = 65532;
 
-/// Mode of the written secret file. The webhook chooses it together with the injected
-/// container's user so that the app containers can read the file and nobody else needs to:
+/// Mode of the written files. The webhook chooses it together with the injected container's
+/// user so that the app containers can read the files and nobody else needs to:
 ///
 /// | pod | injected container runs as | file mode |
 /// |---|---|---|
@@ -115,12 +137,24 @@ impl fmt::Display for FileMode {
 }
 
 /// The secret to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SecretId {
-    /// A full ARN (what the webhook renders).
+    /// A Secrets Manager secret by its full ARN (what the webhook renders).
     Arn(SecretArn),
-    /// A name, resolved in the agent's region (stand-alone use).
+    /// A Secrets Manager secret by name, resolved in the agent's region (stand-alone use).
     Name(String),
+    /// A Systems Manager parameter by its full ARN.
+    Parameter(ParameterArn),
+}
+
+impl SecretId {
+    /// An ARN from the annotation grammar.
+    pub fn from_source(source: &SourceArn) -> Self {
+        match source {
+            SourceArn::SecretsManager(arn) => SecretId::Arn(arn.clone()),
+            SourceArn::Parameter(arn) => SecretId::Parameter(arn.clone()),
+        }
+    }
 }
 
 impl fmt::Display for SecretId {
@@ -128,164 +162,353 @@ impl fmt::Display for SecretId {
         match self {
             SecretId::Arn(arn) => f.write_str(arn.as_str()),
             SecretId::Name(name) => f.write_str(name),
+            SecretId::Parameter(arn) => f.write_str(arn.as_str()),
         }
     }
 }
 
-/// Which version of the secret to fetch.
+/// One secret of a plan: what to fetch, and what to write from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VersionSelector {
-    /// A staging label, e.g. `AWSCURRENT`.
-    Stage(String),
-    /// A version id.
-    Id(String),
-}
-
-impl fmt::Display for VersionSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VersionSelector::Stage(stage) => write!(f, "stage {stage}"),
-            VersionSelector::Id(id) => write!(f, "version {id}"),
-        }
-    }
+pub struct SecretPlan {
+    /// Its name (`None`: the unnamed secret of the seed's variables).
+    pub name: Option<SecretName>,
+    /// The secret or parameter.
+    pub secret: SecretId,
+    /// Its version. Always set for Secrets Manager (the default stage is sent explicitly);
+    /// `None` for a parameter means its latest version.
+    pub version: Option<VersionSelector>,
+    /// The region to call. `None` only for a secret given by name without a region: the SDK's
+    /// region chain decides.
+    pub region: Option<String>,
+    /// The file (or, for `split`, directory) below the output directory.
+    pub file_name: RelativeFileName,
+    /// The part of a JSON value to use.
+    pub key: Option<KeySelector>,
+    /// How to write it.
+    pub format: OutputFormat,
+    /// The env vars it feeds.
+    pub env: Vec<EnvBinding>,
 }
 
 /// What the agent does: the one representation shared by the webhook (which renders it) and the
 /// agent (which parses it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The secret.
-    pub secret: SecretId,
-    /// Its version.
-    pub version: VersionSelector,
-    /// The region to call. `None` only for a secret given by name without a region: the SDK's
-    /// region chain decides.
-    pub region: Option<String>,
+    /// The secrets: the unnamed one first, then the named ones.
+    pub secrets: Vec<SecretPlan>,
     /// The directory the volume is mounted at.
     pub output_dir: MountPath,
-    /// The file below it.
-    pub file_name: RelativeFileName,
-    /// The file's mode.
+    /// The files' mode.
     pub file_mode: FileMode,
+    /// A region holding replicas of the Secrets Manager secrets.
+    pub failover_region: Option<String>,
+}
+
+impl SecretPlan {
+    /// The plan for a secret or parameter of the annotation grammar; the region is the ARN's
+    /// own, the version the default unless given.
+    pub fn for_spec(spec: &SecretSpec) -> Self {
+        let secret = SecretId::from_source(&spec.source);
+        Self {
+            name: spec.name.clone(),
+            version: spec.version.clone().or_else(|| default_version(&secret)),
+            region: Some(spec.source.region().to_owned()),
+            secret,
+            file_name: spec.file_name.clone(),
+            key: spec.key.clone(),
+            format: spec.format,
+            env: spec.env.clone(),
+        }
+    }
+
+    /// The plan for a secret ARN with the contract's defaults.
+    pub fn for_arn(arn: SecretArn) -> Self {
+        Self {
+            name: None,
+            region: Some(arn.region().to_owned()),
+            secret: SecretId::Arn(arn),
+            version: Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned())),
+            file_name: RelativeFileName::default(),
+            key: None,
+            format: OutputFormat::Raw,
+            env: Vec::new(),
+        }
+    }
+
+    /// How messages name it: `db` for secret `db`, else the secret's ARN or name.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("secret {name} ({})", self.secret),
+            None => self.secret.to_string(),
+        }
+    }
+
+    /// The annotation that set `base` for this secret (`secret-key` or `secret-key.db`).
+    pub fn annotation(&self, base: &str) -> String {
+        crate::spec::annotation_key(base, self.name.as_ref().map(SecretName::as_str))
+    }
+
+    fn fields(&self) -> SecretFields {
+        let (version_stage, version_id) = match &self.version {
+            Some(VersionSelector::Stage(stage)) => (Some(stage.clone()), None),
+            Some(VersionSelector::Id(id)) => (None, Some(id.clone())),
+            None => (None, None),
+        };
+        SecretFields {
+            name: self.name.as_ref().map(|n| n.as_str().to_owned()),
+            arn: self.secret.to_string(),
+            file: Some(self.file_name.as_str().to_owned()),
+            version_stage,
+            version_id,
+            key: self.key.as_ref().map(|k| k.as_str().to_owned()),
+            format: (self.format != OutputFormat::Raw).then(|| self.format.as_str().to_owned()),
+            env: (!self.env.is_empty()).then(|| EnvBinding::render_list(&self.env)),
+            region: None,
+        }
+    }
+}
+
+fn default_version(secret: &SecretId) -> Option<VersionSelector> {
+    match secret {
+        SecretId::Parameter(_) => None,
+        SecretId::Arn(_) | SecretId::Name(_) => {
+            Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()))
+        }
+    }
 }
 
 impl Plan {
-    /// The plan for a secret ARN with the contract's defaults; the region is the ARN's own.
+    /// The plan for one secret ARN with the contract's defaults (the seed's case).
     pub fn for_arn(arn: SecretArn) -> Self {
         Self {
-            region: Some(arn.region().to_owned()),
-            secret: SecretId::Arn(arn),
-            version: VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()),
+            secrets: vec![SecretPlan::for_arn(arn)],
             output_dir: MountPath::default(),
-            file_name: RelativeFileName::default(),
             file_mode: defaults::FILE_MODE,
+            failover_region: None,
         }
     }
 
-    /// The environment variables that carry this plan into the injected container.
+    /// The environment variables that carry this plan into the injected container. The
+    /// unnamed secret goes into the seed's variables, the named ones into [`env::SECRETS`].
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let mut vars = vec![
-            (env::SECRET_ARN, self.secret.to_string()),
-            (env::SECRET_FILENAME, self.file_name.as_str().to_owned()),
-            (env::OUTPUT_DIR, self.output_dir.as_str().to_owned()),
-        ];
-        if let Some(region) = &self.region {
-            vars.push((env::REGION, region.clone()));
+        let mut vars = Vec::new();
+        let (unnamed, named): (Vec<&SecretPlan>, Vec<&SecretPlan>) =
+            self.secrets.iter().partition(|s| s.name.is_none());
+        if let Some(secret) = unnamed.first() {
+            let fields = secret.fields();
+            vars.push((env::SECRET_ARN, fields.arn));
+            vars.extend(fields.file.map(|v| (env::SECRET_FILENAME, v)));
+            vars.push((env::OUTPUT_DIR, self.output_dir.as_str().to_owned()));
+            vars.extend(secret.region.clone().map(|v| (env::REGION, v)));
+            vars.push((env::FILE_MODE, self.file_mode.as_str().to_owned()));
+            vars.extend(fields.version_stage.map(|v| (env::VERSION_STAGE, v)));
+            vars.extend(fields.version_id.map(|v| (env::VERSION_ID, v)));
+            vars.extend(fields.key.map(|v| (env::SECRET_KEY, v)));
+            vars.extend(fields.format.map(|v| (env::SECRET_FORMAT, v)));
+            vars.extend(fields.env.map(|v| (env::ENV, v)));
+        } else {
+            vars.push((env::OUTPUT_DIR, self.output_dir.as_str().to_owned()));
+            vars.push((env::FILE_MODE, self.file_mode.as_str().to_owned()));
         }
-        vars.push((env::FILE_MODE, self.file_mode.as_str().to_owned()));
-        vars.push(match &self.version {
-            VersionSelector::Stage(stage) => (env::VERSION_STAGE, stage.clone()),
-            VersionSelector::Id(id) => (env::VERSION_ID, id.clone()),
-        });
+        if !named.is_empty() {
+            let list: Vec<SecretFields> = named.iter().map(|s| s.fields()).collect();
+            // Strings only: serializing cannot fail.
+            vars.push((
+                env::SECRETS,
+                serde_json::to_string(&list).unwrap_or_default(),
+            ));
+        }
+        vars.extend(
+            self.failover_region
+                .clone()
+                .map(|v| (env::FAILOVER_REGION, v)),
+        );
         vars
     }
+
+    /// Every env var of the plan's secrets.
+    pub fn env_bindings(&self) -> impl Iterator<Item = (&SecretPlan, &EnvBinding)> {
+        self.secrets
+            .iter()
+            .flat_map(|s| s.env.iter().map(move |b| (s, b)))
+    }
+}
+
+/// One secret's fields as the agent receives them, before validation: the seed's variables for
+/// the unnamed secret, or one object of the [`env::SECRETS`] JSON array for a named one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretFields {
+    /// The secret's name (`<n>` of its annotations); required in [`env::SECRETS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its ARN (or, stand-alone, a Secrets Manager name).
+    pub arn: String,
+    /// Its file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its version stage or label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_stage: Option<String>,
+    /// Its version id or number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// The key selected from its JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its output format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `VAR=key,...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The region to call (only the unnamed secret's [`env::REGION`]; named secrets use their
+    /// ARN's region).
+    #[serde(skip)]
+    pub region: Option<String>,
 }
 
 /// The plan's fields as the agent receives them (flags or environment), before validation.
 #[derive(Debug, Clone, Default)]
-pub struct PlanFields<'a> {
-    /// [`env::SECRET_ARN`].
-    pub secret_arn: &'a str,
-    /// [`env::SECRET_FILENAME`], if set.
-    pub secret_filename: Option<&'a str>,
+pub struct PlanFields {
+    /// The unnamed secret, if [`env::SECRET_ARN`] is set.
+    pub unnamed: Option<SecretFields>,
+    /// [`env::SECRETS`], if set.
+    pub secrets: Option<String>,
     /// [`env::OUTPUT_DIR`], if set.
-    pub output_dir: Option<&'a str>,
-    /// [`env::REGION`], if set.
-    pub region: Option<&'a str>,
+    pub output_dir: Option<String>,
     /// [`env::FILE_MODE`], if set.
-    pub file_mode: Option<&'a str>,
-    /// [`env::VERSION_STAGE`], if set.
-    pub version_stage: Option<&'a str>,
-    /// [`env::VERSION_ID`], if set.
-    pub version_id: Option<&'a str>,
+    pub file_mode: Option<String>,
+    /// [`env::FAILOVER_REGION`], if set.
+    pub failover_region: Option<String>,
 }
 
 /// A field of the contract the agent received with a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {problem}")]
 pub struct PlanError {
-    /// The environment variable (its flag is named the same way, see `secret-inject agent -h`).
-    pub variable: &'static str,
+    /// The environment variable (its flag is named the same way, see `secret-inject agent -h`),
+    /// and for a named secret the field: `SECRET_INJECT_SECRETS[db].key`.
+    pub variable: String,
     /// What is wrong and how to fix it.
     pub problem: String,
 }
 
-impl<'a> PlanFields<'a> {
+impl PlanFields {
     /// The fields from environment-like pairs, `get` looking a variable up by its name.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+    pub fn from_lookup<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let owned = |name| get(name).map(str::to_owned);
         PlanFields {
-            secret_arn: get(env::SECRET_ARN).unwrap_or_default(),
-            secret_filename: get(env::SECRET_FILENAME),
-            output_dir: get(env::OUTPUT_DIR),
-            region: get(env::REGION),
-            file_mode: get(env::FILE_MODE),
-            version_stage: get(env::VERSION_STAGE),
-            version_id: get(env::VERSION_ID),
+            unnamed: owned(env::SECRET_ARN).map(|arn| SecretFields {
+                name: None,
+                arn,
+                file: owned(env::SECRET_FILENAME),
+                version_stage: owned(env::VERSION_STAGE),
+                version_id: owned(env::VERSION_ID),
+                key: owned(env::SECRET_KEY),
+                format: owned(env::SECRET_FORMAT),
+                env: owned(env::ENV),
+                region: owned(env::REGION),
+            }),
+            secrets: owned(env::SECRETS),
+            output_dir: owned(env::OUTPUT_DIR),
+            file_mode: owned(env::FILE_MODE),
+            failover_region: owned(env::FAILOVER_REGION),
         }
     }
 
     /// The fields of a rendered environment ([`Plan::env`]).
-    pub fn from_env(vars: &'a [(&'static str, String)]) -> Self {
+    pub fn from_env(vars: &[(&'static str, String)]) -> Self {
         Self::from_lookup(|name| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.as_str())
         })
     }
-}
 
-impl PlanFields<'_> {
+    /// How messages name the plan's secrets before it parses: the ARNs as given.
+    pub fn described(&self) -> String {
+        match (&self.unnamed, &self.secrets) {
+            (Some(unnamed), None) => unnamed.arn.clone(),
+            (None, None) => "<no secret>".to_owned(),
+            (_, Some(_)) => "the pod's secrets".to_owned(),
+        }
+    }
+
     /// Validate the fields into a plan. Region: the explicit one, else the ARN's own (never an
     /// `AWS_REGION` that an identity webhook set for the cluster), else the SDK's chain.
     pub fn parse(&self) -> Result<Plan, PlanError> {
-        let error = |variable, problem: String| PlanError { variable, problem };
-        let secret = if self.secret_arn.starts_with("arn:") {
-            SecretArn::parse(self.secret_arn)
-                .map(SecretId::Arn)
-                .map_err(|e| error(env::SECRET_ARN, format!("{}; {}", e.problem, e.fix)))?
-        } else if is_secret_name(self.secret_arn) {
-            SecretId::Name(self.secret_arn.to_owned())
-        } else {
+        let error = |variable: &str, problem: String| PlanError {
+            variable: variable.to_owned(),
+            problem,
+        };
+        let mut secrets = Vec::new();
+        if let Some(unnamed) = &self.unnamed {
+            let flat = |field: &str| {
+                match field {
+                    "arn" => env::SECRET_ARN,
+                    "file" => env::SECRET_FILENAME,
+                    "versionStage" => env::VERSION_STAGE,
+                    "versionId" => env::VERSION_ID,
+                    "key" => env::SECRET_KEY,
+                    "format" => env::SECRET_FORMAT,
+                    "env" => env::ENV,
+                    _ => env::REGION,
+                }
+                .to_owned()
+            };
+            secrets.push(unnamed.parse(None, &flat)?);
+        }
+        if let Some(json) = &self.secrets {
+            let list: Vec<SecretFields> = serde_json::from_str(json).map_err(|e| {
+                error(
+                    env::SECRETS,
+                    format!("is not a JSON array of secrets ({e}); the webhook renders it"),
+                )
+            })?;
+            for (index, fields) in list.iter().enumerate() {
+                let at = match &fields.name {
+                    Some(name) => name.chars().take(63).collect::<String>(),
+                    None => index.to_string(),
+                };
+                let Some(name) = &fields.name else {
+                    return Err(error(
+                        &format!("{}[{at}].name", env::SECRETS),
+                        "is missing".to_owned(),
+                    ));
+                };
+                let name = SecretName::parse(name)
+                    .map_err(|p| error(&format!("{}[{at}].name", env::SECRETS), p))?;
+                let variable = |field: &str| format!("{}[{at}].{field}", env::SECRETS);
+                secrets.push(fields.parse(Some(name), &variable)?);
+            }
+        }
+        if secrets.is_empty() {
             return Err(error(
                 env::SECRET_ARN,
                 format!(
-                    "{:?} is neither a secret ARN nor a secret name (1-512 of letters, digits \
-                     and /_+=.@-)",
-                    self.secret_arn.chars().take(120).collect::<String>()
+                    "is not set, and neither is {}; give the ARN of the secret to fetch",
+                    env::SECRETS
                 ),
             ));
-        };
-        let file_name = match self.secret_filename {
-            Some(value) => RelativeFileName::parse(value)
-                .map_err(|e| error(env::SECRET_FILENAME, format!("{}; {}", e.problem, e.fix)))?,
-            None => RelativeFileName::default(),
-        };
-        let output_dir = match self.output_dir {
+        }
+        for (i, a) in secrets.iter().enumerate() {
+            if let Some(b) = secrets[i + 1..]
+                .iter()
+                .find(|b| b.name == a.name || b.file_name == a.file_name)
+            {
+                return Err(error(
+                    env::SECRETS,
+                    format!("{} and {} have the same name or file", a.label(), b.label()),
+                ));
+            }
+        }
+        let output_dir = match &self.output_dir {
             Some(value) => MountPath::parse(value)
                 .map_err(|e| error(env::OUTPUT_DIR, format!("{}; {}", e.problem, e.fix)))?,
             None => MountPath::default(),
         };
-        let file_mode = match self.file_mode {
+        let file_mode = match &self.file_mode {
             Some(value) => FileMode::parse(value).ok_or_else(|| {
                 error(
                     env::FILE_MODE,
@@ -294,38 +517,117 @@ impl PlanFields<'_> {
             })?,
             None => defaults::FILE_MODE,
         };
-        let version = match (self.version_id, self.version_stage) {
+        let failover_region = match self.failover_region.as_deref() {
+            None | Some("") => None,
+            Some(region) if crate::spec::is_region(region) => Some(region.to_owned()),
+            Some(other) => {
+                return Err(error(
+                    env::FAILOVER_REGION,
+                    format!("{other:?} is not a region such as us-west-2"),
+                ));
+            }
+        };
+        Ok(Plan {
+            secrets,
+            output_dir,
+            file_mode,
+            failover_region,
+        })
+    }
+}
+
+impl SecretFields {
+    fn parse(
+        &self,
+        name: Option<SecretName>,
+        variable: &dyn Fn(&str) -> String,
+    ) -> Result<SecretPlan, PlanError> {
+        let error = |field: &str, problem: String| PlanError {
+            variable: variable(field),
+            problem,
+        };
+        let annotation_problem = |field: &str, e: crate::spec::AnnotationError| {
+            error(field, format!("{}; {}", e.problem, e.fix))
+        };
+        let arn = self.arn.as_str();
+        let secret = if arn.starts_with("arn:") {
+            SecretId::from_source(&SourceArn::parse(arn).map_err(|e| annotation_problem("arn", e))?)
+        } else if is_secret_name(arn) {
+            SecretId::Name(arn.to_owned())
+        } else {
+            return Err(error(
+                "arn",
+                format!(
+                    "{:?} is neither a secret ARN nor a secret name (1-512 of letters, digits \
+                     and /_+=.@-)",
+                    arn.chars().take(120).collect::<String>()
+                ),
+            ));
+        };
+        let file_name = match (&self.file, &name) {
+            (Some(value), _) => {
+                RelativeFileName::parse(value).map_err(|e| annotation_problem("file", e))?
+            }
+            (None, Some(name)) => {
+                RelativeFileName::parse(name.as_str()).map_err(|e| annotation_problem("file", e))?
+            }
+            (None, None) => RelativeFileName::default(),
+        };
+        let version = match (&self.version_id, &self.version_stage) {
             (Some(_), Some(_)) => {
                 return Err(error(
-                    env::VERSION_ID,
+                    "versionId",
                     format!(
                         "set either {} or {}, not both",
-                        env::VERSION_ID,
-                        env::VERSION_STAGE
+                        variable("versionId"),
+                        variable("versionStage")
                     ),
                 ));
             }
-            (Some(id), None) if !id.is_empty() => VersionSelector::Id(id.to_owned()),
-            (None, Some(stage)) if !stage.is_empty() => VersionSelector::Stage(stage.to_owned()),
-            (None, None) => VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()),
-            (Some(_), None) => return Err(error(env::VERSION_ID, "is empty".to_owned())),
-            (None, Some(_)) => return Err(error(env::VERSION_STAGE, "is empty".to_owned())),
+            (Some(id), None) if !id.is_empty() => Some(VersionSelector::Id(id.clone())),
+            (None, Some(stage)) if !stage.is_empty() => Some(VersionSelector::Stage(stage.clone())),
+            (None, None) => default_version(&secret),
+            (Some(_), None) => return Err(error("versionId", "is empty".to_owned())),
+            (None, Some(_)) => return Err(error("versionStage", "is empty".to_owned())),
+        };
+        let key = self
+            .key
+            .as_deref()
+            .map(KeySelector::parse)
+            .transpose()
+            .map_err(|p| error("key", p))?;
+        let format = match self.format.as_deref() {
+            None => OutputFormat::Raw,
+            Some(value) => OutputFormat::parse(value).ok_or_else(|| {
+                error(
+                    "format",
+                    format!("{value:?} is not raw, json, env or split"),
+                )
+            })?,
+        };
+        let env = match self.env.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(value) => EnvBinding::parse_list(value).map_err(|p| error("env", p))?,
         };
         let region = self
             .region
+            .as_deref()
             .filter(|r| !r.is_empty())
             .map(str::to_owned)
             .or_else(|| match &secret {
                 SecretId::Arn(arn) => Some(arn.region().to_owned()),
+                SecretId::Parameter(arn) => Some(arn.region().to_owned()),
                 SecretId::Name(_) => None,
             });
-        Ok(Plan {
+        Ok(SecretPlan {
+            name,
             secret,
             version,
             region,
-            output_dir,
             file_name,
-            file_mode,
+            key,
+            format,
+            env,
         })
     }
 }
@@ -355,6 +657,21 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf";
+    const PARAMETER: &str = "arn:aws:ssm:eu-west-1:123456789012:parameter/app/db";
+
+    fn unnamed(arn: &str) -> SecretFields {
+        SecretFields {
+            arn: arn.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn with_unnamed(fields: SecretFields) -> PlanFields {
+        PlanFields {
+            unnamed: Some(fields),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn file_mode_round_trips() {
@@ -373,38 +690,72 @@ mod tests {
     fn plans_round_trip_through_the_environment() {
         let mut plan = Plan::for_arn(SecretArn::parse(ARN).unwrap());
         plan.output_dir = MountPath::parse("/var/run/secrets/app").unwrap();
-        plan.file_name = RelativeFileName::parse("db/password").unwrap();
+        plan.secrets[0].file_name = RelativeFileName::parse("db/password").unwrap();
         plan.file_mode = FileMode::GroupRead;
         assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan.clone()));
-        plan.version = VersionSelector::Id("01234567-89ab".to_owned());
-        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan));
+        plan.secrets[0].version = Some(VersionSelector::Id("01234567-89ab".to_owned()));
+        plan.secrets[0].key = Some(KeySelector::parse("db.password").unwrap());
+        plan.secrets[0].format = OutputFormat::Json;
+        plan.secrets[0].env = EnvBinding::parse_list("A=a,B=b").unwrap();
+        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan.clone()));
+        // Named secrets, a parameter, failover.
+        let mut named = SecretPlan::for_arn(SecretArn::parse(ARN).unwrap());
+        named.name = Some(SecretName::parse("db").unwrap());
+        named.file_name = RelativeFileName::parse("db").unwrap();
+        named.format = OutputFormat::Split;
+        let mut parameter = SecretPlan {
+            secret: SecretId::Parameter(ParameterArn::parse(PARAMETER).unwrap()),
+            version: None,
+            ..named.clone()
+        };
+        parameter.name = Some(SecretName::parse("p").unwrap());
+        parameter.file_name = RelativeFileName::parse("conf/p").unwrap();
+        plan.secrets.push(named);
+        plan.secrets.push(parameter);
+        plan.failover_region = Some("us-west-2".to_owned());
+        let env = plan.env();
+        assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan.clone()));
+        // Only named secrets: no seed variables.
+        plan.secrets.remove(0);
+        let env = plan.env();
+        assert!(env.iter().all(|(name, _)| *name != env::SECRET_ARN));
+        assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan));
     }
 
     #[test]
     fn the_seed_variables_alone_make_a_plan_with_the_defaults() {
-        let plan = PlanFields {
-            secret_arn: ARN,
-            ..Default::default()
-        }
-        .parse()
-        .unwrap();
+        let plan = with_unnamed(unnamed(ARN)).parse().unwrap();
         assert_eq!(plan, Plan::for_arn(SecretArn::parse(ARN).unwrap()));
         assert_eq!(plan.output_dir.as_str(), "/tmp");
-        assert_eq!(plan.file_name.as_str(), "secret");
-        assert_eq!(plan.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(plan.secrets[0].file_name.as_str(), "secret");
+        assert_eq!(plan.secrets[0].region.as_deref(), Some("eu-west-1"));
+        // The seed's rendering is unchanged: no new variables for the seed's case.
+        let names: Vec<&str> = plan.env().iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                env::SECRET_ARN,
+                env::SECRET_FILENAME,
+                env::OUTPUT_DIR,
+                env::REGION,
+                env::FILE_MODE,
+                env::VERSION_STAGE
+            ]
+        );
     }
 
     #[test]
     fn region_explicit_then_the_arns_then_none() {
-        let with = |secret_arn, region| {
-            PlanFields {
-                secret_arn,
-                region,
-                ..Default::default()
-            }
+        let with = |arn: &str, region: Option<&str>| {
+            with_unnamed(SecretFields {
+                region: region.map(str::to_owned),
+                ..unnamed(arn)
+            })
             .parse()
             .unwrap()
-            .region
+            .secrets[0]
+                .region
+                .clone()
         };
         assert_eq!(with(ARN, Some("us-west-2")).as_deref(), Some("us-west-2"));
         assert_eq!(with(ARN, None).as_deref(), Some("eu-west-1"));
@@ -412,59 +763,100 @@ mod tests {
     }
 
     #[test]
+    fn parameters_default_to_their_latest_version() {
+        let plan = with_unnamed(unnamed(PARAMETER)).parse().unwrap();
+        assert_eq!(plan.secrets[0].version, None);
+        assert!(matches!(plan.secrets[0].secret, SecretId::Parameter(_)));
+    }
+
+    #[test]
     fn bad_fields_name_the_variable() {
+        let field = |f: SecretFields| with_unnamed(f);
         for (fields, variable) in [
+            (field(unnamed("not a name")), env::SECRET_ARN.to_owned()),
             (
-                PlanFields {
-                    secret_arn: "arn:aws:ssm:us-east-1:123456789012:parameter/x",
-                    ..Default::default()
-                },
-                env::SECRET_ARN,
+                field(SecretFields {
+                    file: Some("../x".into()),
+                    ..unnamed(ARN)
+                }),
+                env::SECRET_FILENAME.to_owned(),
             ),
             (
                 PlanFields {
-                    secret_arn: "not a name",
-                    ..Default::default()
+                    output_dir: Some("relative".into()),
+                    ..field(unnamed(ARN))
                 },
-                env::SECRET_ARN,
+                env::OUTPUT_DIR.to_owned(),
             ),
             (
                 PlanFields {
-                    secret_arn: ARN,
-                    secret_filename: Some("../x"),
+                    file_mode: Some("0777".into()),
+                    ..field(unnamed(ARN))
+                },
+                env::FILE_MODE.to_owned(),
+            ),
+            (
+                field(SecretFields {
+                    version_stage: Some("AWSCURRENT".into()),
+                    version_id: Some("x".into()),
+                    ..unnamed(ARN)
+                }),
+                env::VERSION_ID.to_owned(),
+            ),
+            (
+                field(SecretFields {
+                    format: Some("yaml".into()),
+                    ..unnamed(ARN)
+                }),
+                env::SECRET_FORMAT.to_owned(),
+            ),
+            (
+                field(SecretFields {
+                    env: Some("1=a".into()),
+                    ..unnamed(ARN)
+                }),
+                env::ENV.to_owned(),
+            ),
+            (PlanFields::default(), env::SECRET_ARN.to_owned()),
+            (
+                PlanFields {
+                    secrets: Some("{".into()),
                     ..Default::default()
                 },
-                env::SECRET_FILENAME,
+                env::SECRETS.to_owned(),
             ),
             (
                 PlanFields {
-                    secret_arn: ARN,
-                    output_dir: Some("relative"),
+                    secrets: Some(format!(r#"[{{"name":"db","arn":"{ARN}","key":""}}]"#)),
                     ..Default::default()
                 },
-                env::OUTPUT_DIR,
+                "SECRET_INJECT_SECRETS[db].key".to_owned(),
             ),
             (
                 PlanFields {
-                    secret_arn: ARN,
-                    file_mode: Some("0777"),
+                    secrets: Some(format!(r#"[{{"arn":"{ARN}"}}]"#)),
                     ..Default::default()
                 },
-                env::FILE_MODE,
+                "SECRET_INJECT_SECRETS[0].name".to_owned(),
             ),
             (
                 PlanFields {
-                    secret_arn: ARN,
-                    version_stage: Some("AWSCURRENT"),
-                    version_id: Some("x"),
+                    secrets: Some(format!(r#"[{{"name":"db","arn":"{ARN}","colour":"x"}}]"#)),
                     ..Default::default()
                 },
-                env::VERSION_ID,
+                env::SECRETS.to_owned(),
+            ),
+            (
+                PlanFields {
+                    failover_region: Some("mars".into()),
+                    ..field(unnamed(ARN))
+                },
+                env::FAILOVER_REGION.to_owned(),
             ),
         ] {
             let err = fields.parse().unwrap_err();
             assert_eq!(err.variable, variable, "{err}");
-            assert!(err.to_string().starts_with(variable), "{err}");
+            assert!(err.to_string().starts_with(&variable), "{err}");
         }
     }
 }

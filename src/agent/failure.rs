@@ -115,15 +115,17 @@ const HELP: &[(FailureKind, Option<&str>, &str, &str)] = &[
         FailureKind::AccessDenied,
         None,
         "access denied",
-        "allow secretsmanager:GetSecretValue on {secret} in the IAM policy of {role} (and \
-         kms:Decrypt on the secret's KMS key if it uses a customer-managed key)",
+        "allow secretsmanager:GetSecretValue (ssm:GetParameters for a parameter) on {secret} in \
+         the IAM policy of {role}, and kms:Decrypt on its KMS key if it uses a customer-managed \
+         key (`secret-inject iam-policy -f MANIFEST` prints the policy)",
     ),
     (
         FailureKind::NotFound,
         None,
         "secret or version not found",
-        "check the ARN (aws secretsmanager describe-secret --secret-id NAME --query ARN), its \
-         region and account, and that the requested version stage exists",
+        "check the ARN (aws secretsmanager describe-secret --secret-id NAME --query ARN, or aws \
+         ssm get-parameter --name NAME --query Parameter.ARN), its region and account, and that \
+         the requested version stage exists",
     ),
     (
         FailureKind::Unusable,
@@ -148,7 +150,8 @@ const HELP: &[(FailureKind, Option<&str>, &str, &str)] = &[
         FailureKind::Unusable,
         None,
         "the secret cannot be used",
-        "check the secret's state and value in Secrets Manager",
+        "check the secret's value against its secret-key, secret-format and env annotations \
+         named above, and its state in Secrets Manager",
     ),
     (
         FailureKind::Unavailable,
@@ -194,6 +197,8 @@ pub struct Failure {
     pub code: String,
     /// What happened (never a secret value).
     pub detail: String,
+    /// The secret it concerns, as messages name it, when the plan has several.
+    pub secret: Option<String>,
 }
 
 impl Failure {
@@ -203,12 +208,20 @@ impl Failure {
             kind,
             code: code.into(),
             detail: detail.into(),
+            secret: None,
         }
+    }
+
+    /// The same failure, about `secret`.
+    pub fn about(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
     }
 
     /// The one-paragraph message for the log and the termination log: what failed, the AWS
     /// error code, the role in use where known, and the fix, each said once.
     pub fn message(&self, secret: &str, role: Option<&str>) -> String {
+        let secret = self.secret.as_deref().unwrap_or(secret);
         let (what, fix) = HELP
             .iter()
             .find(|(kind, code, _, _)| {
@@ -257,6 +270,34 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeoutException",
 ];
 
+/// Sort an AWS error code (of a call, or of one secret in a BatchGetSecretValue answer), with
+/// the HTTP status where there is one.
+pub fn classify_code(code: String, status: Option<u16>, detail: String) -> Classified {
+    let status = status.unwrap_or(400);
+    if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+        return Classified::Transient { code, detail };
+    }
+    let kind = match code.as_str() {
+        "AccessDeniedException" | "AccessDenied" => FailureKind::AccessDenied,
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "SignatureDoesNotMatch" => FailureKind::Credentials,
+        "ResourceNotFoundException" | "ParameterNotFound" | "ParameterVersionNotFound" => {
+            FailureKind::NotFound
+        }
+        "DecryptionFailure"
+        | "InvalidRequestException"
+        | "InvalidParameterException"
+        | "InvalidKeyId" => FailureKind::Unusable,
+        _ if status == 403 => FailureKind::AccessDenied,
+        _ if status == 404 => FailureKind::NotFound,
+        _ => FailureKind::Internal,
+    };
+    Classified::Permanent(Failure::new(kind, code, detail))
+}
+
 /// Sort an error of any Secrets Manager (or other SDK) operation.
 pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Classified
 where
@@ -296,25 +337,7 @@ where
                 Some(message) if !message.is_empty() => format!("HTTP {status}: {message}"),
                 _ => format!("HTTP {status}"),
             };
-            if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
-                return Classified::Transient { code, detail };
-            }
-            let kind = match code.as_str() {
-                "AccessDeniedException" | "AccessDenied" => FailureKind::AccessDenied,
-                "UnrecognizedClientException"
-                | "InvalidClientTokenId"
-                | "InvalidSignatureException"
-                | "ExpiredTokenException"
-                | "SignatureDoesNotMatch" => FailureKind::Credentials,
-                "ResourceNotFoundException" => FailureKind::NotFound,
-                "DecryptionFailure" | "InvalidRequestException" | "InvalidParameterException" => {
-                    FailureKind::Unusable
-                }
-                _ if status == 403 => FailureKind::AccessDenied,
-                _ if status == 404 => FailureKind::NotFound,
-                _ => FailureKind::Internal,
-            };
-            Classified::Permanent(Failure::new(kind, code, detail))
+            classify_code(code, Some(status), detail)
         }
         SdkError::TimeoutError(_) => Classified::Transient {
             code: "Timeout".to_owned(),

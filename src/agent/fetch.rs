@@ -7,13 +7,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use tracing::{debug, warn};
 
 use super::MAX_SECRET_BYTES;
 use super::failure::{Classified, Failure, FailureKind, classify};
-use crate::contract::{Plan, VersionSelector};
+use crate::contract::VersionSelector;
 
 /// Limits of the calls of one run.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +21,19 @@ pub struct RetryBudget {
     pub deadline: Instant,
     /// One attempt's budget.
     pub attempt_timeout: Duration,
+    /// Most attempts (fewer in a primary region that has a failover region).
+    pub max_attempts: u32,
+}
+
+impl RetryBudget {
+    /// Until `deadline`, attempts of at most `attempt_timeout`, as many as fit.
+    pub fn new(deadline: Instant, attempt_timeout: Duration) -> Self {
+        Self {
+            deadline,
+            attempt_timeout,
+            max_attempts: u32::MAX,
+        }
+    }
 }
 
 /// Run `call` until it succeeds, fails permanently, or the deadline leaves no room for another
@@ -55,7 +67,9 @@ where
             Classified::Transient { code, detail } => (code, detail),
         };
         let delay = backoff(attempt);
-        if delay >= budget.deadline.saturating_duration_since(Instant::now()) {
+        if attempt >= budget.max_attempts
+            || delay >= budget.deadline.saturating_duration_since(Instant::now())
+        {
             return Err(Failure::new(
                 FailureKind::Unavailable,
                 code,
@@ -77,37 +91,170 @@ where
     }
 }
 
-/// Fetch the plan's secret with GetSecretValue (the version stage sent explicitly): the bytes of
-/// the SecretString, or the decoded SecretBinary.
+/// A fetched value: the bytes of the SecretString, the decoded SecretBinary, or the parameter's
+/// value, with the version that served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The value.
+    pub bytes: Vec<u8>,
+    /// The version id (Secrets Manager) or number (Parameter Store), for the log.
+    pub version: Option<String>,
+}
+
+/// Fetch one secret with GetSecretValue (the version stage sent explicitly).
 pub async fn get_secret_value(
     client: &aws_sdk_secretsmanager::Client,
-    plan: &Plan,
+    secret_id: &str,
+    version: Option<&VersionSelector>,
     budget: RetryBudget,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Fetched, Failure> {
     let output = retrying("GetSecretValue", budget, || {
-        let request = client.get_secret_value().secret_id(plan.secret.to_string());
-        match &plan.version {
-            VersionSelector::Stage(stage) => request.version_stage(stage),
-            VersionSelector::Id(id) => request.version_id(id),
+        let request = client.get_secret_value().secret_id(secret_id);
+        match version {
+            Some(VersionSelector::Stage(stage)) => request.version_stage(stage),
+            Some(VersionSelector::Id(id)) => request.version_id(id),
+            None => request,
         }
         .send()
     })
     .await?;
-    value_of(output, &plan.version)
+    checked(
+        value_of(
+            output.secret_string(),
+            output.secret_binary().map(|b| b.as_ref()),
+        ),
+        output.version_id(),
+    )
 }
 
-fn value_of(output: GetSecretValueOutput, version: &VersionSelector) -> Result<Vec<u8>, Failure> {
-    let bytes = if let Some(string) = output.secret_string() {
-        string.as_bytes().to_vec()
-    } else if let Some(binary) = output.secret_binary() {
-        binary.as_ref().to_vec()
+/// What BatchGetSecretValue answered for a list of secrets.
+#[derive(Debug, Default)]
+pub struct BatchAnswer {
+    /// `(ARN, name, value)` per secret served.
+    pub values: Vec<(String, String, Result<Fetched, Failure>)>,
+    /// `(secret id as sent, error code, message)` per secret that failed.
+    pub errors: Vec<(String, String, String)>,
+}
+
+/// Most secrets one BatchGetSecretValue call takes.
+pub const BATCH_SIZE: usize = 20;
+
+/// Fetch up to [`BATCH_SIZE`] secrets (their `AWSCURRENT` versions) with one
+/// BatchGetSecretValue call (following `NextToken` if the service pages the answer).
+pub async fn batch_get_secret_value(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_ids: &[String],
+    budget: RetryBudget,
+) -> Result<BatchAnswer, Failure> {
+    let mut answer = BatchAnswer::default();
+    let mut next_token: Option<String> = None;
+    loop {
+        let output = retrying("BatchGetSecretValue", budget, || {
+            client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(secret_ids.to_vec()))
+                .set_next_token(next_token.clone())
+                .send()
+        })
+        .await?;
+        for value in output.secret_values() {
+            answer.values.push((
+                value.arn().unwrap_or_default().to_owned(),
+                value.name().unwrap_or_default().to_owned(),
+                checked(
+                    value_of(
+                        value.secret_string(),
+                        value.secret_binary().map(|b| b.as_ref()),
+                    ),
+                    value.version_id(),
+                ),
+            ));
+        }
+        for error in output.errors() {
+            answer.errors.push((
+                error.secret_id().unwrap_or_default().to_owned(),
+                error.error_code().unwrap_or("UnknownError").to_owned(),
+                error.message().unwrap_or_default().to_owned(),
+            ));
+        }
+        match output.next_token() {
+            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+            _ => return Ok(answer),
+        }
+    }
+}
+
+/// Most names one GetParameters call takes.
+pub const PARAMETERS_BATCH_SIZE: usize = 10;
+
+/// One parameter GetParameters served.
+#[derive(Debug)]
+pub struct ParameterValue {
+    /// Its ARN (without a version selector).
+    pub arn: String,
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: Result<Fetched, Failure>,
+}
+
+/// What GetParameters answered.
+#[derive(Debug, Default)]
+pub struct ParametersAnswer {
+    /// The parameters served, in no particular order.
+    pub values: Vec<ParameterValue>,
+    /// The names (as sent) the service did not find.
+    pub invalid: Vec<String>,
+}
+
+/// Fetch up to [`PARAMETERS_BATCH_SIZE`] parameters (ARNs, optionally with a `:version` or
+/// `:label` selector) with one GetParameters call, decrypting SecureStrings.
+pub async fn get_parameters(
+    client: &aws_sdk_ssm::Client,
+    names: &[String],
+    budget: RetryBudget,
+) -> Result<ParametersAnswer, Failure> {
+    let output = retrying("GetParameters", budget, || {
+        client
+            .get_parameters()
+            .set_names(Some(names.to_vec()))
+            .with_decryption(true)
+            .send()
+    })
+    .await?;
+    let mut answer = ParametersAnswer {
+        invalid: output.invalid_parameters().to_vec(),
+        ..Default::default()
+    };
+    for parameter in output.parameters() {
+        answer.values.push(ParameterValue {
+            arn: parameter.arn().unwrap_or_default().to_owned(),
+            name: parameter.name().unwrap_or_default().to_owned(),
+            value: checked(
+                value_of(parameter.value(), None),
+                Some(parameter.version().to_string()).as_deref(),
+            ),
+        });
+    }
+    Ok(answer)
+}
+
+fn value_of(string: Option<&str>, binary: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
+    if let Some(string) = string {
+        Ok(string.as_bytes().to_vec())
+    } else if let Some(binary) = binary {
+        Ok(binary.to_vec())
     } else {
-        return Err(Failure::new(
+        Err(Failure::new(
             FailureKind::Unusable,
             "NoValue",
-            format!("the secret has neither SecretString nor SecretBinary for {version}"),
-        ));
-    };
+            "the secret has neither SecretString nor SecretBinary",
+        ))
+    }
+}
+
+fn checked(bytes: Result<Vec<u8>, Failure>, version: Option<&str>) -> Result<Fetched, Failure> {
+    let bytes = bytes?;
     if bytes.len() > MAX_SECRET_BYTES {
         return Err(Failure::new(
             FailureKind::Unusable,
@@ -119,7 +266,10 @@ fn value_of(output: GetSecretValueOutput, version: &VersionSelector) -> Result<V
         ));
     }
     debug!(bytes = bytes.len(), "secret fetched");
-    Ok(bytes)
+    Ok(Fetched {
+        bytes,
+        version: version.map(str::to_owned),
+    })
 }
 
 /// Full-jitter exponential backoff: uniform in [10 ms, min(5 s, 100 ms × 2^attempt)].
@@ -138,7 +288,6 @@ mod tests {
 
     use super::*;
     use crate::aws::canned::Canned;
-    use crate::spec::SecretArn;
 
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
 
@@ -156,13 +305,13 @@ mod tests {
 
     async fn fetch_with(script: Vec<(u16, String)>) -> (Result<Vec<u8>, Failure>, Vec<String>) {
         let canned = Canned::new(script.into_iter().map(Some).collect());
-        let plan = crate::contract::Plan::for_arn(SecretArn::parse(ARN).unwrap());
-        let budget = RetryBudget {
-            deadline: Instant::now() + Duration::from_secs(20),
-            attempt_timeout: Duration::from_secs(5),
-        };
-        let result = get_secret_value(&canned.secrets_manager(), &plan, budget).await;
-        (result, canned.requests())
+        let budget = RetryBudget::new(
+            Instant::now() + Duration::from_secs(20),
+            Duration::from_secs(5),
+        );
+        let stage = VersionSelector::Stage("AWSCURRENT".to_owned());
+        let result = get_secret_value(&canned.secrets_manager(), ARN, Some(&stage), budget).await;
+        (result.map(|f| f.bytes), canned.requests())
     }
 
     #[tokio::test]
@@ -210,6 +359,33 @@ mod tests {
         );
         let (result, _) = fetch_with(vec![value(&large)]).await;
         assert_eq!(result.unwrap_err().code, "TooLarge");
+    }
+
+    #[tokio::test]
+    async fn get_parameters_decrypts_and_reports_invalid_names() {
+        let canned = Canned::new(vec![Some((
+            200,
+            r#"{"Parameters":[{"Name":"/app/db","ARN":"arn:aws:ssm:us-east-1:123456789012:parameter/app/db","Value":"v","Version":3,"Type":"SecureString"}],"InvalidParameters":["arn:aws:ssm:us-east-1:123456789012:parameter/gone"]}"#.to_owned(),
+        ))]);
+        let budget = RetryBudget::new(
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        let names = [
+            "arn:aws:ssm:us-east-1:123456789012:parameter/app/db:3".to_owned(),
+            "arn:aws:ssm:us-east-1:123456789012:parameter/gone".to_owned(),
+        ];
+        let answer = get_parameters(&canned.ssm(), &names, budget).await.unwrap();
+        assert_eq!(answer.invalid, [names[1].clone()]);
+        assert_eq!(answer.values.len(), 1);
+        let fetched = answer.values[0].value.as_ref().unwrap();
+        assert_eq!(
+            (fetched.bytes.as_slice(), fetched.version.as_deref()),
+            (b"v".as_slice(), Some("3"))
+        );
+        let request: serde_json::Value = serde_json::from_str(&canned.requests()[0]).unwrap();
+        assert_eq!(request["WithDecryption"], true);
+        assert_eq!(request["Names"][0], names[0]);
     }
 
     #[test]

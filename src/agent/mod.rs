@@ -1,11 +1,15 @@
 //! `secret-inject agent`: the container the webhook injects. It runs the [`Plan`] the webhook
-//! rendered into its environment (see [`crate::contract`]), fetches the secret with the pod's
-//! own AWS identity, and writes it atomically onto the RAM disk. On failure it exits non-zero
-//! with no file written and one short message, in the log and in the termination log that
-//! `kubectl describe pod` shows, saying what failed and how to fix it.
+//! rendered into its environment (see [`crate::contract`]), fetches the pod's secrets with the
+//! pod's own AWS identity ([`sources`]), renders them ([`render`]) and writes all files as one
+//! set onto the RAM disk ([`write`]). On failure it exits non-zero with no file written and one
+//! short message, in the log and in the termination log that `kubectl describe pod` shows,
+//! saying which secret failed, what failed and how to fix it. On success the termination log
+//! says what was written and which region served it.
 
 pub mod failure;
 pub mod fetch;
+pub mod render;
+pub mod sources;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use crate::aws::{self, AwsSettings, Identity, Timeouts};
 use crate::contract::{Plan, PlanFields};
 use failure::{Failure, FailureKind};
 use fetch::RetryBudget;
+use sources::FetchOptions;
 
 /// Largest secret Secrets Manager stores, and the largest the agent writes.
 pub const MAX_SECRET_BYTES: usize = 65_536;
@@ -34,17 +39,19 @@ pub struct Options {
     pub allow_instance_metadata: bool,
     /// Where the failure message goes (Kubernetes shows it in `kubectl describe pod`).
     pub termination_log: PathBuf,
+    /// Use BatchGetSecretValue for a region with at least this many secrets (0: never).
+    pub batch_threshold: usize,
 }
 
 /// Parse the plan's fields and run it to completion; returns the process exit code.
-pub fn run(fields: PlanFields<'_>, options: &Options) -> u8 {
+pub fn run(fields: PlanFields, options: &Options) -> u8 {
     let started = Instant::now();
     let identity = Identity::detect(
         |name| std::env::var(name).ok(),
         options.allow_instance_metadata,
     );
     // As given: a plan that does not parse is reported with the value it was given.
-    let secret = fields.secret_arn;
+    let described = fields.described();
     let result = fields
         .parse()
         .map_err(|e| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string()))
@@ -61,27 +68,29 @@ pub fn run(fields: PlanFields<'_>, options: &Options) -> u8 {
                 })?;
             runtime.block_on(async {
                 tokio::select! {
-                    result = fetch_and_write(&plan, &identity, options) => result.map(|path| (plan, path)),
+                    result = fetch_and_write(&plan, &identity, options) => result,
                     signal = crate::signal::shutdown_signal() => Err(Failure::new(
                         FailureKind::Interrupted,
                         signal,
-                        "stopped before the secret was written; no file was written",
+                        "stopped before the secrets were written; no file was written",
                     )),
                 }
             })
         });
     match result {
-        Ok((plan, path)) => {
+        Ok(written) => {
             info!(
-                path = %path.display(),
-                mode = plan.file_mode.as_str(),
+                path = %written.set.display(),
+                files = written.files,
+                secrets = written.secrets,
                 duration_ms = started.elapsed().as_millis() as u64,
-                "secret written"
+                "secrets written"
             );
+            write_termination_log(&options.termination_log, &written.summary);
             failure::exit::OK
         }
         Err(failure) => {
-            let message = failure.message(secret, identity.role_arn());
+            let message = failure.message(&described, identity.role_arn());
             tracing::error!(
                 code = %failure.code,
                 exit_code = failure.kind.exit_code(),
@@ -93,11 +102,19 @@ pub fn run(fields: PlanFields<'_>, options: &Options) -> u8 {
     }
 }
 
+/// What a successful run wrote.
+struct Written {
+    set: PathBuf,
+    files: usize,
+    secrets: usize,
+    summary: String,
+}
+
 async fn fetch_and_write(
     plan: &Plan,
     identity: &Identity,
     options: &Options,
-) -> Result<PathBuf, Failure> {
+) -> Result<Written, Failure> {
     let output_dir = Path::new(plan.output_dir.as_str());
     // Refuse a disk-backed directory, or a pod with no identity, before asking AWS for anything.
     write::check_in_memory(output_dir, options.allow_disk).map_err(write_failure)?;
@@ -111,13 +128,15 @@ async fn fetch_and_write(
         ));
     }
     info!(
-        secret = %plan.secret,
-        region = plan.region.as_deref().unwrap_or("<sdk default>"),
-        version = %plan.version,
-        "fetching secret"
+        secrets = plan.secrets.len(),
+        first = %plan.secrets[0].secret,
+        failover_region = plan.failover_region.as_deref().unwrap_or(""),
+        "fetching secrets"
     );
     let settings = AwsSettings {
-        region: plan.region.clone(),
+        // The region of the first secret given by name, if any, else the first secret's: the
+        // SDK config's region (STS's); every client sets its own.
+        region: plan.secrets.iter().find_map(|s| s.region.clone()),
         timeouts: Timeouts {
             connect: options.attempt_timeout.min(Duration::from_secs(5)),
             attempt: options.attempt_timeout,
@@ -131,30 +150,68 @@ async fn fetch_and_write(
             "NoRegion",
             format!(
                 "no AWS region for secret name {}: give the full ARN, or set --region or AWS_REGION",
-                plan.secret
+                plan.secrets[0].secret
             ),
         ));
     }
-    let client = aws::secrets_manager(&config);
-    let budget = RetryBudget {
-        deadline: Instant::now() + options.deadline,
-        attempt_timeout: options.attempt_timeout,
+    let fetch_options = FetchOptions {
+        batch_threshold: options.batch_threshold,
+        budget: RetryBudget::new(Instant::now() + options.deadline, options.attempt_timeout),
     };
-    let value = fetch::get_secret_value(&client, plan, budget).await?;
-    write::write_secret(
+    let served = sources::fetch_all(plan, &config, fetch_options).await?;
+    sources::log_served(plan, &served);
+
+    let mut files = Vec::new();
+    let mut env = Vec::new();
+    let mut failed_over = Vec::new();
+    for secret in &plan.secrets {
+        let value = &served[&(secret.secret.clone(), secret.version.clone())];
+        let rendered = render::render(secret, &value.fetched.bytes)?;
+        files.extend(rendered.files);
+        env.extend(rendered.env);
+        if secret.region.as_deref().is_some_and(|r| r != value.region) {
+            failed_over.push(secret.label());
+        }
+    }
+    if !env.is_empty() {
+        files.push(render::kubelet_env_file(&env)?);
+    }
+    let set = write::write_set(
         output_dir,
-        &plan.file_name,
-        &value,
+        &files,
         plan.file_mode.bits(),
         options.allow_disk,
     )
-    .map_err(write_failure)
+    .map_err(write_failure)?;
+    let mut summary = format!(
+        "secret-inject: wrote {} file(s) for {} secret(s) into {}",
+        files.len(),
+        plan.secrets.len(),
+        plan.output_dir.as_str()
+    );
+    if !env.is_empty() {
+        summary.push_str(&format!(" and {} env var(s)", env.len()));
+    }
+    if let (Some(region), false) = (&plan.failover_region, failed_over.is_empty()) {
+        summary.push_str(&format!(
+            "; served by the failover region {region}: {}",
+            failed_over.join(", ")
+        ));
+    }
+    summary.push('.');
+    Ok(Written {
+        set,
+        files: files.len(),
+        secrets: plan.secrets.len(),
+        summary,
+    })
 }
 
 fn write_failure(error: write::WriteError) -> Failure {
     let code = match &error {
         write::WriteError::NotInMemory { .. } => "NotInMemory",
         write::WriteError::Escapes { .. } => "PathEscapes",
+        write::WriteError::Collision { .. } => "FileCollision",
         write::WriteError::Io { .. } => "WriteFailed",
     };
     Failure::new(FailureKind::Write, code, error.to_string())

@@ -1,11 +1,12 @@
-//! Writing the secret onto the RAM disk: atomically, with the chosen mode, never outside the
-//! output directory, never onto a disk-backed filesystem unless allowed.
+//! Writing a pod's files onto the RAM disk: all together, with the chosen mode, never outside
+//! the output directory, never onto a disk-backed filesystem unless allowed.
 //!
-//! Every path step below the output directory is opened relative to its parent with
-//! `O_NOFOLLOW`, so a symlink planted in the volume cannot redirect the write; the file is
-//! written to a temporary name in its final directory, synced, given its mode and renamed over
-//! the target, and the directory is synced. A reader sees the old file or the new one, never a
-//! part.
+//! The layout is the kubelet's AtomicWriter's for Secret volumes: the set is written into a
+//! fresh directory `..<timestamp>`, each file synced and given its mode; the symlink `..data`
+//! is then swapped to it with one `rename`, and each top-level name is a symlink into `..data`.
+//! A reader sees the whole old set or the whole new set, never a mix or a partial file. Every
+//! step is taken relative to an open directory with `O_NOFOLLOW`/`O_EXCL`, so a symlink planted
+//! in the volume cannot redirect a write.
 
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::spec::RelativeFileName;
+use super::render::OutputFile;
 
 /// `statfs` magic numbers of the in-memory filesystems.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -41,6 +42,12 @@ pub enum WriteError {
         path: PathBuf,
         /// The output directory.
         dir: PathBuf,
+    },
+    /// Two files of the set have the same path.
+    #[error("{path} would be written twice; give each secret its own file name")]
+    Collision {
+        /// The path.
+        path: PathBuf,
     },
     /// Another I/O error.
     #[error("{action} {path}: {source}")]
@@ -92,98 +99,211 @@ fn check_fd_in_memory(fd: &OwnedFd, dir: &Path, allow_disk: bool) -> Result<(), 
     }
 }
 
-/// Atomically write `bytes` to `dir/name` with `mode`. Returns the written path.
-pub fn write_secret(
+/// The symlink to the current set.
+pub const DATA_LINK: &str = "..data";
+
+/// Write `files` (paths relative to `dir`) as one set with `mode`, replacing the previous set.
+/// Returns the set's directory.
+pub fn write_set(
     dir: &Path,
-    name: &RelativeFileName,
-    bytes: &[u8],
+    files: &[OutputFile],
     mode: u32,
     allow_disk: bool,
 ) -> Result<PathBuf, WriteError> {
-    let target = dir.join(name.as_str());
-    let mut parent = open_dir(dir)?;
-    check_fd_in_memory(&parent, dir, allow_disk)?;
-
-    let mut components: Vec<&str> = name.as_str().split('/').collect();
-    let file_name = components.pop().unwrap_or_default();
-    let mut walked = dir.to_owned();
-    for component in components {
-        walked.push(component);
-        match rfs::mkdirat(&parent, component, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(errno) => return Err(io("cannot create directory", &walked)(errno)),
+    let root = open_dir(dir)?;
+    check_fd_in_memory(&root, dir, allow_disk)?;
+    let set_name = format!(
+        "..{}.{:08x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+        super::random() as u32
+    );
+    let set_path = dir.join(&set_name);
+    let cleanup = RemoveOnDrop {
+        root: &root,
+        name: set_name.clone(),
+        armed: true,
+    };
+    rfs::mkdirat(&root, set_name.as_str(), Mode::from_raw_mode(0o755))
+        .map_err(io("cannot create directory", &set_path))?;
+    let set = open_below(&root, &set_name, dir)?;
+    rfs::fchmod(&set, Mode::from_raw_mode(0o755)).map_err(io("cannot chmod", &set_path))?;
+    let mut top_level: Vec<&str> = Vec::new();
+    for file in files {
+        let mut components: Vec<&str> = file.path.split('/').collect();
+        let file_name = components.pop().unwrap_or_default();
+        if !top_level.contains(&components.first().copied().unwrap_or(file_name)) {
+            top_level.push(components.first().copied().unwrap_or(file_name));
         }
-        parent = rfs::openat(
-            &parent,
-            component,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        let target = set_path.join(&file.path);
+        let mut parent = rfs::openat(
+            &set,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
+        .map_err(io("cannot open directory", &set_path))?;
+        let mut walked = set_path.clone();
+        for component in components {
+            walked.push(component);
+            match rfs::mkdirat(&parent, component, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(errno) => return Err(io("cannot create directory", &walked)(errno)),
+            }
+            parent = open_below(&parent, component, &walked)?;
+            rfs::fchmod(&parent, Mode::from_raw_mode(0o755))
+                .map_err(io("cannot chmod", &walked))?;
+        }
+        let fd = rfs::openat(
+            &parent,
+            file_name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
         .map_err(|errno| match errno {
-            Errno::LOOP | Errno::NOTDIR => WriteError::Escapes {
-                path: walked.clone(),
-                dir: dir.to_owned(),
-            },
-            errno => io("cannot open directory", &walked)(errno),
-        })?;
-    }
-
-    let temp_name = format!(
-        ".{file_name}.tmp-{}-{:x}",
-        std::process::id(),
-        super::random()
-    );
-    let temp = TempFile {
-        dir: &parent,
-        name: &temp_name,
-        done: false,
-    };
-    let fd = rfs::openat(
-        &parent,
-        temp_name.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(io("cannot create a temporary file next to", &target))?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(bytes).map_err(|source| WriteError::Io {
-        action: "cannot write",
-        path: target.clone(),
-        source,
-    })?;
-    file.sync_all().map_err(|source| WriteError::Io {
-        action: "cannot sync",
-        path: target.clone(),
-        source,
-    })?;
-    rfs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(io("cannot chmod", &target))?;
-    drop(file);
-    rfs::renameat(&parent, temp_name.as_str(), &parent, file_name).map_err(
-        |errno| match errno {
-            Errno::ISDIR | Errno::NOTEMPTY => WriteError::Escapes {
+            Errno::EXIST => WriteError::Collision {
                 path: target.clone(),
-                dir: dir.to_owned(),
             },
-            errno => io("cannot rename into place", &target)(errno),
+            errno => io("cannot create", &target)(errno),
+        })?;
+        let mut out = std::fs::File::from(fd);
+        out.write_all(&file.bytes)
+            .map_err(|source| WriteError::Io {
+                action: "cannot write",
+                path: target.clone(),
+                source,
+            })?;
+        out.sync_all().map_err(|source| WriteError::Io {
+            action: "cannot sync",
+            path: target.clone(),
+            source,
+        })?;
+        rfs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(io("cannot chmod", &target))?;
+        rfs::fsync(&parent).map_err(io("cannot sync the directory of", &target))?;
+    }
+    rfs::fsync(&set).map_err(io("cannot sync", &set_path))?;
+
+    // Swap `..data` to the new set.
+    let previous = rfs::readlinkat(&root, DATA_LINK, Vec::new())
+        .ok()
+        .and_then(|target| target.into_string().ok());
+    let temp_link = format!("{DATA_LINK}_tmp.{:08x}", super::random() as u32);
+    rfs::symlinkat(set_name.as_str(), &root, temp_link.as_str())
+        .map_err(io("cannot create the symlink", &dir.join(&temp_link)))?;
+    if let Err(errno) = rfs::renameat(&root, temp_link.as_str(), &root, DATA_LINK) {
+        let _ = rfs::unlinkat(&root, temp_link.as_str(), AtFlags::empty());
+        return Err(io("cannot swap", &dir.join(DATA_LINK))(errno));
+    }
+    let mut cleanup = cleanup;
+    cleanup.armed = false;
+
+    // Each top-level name points into `..data`; a file or symlink in its place is replaced.
+    for name in &top_level {
+        let link_target = format!("{DATA_LINK}/{name}");
+        let current = rfs::readlinkat(&root, *name, Vec::new()).ok();
+        if current
+            .as_ref()
+            .is_some_and(|t| t.as_bytes() == link_target.as_bytes())
+        {
+            continue;
+        }
+        let temp = format!("..{name}.link-{:08x}", super::random() as u32);
+        let temp = &temp[..temp.len().min(255)];
+        rfs::symlinkat(link_target.as_str(), &root, temp)
+            .map_err(io("cannot create the symlink", &dir.join(name)))?;
+        if let Err(errno) = rfs::renameat(&root, temp, &root, *name) {
+            let _ = rfs::unlinkat(&root, temp, AtFlags::empty());
+            return Err(match errno {
+                Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => WriteError::Escapes {
+                    path: dir.join(name),
+                    dir: dir.to_owned(),
+                },
+                errno => io("cannot link", &dir.join(name))(errno),
+            });
+        }
+    }
+    // Names of the previous set that the new one no longer has, and the previous set itself.
+    if let Some(previous) = previous.filter(|p| p.starts_with("..") && *p != set_name) {
+        if let Ok(old) = open_below(&root, &previous, dir) {
+            for entry in rfs::Dir::read_from(&old).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name == "." || name == ".." || top_level.contains(&name.as_str()) {
+                    continue;
+                }
+                let ours = rfs::readlinkat(&root, name.as_str(), Vec::new())
+                    .is_ok_and(|t| t.as_bytes() == format!("{DATA_LINK}/{name}").as_bytes());
+                if ours {
+                    let _ = rfs::unlinkat(&root, name.as_str(), AtFlags::empty());
+                }
+            }
+        }
+        remove_tree(&root, &previous);
+    }
+    rfs::fsync(&root).map_err(io("cannot sync", dir))?;
+    Ok(set_path)
+}
+
+/// Open the directory `name` below `parent`, refusing a symlink.
+fn open_below(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, WriteError> {
+    rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| match errno {
+        Errno::LOOP | Errno::NOTDIR => WriteError::Escapes {
+            path: path.to_owned(),
+            dir: path.to_owned(),
         },
-    )?;
-    let mut temp = temp;
-    temp.done = true;
-    rfs::fsync(&parent).map_err(io("cannot sync the directory of", &target))?;
-    Ok(target)
+        errno => io("cannot open directory", path)(errno),
+    })
 }
 
-/// Removes the temporary file unless it was renamed into place.
-struct TempFile<'a> {
-    dir: &'a OwnedFd,
-    name: &'a str,
-    done: bool,
+/// Remove the directory tree `name` below `parent`, never following a symlink.
+fn remove_tree(parent: &OwnedFd, name: &str) {
+    if let Ok(dir) = rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let entries: Vec<(String, bool)> = rfs::Dir::read_from(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.file_type() == rfs::FileType::Directory,
+                )
+            })
+            .filter(|(n, _)| n != "." && n != "..")
+            .collect();
+        for (entry, is_dir) in entries {
+            if is_dir {
+                remove_tree(&dir, &entry);
+            } else {
+                let _ = rfs::unlinkat(&dir, entry.as_str(), AtFlags::empty());
+            }
+        }
+    }
+    let _ = rfs::unlinkat(parent, name, AtFlags::REMOVEDIR);
 }
 
-impl Drop for TempFile<'_> {
+/// Removes a half-written set unless it became the current one.
+struct RemoveOnDrop<'a> {
+    root: &'a OwnedFd,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = rfs::unlinkat(self.dir, self.name, AtFlags::empty());
+        if self.armed {
+            remove_tree(self.root, &self.name);
         }
     }
 }
@@ -194,52 +314,87 @@ mod tests {
 
     use super::*;
 
-    fn name(s: &str) -> RelativeFileName {
-        RelativeFileName::parse(s).unwrap()
+    fn file(path: &str, bytes: &[u8]) -> OutputFile {
+        OutputFile {
+            path: path.to_owned(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
-    fn writes_atomically_with_mode_and_sub_folders() {
+    fn writes_a_set_with_mode_and_sub_folders_behind_data() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_secret(
+        let set = write_set(
             dir.path(),
-            &name("db/creds.json"),
-            b"{\"a\":1}",
+            &[file("db/creds.json", b"{\"a\":1}"), file("secret", b"s")],
             0o440,
             true,
         )
         .unwrap();
-        assert_eq!(path, dir.path().join("db/creds.json"));
+        let path = dir.path().join("db/creds.json");
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}");
+        assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"s");
         assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o440);
-        // Overwrite keeps one file, no temporary left behind.
-        write_secret(dir.path(), &name("db/creds.json"), b"new", 0o400, true).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        let entries: Vec<_> = std::fs::read_dir(dir.path().join("db")).unwrap().collect();
-        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            std::fs::read_link(dir.path().join("db")).unwrap(),
+            Path::new("..data/db")
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join(DATA_LINK)).unwrap(),
+            Path::new(set.file_name().unwrap())
+        );
+        // A new set replaces the old one: a name it no longer has goes, the old set goes.
+        write_set(dir.path(), &[file("secret", b"new")], 0o400, true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"new");
+        assert!(!dir.path().join("db").exists());
+        let left = names(dir.path());
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&"..data".to_owned()) && left.contains(&"secret".to_owned()));
     }
 
     #[test]
-    fn refuses_planted_symlinks() {
+    fn the_same_path_twice_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            write_set(dir.path(), &[file("a", b"1"), file("a", b"2")], 0o400, true).unwrap_err();
+        assert!(matches!(err, WriteError::Collision { .. }), "{err}");
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+
+    #[test]
+    fn planted_symlinks_are_replaced_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), dir.path().join("db")).unwrap();
-        let err = write_secret(dir.path(), &name("db/creds"), b"x", 0o400, true).unwrap_err();
-        assert!(matches!(err, WriteError::Escapes { .. }), "{err}");
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        // A symlink at the file's own name is replaced, not followed.
         let victim = outside.path().join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         symlink(&victim, dir.path().join("secret")).unwrap();
-        write_secret(dir.path(), &name("secret"), b"x", 0o400, true).unwrap();
+        write_set(
+            dir.path(),
+            &[file("db/creds", b"x"), file("secret", b"x")],
+            0o400,
+            true,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert!(
-            !dir.path()
-                .join("secret")
-                .symlink_metadata()
-                .unwrap()
-                .is_symlink()
-        );
+        assert_eq!(names(outside.path()), ["victim"]);
+        assert_eq!(std::fs::read(dir.path().join("db/creds")).unwrap(), b"x");
+        // A planted `..data` link to elsewhere is swapped, not written through.
+        let outside2 = tempfile::tempdir().unwrap();
+        std::fs::remove_file(dir.path().join(DATA_LINK)).unwrap();
+        symlink(outside2.path(), dir.path().join(DATA_LINK)).unwrap();
+        write_set(dir.path(), &[file("secret", b"y")], 0o400, true).unwrap();
+        assert!(names(outside2.path()).is_empty());
+        assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"y");
     }
 
     #[test]
@@ -247,7 +402,7 @@ mod tests {
         // The test's temp dir: tmpfs on some machines, disk on others.
         let dir = tempfile::tempdir().unwrap();
         let on_disk = check_in_memory(dir.path(), false).is_err();
-        let result = write_secret(dir.path(), &name("s"), b"x", 0o400, false);
+        let result = write_set(dir.path(), &[file("s", b"x")], 0o400, false);
         assert_eq!(result.is_err(), on_disk);
         assert_eq!(dir.path().join("s").exists(), !on_disk);
         if let Err(err) = result {

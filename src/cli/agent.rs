@@ -8,35 +8,59 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::agent::{self, Options};
-use crate::contract::{PlanFields, env};
+use crate::contract::{PlanFields, SecretFields, env};
 use crate::duration;
 
-/// Fetch one secret from AWS Secrets Manager and write it onto the in-memory volume.
+/// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store and write them onto the
+/// in-memory volume, all files together.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// ARN (or, stand-alone, name) of the secret; the webhook renders the validated ARN.
+    /// ARN (or, stand-alone, name) of the unnamed secret; the webhook renders the validated ARN.
+    /// A Systems Manager parameter ARN fetches a parameter.
     #[arg(long, env = env::SECRET_ARN, value_name = "ARN")]
-    secret_arn: String,
+    secret_arn: Option<String>,
     /// File to write, relative to the output directory; may hold sub-folders [default: secret].
     #[arg(long, env = env::SECRET_FILENAME)]
     secret_filename: Option<String>,
+    /// Top-level JSON key or JMESPath expression selected from the secret's value.
+    #[arg(long, env = env::SECRET_KEY)]
+    secret_key: Option<String>,
+    /// Output format: raw, json, env or split [default: raw].
+    #[arg(long, env = env::SECRET_FORMAT)]
+    secret_format: Option<String>,
+    /// Env vars for the app containers from the secret's JSON keys: VAR=key[,VAR=key...],
+    /// written to the kubelet's env file.
+    #[arg(long = "env", env = env::ENV, value_name = "VAR=KEY,...")]
+    env_bindings: Option<String>,
+    /// The named secrets, a JSON array of {name, arn, file, versionStage, versionId, key,
+    /// format, env} objects (the webhook renders it).
+    #[arg(long, env = env::SECRETS, value_name = "JSON")]
+    secrets: Option<String>,
     /// Directory to write into: the mount path of the in-memory volume [default: /tmp].
     #[arg(long, env = env::OUTPUT_DIR)]
     output_dir: Option<String>,
-    /// Mode of the written file: 0400, 0440 or 0444 [default: 0400]; the webhook chooses it
+    /// Mode of the written files: 0400, 0440 or 0444 [default: 0400]; the webhook chooses it
     /// with the container's user.
     #[arg(long, env = env::FILE_MODE)]
     file_mode: Option<String>,
-    /// Version stage to fetch, sent explicitly [default: AWSCURRENT].
+    /// Version stage of the unnamed secret, sent explicitly [default: AWSCURRENT].
     #[arg(long, env = env::VERSION_STAGE, conflicts_with = "version_id")]
     version_stage: Option<String>,
-    /// Version id to fetch instead of a stage.
+    /// Version id of the unnamed secret, instead of a stage.
     #[arg(long, env = env::VERSION_ID)]
     version_id: Option<String>,
-    /// AWS region to call. Default: the ARN's own region; for a name, the SDK's region chain
-    /// (AWS_REGION, profile).
+    /// AWS region of the unnamed secret. Default: the ARN's own region; for a name, the SDK's
+    /// region chain (AWS_REGION, profile).
     #[arg(long, env = env::REGION)]
     region: Option<String>,
+    /// Region holding replicas of the Secrets Manager secrets: a transient failure of the
+    /// primary region fails over there.
+    #[arg(long, env = env::FAILOVER_REGION)]
+    failover_region: Option<String>,
+    /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
+    /// AWSCURRENT secrets; 0: always GetSecretValue.
+    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = 2)]
+    batch_threshold: usize,
     /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors.
     #[arg(long, env = "SECRET_INJECT_DEADLINE", default_value = "120s", value_parser = duration::parse)]
     deadline: Duration,
@@ -51,7 +75,7 @@ pub struct AgentArgs {
     /// every pod on the node shares.
     #[arg(long, env = "SECRET_INJECT_ALLOW_INSTANCE_METADATA")]
     allow_instance_metadata: bool,
-    /// Where to write the failure message that Kubernetes shows in `kubectl describe pod`.
+    /// Where to write the outcome that Kubernetes shows in `kubectl describe pod`.
     #[arg(
         long,
         env = "SECRET_INJECT_TERMINATION_LOG",
@@ -62,15 +86,23 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// The plan's fields as received.
-    pub fn plan_fields(&self) -> PlanFields<'_> {
+    pub fn plan_fields(&self) -> PlanFields {
         PlanFields {
-            secret_arn: &self.secret_arn,
-            secret_filename: self.secret_filename.as_deref(),
-            output_dir: self.output_dir.as_deref(),
-            region: self.region.as_deref(),
-            file_mode: self.file_mode.as_deref(),
-            version_stage: self.version_stage.as_deref(),
-            version_id: self.version_id.as_deref(),
+            unnamed: self.secret_arn.clone().map(|arn| SecretFields {
+                name: None,
+                arn,
+                file: self.secret_filename.clone(),
+                version_stage: self.version_stage.clone(),
+                version_id: self.version_id.clone(),
+                key: self.secret_key.clone(),
+                format: self.secret_format.clone(),
+                env: self.env_bindings.clone(),
+                region: self.region.clone(),
+            }),
+            secrets: self.secrets.clone(),
+            output_dir: self.output_dir.clone(),
+            file_mode: self.file_mode.clone(),
+            failover_region: self.failover_region.clone(),
         }
     }
 
@@ -78,6 +110,7 @@ impl AgentArgs {
     pub fn run(self) -> u8 {
         let fields = self.plan_fields();
         let AgentArgs {
+            batch_threshold,
             deadline,
             attempt_timeout,
             allow_disk,
@@ -86,20 +119,26 @@ impl AgentArgs {
             // The plan's fields, in `fields`.
             secret_arn: _,
             secret_filename: _,
+            secret_key: _,
+            secret_format: _,
+            env_bindings: _,
+            secrets: _,
             output_dir: _,
             file_mode: _,
             version_stage: _,
             version_id: _,
             region: _,
-        } = &self;
+            failover_region: _,
+        } = self;
         agent::run(
             fields,
             &Options {
-                deadline: *deadline,
-                attempt_timeout: *attempt_timeout,
-                allow_disk: *allow_disk,
-                allow_instance_metadata: *allow_instance_metadata,
-                termination_log: termination_log.clone(),
+                deadline,
+                attempt_timeout,
+                allow_disk,
+                allow_instance_metadata,
+                termination_log,
+                batch_threshold,
             },
         )
     }
@@ -112,7 +151,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
-    use crate::contract::{self, FileMode, Plan, SecretId, VersionSelector};
+    use crate::contract::{self, FileMode, Plan, SecretPlan};
     use crate::mutate::{MutationConfig, mutate};
     use crate::spec;
 
@@ -206,16 +245,53 @@ mod tests {
             let container = injected(&annotations, fs_group);
             let args = parse_rendered(&container);
             let plan = args.plan_fields().parse().unwrap();
+            let mut secret = SecretPlan::for_arn(spec::SecretArn::parse(arn).unwrap());
+            secret.file_name = spec::RelativeFileName::parse(file_name).unwrap();
             let expected = Plan {
-                secret: SecretId::Arn(spec::SecretArn::parse(arn).unwrap()),
-                version: VersionSelector::Stage("AWSCURRENT".to_owned()),
-                region: Some("cn-north-1".to_owned()),
+                secrets: vec![secret],
                 output_dir: spec::MountPath::parse(output_dir).unwrap(),
-                file_name: spec::RelativeFileName::parse(file_name).unwrap(),
                 file_mode: mode,
+                failover_region: None,
             };
             assert_eq!(plan, expected);
         }
+    }
+
+    #[test]
+    fn many_secrets_round_trip_through_the_agents_parser() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        let parameter = "arn:aws:ssm:us-east-1:123456789012:parameter/app/url";
+        let annotations = [
+            (spec::SECRET_ARN, arn),
+            (spec::SECRET_KEY, "password"),
+            ("secrets.k8s.aws/secret-arn.db", arn),
+            ("secrets.k8s.aws/secret-format.db", "split"),
+            ("secrets.k8s.aws/env.db", "DB_USER=username"),
+            ("secrets.k8s.aws/secret-arn.url", parameter),
+            ("secrets.k8s.aws/version-id.url", "3"),
+            (spec::FAILOVER_REGION, "us-west-2"),
+        ];
+        let container = injected(&annotations, None);
+        let plan = parse_rendered(&container).plan_fields().parse().unwrap();
+        let metadata = ObjectMeta {
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let spec::Request::Inject(injection) =
+            spec::InjectionSpec::from_annotations(metadata.annotations.as_ref()).unwrap()
+        else {
+            panic!()
+        };
+        let expected: Vec<SecretPlan> =
+            injection.secrets.iter().map(SecretPlan::for_spec).collect();
+        assert_eq!(plan.secrets, expected);
+        assert_eq!(plan.secrets.len(), 3);
+        assert_eq!(plan.failover_region.as_deref(), Some("us-west-2"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl InjectArgs {
     /// Read, inject, print the YAML to stdout and the warnings to stderr.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let InjectArgs { file, mutation } = self;
-        let config = mutation.config()?;
+        let config = mutation.config(true)?;
         let (source, input) = if file.as_os_str() == "-" {
             let mut input = String::new();
             std::io::stdin()

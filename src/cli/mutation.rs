@@ -31,11 +31,38 @@ pub struct MutationArgs {
     /// sizeLimit of the in-memory secret volume (it counts against the pod's memory).
     #[arg(long, env = "SECRET_INJECT_VOLUME_SIZE_LIMIT", default_value = defaults::VOLUME_SIZE_LIMIT)]
     volume_size_limit: String,
+    /// Whether env.<n> annotations may add env vars read from the volume (fileKeyRef, the
+    /// EnvFiles feature, on by default since Kubernetes 1.35): on, off, or auto (webhook: ask
+    /// the API server's version at start; inject: on). The chart sets on or off from the
+    /// cluster's version.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_ENV_FILES",
+        default_value = "auto",
+        value_enum
+    )]
+    env_files: Switch,
+}
+
+/// A cluster feature the webhook relies on: on, off, or decided from the cluster's version.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// Decide from the cluster's version.
+    Auto,
+    /// The cluster has it.
+    On,
+    /// The cluster lacks it.
+    Off,
 }
 
 impl MutationArgs {
-    /// The validated configuration.
-    pub fn config(&self) -> Result<MutationConfig, SettingsError> {
+    /// The `--env-files` switch as given.
+    pub fn env_files(&self) -> Switch {
+        self.env_files
+    }
+
+    /// The validated configuration; `auto_env_files` decides `--env-files auto`.
+    pub fn config(&self, auto_env_files: bool) -> Result<MutationConfig, SettingsError> {
         let MutationArgs {
             sidecar_image,
             sidecar_image_pull_policy,
@@ -44,6 +71,7 @@ impl MutationArgs {
             sidecar_memory_request,
             sidecar_memory_limit,
             volume_size_limit,
+            env_files,
         } = self;
         MutationConfig::new(&Settings {
             image: sidecar_image,
@@ -53,6 +81,11 @@ impl MutationArgs {
             memory_request: sidecar_memory_request,
             memory_limit: sidecar_memory_limit,
             volume_size_limit,
+            env_files: match env_files {
+                Switch::On => true,
+                Switch::Off => false,
+                Switch::Auto => auto_env_files,
+            },
         })
     }
 }

@@ -11,9 +11,11 @@ use clap::Args;
 use tracing::info;
 
 use super::MutationArgs;
+use super::mutation::Switch;
 use crate::aws::{self, AwsSettings};
 use crate::duration;
 use crate::mutate::secret::WriterConfig;
+use crate::webhook::cluster;
 use crate::webhook::tls::{self, CertFiles, ReloadingResolver};
 use crate::webhook::{BodyLimits, Router, Server, ServerOptions, pods, secrets};
 
@@ -235,7 +237,6 @@ impl WebhookArgs {
             mutation,
             secret_writer,
         } = self;
-        let mutation = mutation.config()?;
         let tls_reload_interval = tls.tls_reload_interval;
         let resolver = Arc::new(tls.resolver()?);
         let options = ServerOptions {
@@ -251,6 +252,20 @@ impl WebhookArgs {
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(async {
+            let auto_env_files = match mutation.env_files() {
+                Switch::Auto => {
+                    let version = cluster::probe_version().await;
+                    if version.is_none() {
+                        tracing::warn!(
+                            "--env-files auto: the cluster's version is unknown, so env.<n> \
+                             annotations are denied; set --env-files on for Kubernetes 1.35+"
+                        );
+                    }
+                    version.is_some_and(|v| v >= cluster::KubeVersion::ENV_FILES)
+                }
+                Switch::On | Switch::Off => false,
+            };
+            let mutation = mutation.config(auto_env_files)?;
             let mut router = Router::new(BodyLimits {
                 max_bytes: max_body_bytes,
                 read_timeout: body_read_timeout,

@@ -9,15 +9,15 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, FileKeySelector, PodSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contract::{self, FileMode, Plan};
+use crate::contract::{self, FileMode, Plan, SecretPlan};
 use crate::spec::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
 
 /// The defaults of [`MutationConfig`], which the command line shows.
@@ -45,6 +45,9 @@ pub struct MutationConfig {
     pub resources: ResourceRequirements,
     /// `sizeLimit` of the in-memory volume (it counts against the pod's memory).
     pub volume_size_limit: Quantity,
+    /// Whether the cluster reads env vars from files (`fileKeyRef`, the EnvFiles feature: beta
+    /// and on by default since Kubernetes 1.35). Without it `env.<n>` annotations are denied.
+    pub env_files: bool,
 }
 
 /// The operator's settings as given, before validation.
@@ -64,6 +67,8 @@ pub struct Settings<'a> {
     pub memory_limit: &'a str,
     /// `sizeLimit` of the volume.
     pub volume_size_limit: &'a str,
+    /// Whether the cluster supports `fileKeyRef` env vars.
+    pub env_files: bool,
 }
 
 impl Default for Settings<'_> {
@@ -76,6 +81,7 @@ impl Default for Settings<'_> {
             memory_request: defaults::MEMORY_REQUEST,
             memory_limit: defaults::MEMORY_LIMIT,
             volume_size_limit: defaults::VOLUME_SIZE_LIMIT,
+            env_files: true,
         }
     }
 }
@@ -148,6 +154,7 @@ impl MutationConfig {
                 ..Default::default()
             },
             volume_size_limit: quantity("volume-size-limit", settings.volume_size_limit)?,
+            env_files: settings.env_files,
         })
     }
 }
@@ -234,27 +241,24 @@ fn inject(
         )));
     }
 
-    // Containers that get the volume: every app container, and the init containers that run
-    // after ours.
-    let mounted_init = match injection.position {
-        InitContainerPosition::First => init_containers.len(),
-        InitContainerPosition::Last => 0,
-    };
-    let mounted: Vec<(&str, usize, &Container)> = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| ("containers", i, c))
-        .chain(
-            init_containers
-                .iter()
-                .enumerate()
-                .take(mounted_init)
-                .map(|(i, c)| ("initContainers", i, c)),
-        )
-        .collect();
+    let mounted = selected_containers(spec, injection)?;
     for (field, _, container) in &mounted {
         check_mount_collision(field, container, mount_path)?;
+        check_env_collision(field, container, injection)?;
+    }
+    if !config.env_files
+        && let Some((secret, _)) = injection.env_bindings().next()
+    {
+        return Err(AnnotationError {
+            key: secret.key_of(spec::ENV),
+            problem: "env vars from files (fileKeyRef) need Kubernetes 1.35 or later, and this \
+                      webhook runs with --env-files off"
+                .to_owned(),
+            fix: "read the secret from its file instead, or upgrade the cluster and set \
+                  --env-files on (the chart sets it from the cluster's version)"
+                .to_owned(),
+        }
+        .into());
     }
 
     let (security_context, file_mode) = security_for(spec, mounted.iter().map(|m| m.2));
@@ -290,10 +294,13 @@ fn inject(
         ..Default::default()
     };
     ops.push(append(&["spec", "volumes"], spec.volumes.is_some(), volume));
-    // 3. The mounts, with the original indices (before our init container shifts them).
+    // 3. The mounts and env vars, with the original indices (before our init container
+    // shifts them).
     let mount = secret_mount(mount_path);
+    let env = file_env(injection);
     for (field, index, container) in &mounted {
         ops.push(append_mount(field, *index, container, &mount));
+        ops.extend(append_env(field, *index, container, &env));
     }
     // 4. The init container.
     let container = agent_container(spec, injection, config, security_context, file_mode);
@@ -321,18 +328,164 @@ fn reconcile_mounts(
     let mount_path = injection.mount_path.as_str();
     let mut ops = Vec::new();
     let mount = secret_mount(mount_path);
+    let env = file_env(injection);
     for (index, container) in spec.containers.iter().enumerate() {
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         if mounts.iter().any(|m| m.name == contract::VOLUME_NAME) {
             continue;
         }
+        if let Some(names) = &injection.containers
+            && !names.contains(&container.name)
+        {
+            continue;
+        }
         check_mount_collision("containers", container, mount_path)?;
+        check_env_collision("containers", container, injection)?;
         ops.push(append_mount("containers", index, container, &mount));
+        ops.extend(append_env("containers", index, container, &env));
     }
     Ok((!ops.is_empty()).then(|| Mutation {
         patch: Patch(ops),
         warnings: Vec::new(),
     }))
+}
+
+/// The containers that get the volume (and the env vars), as (field, index, container): those the
+/// `containers` annotation names, else every app container and the init containers that run
+/// after ours.
+fn selected_containers<'a>(
+    spec: &'a PodSpec,
+    injection: &InjectionSpec,
+) -> Result<Vec<(&'static str, usize, &'a Container)>, MutationError> {
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    // Init containers that run after ours.
+    let after_ours = match injection.position {
+        InitContainerPosition::First => init_containers.len(),
+        InitContainerPosition::Last => 0,
+    };
+    let candidates = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ("containers", i, c))
+        .chain(
+            init_containers
+                .iter()
+                .enumerate()
+                .take(after_ours)
+                .map(|(i, c)| ("initContainers", i, c)),
+        );
+    let Some(names) = &injection.containers else {
+        return Ok(candidates.collect());
+    };
+    let selected: Vec<_> = candidates
+        .filter(|(_, _, c)| names.contains(&c.name))
+        .collect();
+    if let Some(missing) = names
+        .iter()
+        .find(|name| !selected.iter().any(|(_, _, c)| &c.name == *name))
+    {
+        let problem = if init_containers.iter().any(|c| &c.name == missing) {
+            format!(
+                "init container {missing:?} runs before {}, so it cannot read the secrets",
+                contract::CONTAINER_NAME
+            )
+        } else {
+            format!("the pod has no container named {missing:?}")
+        };
+        let known: Vec<&str> = spec
+            .containers
+            .iter()
+            .chain(init_containers.iter().take(after_ours))
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(AnnotationError {
+            key: spec::CONTAINERS.to_owned(),
+            problem,
+            fix: format!("name some of {}", known.join(", ")),
+        }
+        .into());
+    }
+    Ok(selected)
+}
+
+/// The `fileKeyRef` env vars of the pod's `env.<n>` annotations: each reads its own name from
+/// the env file the agent writes.
+fn file_env(injection: &InjectionSpec) -> Vec<EnvVar> {
+    injection
+        .env_bindings()
+        .map(|(_, binding)| EnvVar {
+            name: binding.var.clone(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                file_key_ref: Some(FileKeySelector {
+                    volume_name: contract::VOLUME_NAME.to_owned(),
+                    path: contract::ENV_FILE.to_owned(),
+                    key: binding.var.clone(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        })
+        .collect()
+}
+
+fn check_env_collision(
+    field: &str,
+    container: &Container,
+    injection: &InjectionSpec,
+) -> Result<(), MutationError> {
+    for (secret, binding) in injection.env_bindings() {
+        if container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == binding.var)
+        {
+            return Err(AnnotationError {
+                key: secret.key_of(spec::ENV),
+                problem: format!(
+                    "container {:?} (spec.{field}) already sets env var {}",
+                    container.name, binding.var
+                ),
+                fix: "remove it from the container, or give the secret's env var another name"
+                    .to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn append_env(
+    field: &str,
+    index: usize,
+    container: &Container,
+    env: &[EnvVar],
+) -> Vec<PatchOperation> {
+    if env.is_empty() {
+        return Vec::new();
+    }
+    let mut path = PointerBuf::from_tokens(["spec", field]);
+    path.push_back(index);
+    path.push_back("env");
+    if container.env.is_some() {
+        env.iter()
+            .map(|var| {
+                let mut path = path.clone();
+                path.push_back("-");
+                PatchOperation::Add(AddOperation {
+                    path,
+                    value: to_value(var),
+                })
+            })
+            .collect()
+    } else {
+        vec![PatchOperation::Add(AddOperation {
+            path,
+            value: to_value(env),
+        })]
+    }
 }
 
 fn has_secret_volume(spec: &PodSpec) -> bool {
@@ -432,10 +585,10 @@ fn agent_container(
     file_mode: FileMode,
 ) -> Container {
     let plan = Plan {
+        secrets: injection.secrets.iter().map(SecretPlan::for_spec).collect(),
         output_dir: injection.mount_path.clone(),
-        file_name: injection.file_name.clone(),
         file_mode,
-        ..Plan::for_arn(injection.secret_arn.clone())
+        failover_region: injection.failover_region.clone(),
     };
     let mut env: Vec<EnvVar> = plan
         .env()

@@ -1,4 +1,5 @@
-//! Secrets Manager ARNs and names.
+//! ARNs of the sources a pod reads: Secrets Manager secrets and Systems Manager (Parameter
+//! Store) parameters, and Secrets Manager names.
 
 use std::fmt;
 
@@ -6,7 +7,7 @@ use super::{AnnotationError, SECRET_ARN, quote};
 
 /// The ARN of a Secrets Manager secret:
 /// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretArn {
     arn: String,
     region_start: usize,
@@ -30,16 +31,10 @@ impl SecretArn {
         if fields.len() < 3 || fields[0] != "arn" {
             return Err(bad(format!("{shown} is not an ARN")));
         }
-        let (partition, service) = (fields[1], fields[2]);
-        if !is_partition(partition) {
-            return Err(bad(format!(
-                "{shown} has partition {}, expected aws, aws-cn, aws-us-gov or another AWS partition",
-                quote(partition)
-            )));
-        }
+        let service = fields[2];
         if service != "secretsmanager" {
             return Err(bad(format!(
-                "{shown} is an ARN of service {}, not of secretsmanager",
+                "{shown} is an ARN of service {}, not of secretsmanager (or ssm, for a parameter)",
                 quote(service)
             )));
         }
@@ -50,18 +45,7 @@ impl SecretArn {
             )));
         }
         let (region, account, resource, name) = (fields[3], fields[4], fields[5], fields[6]);
-        if !is_region(region) {
-            return Err(bad(format!(
-                "{shown} has region {}, expected a region such as us-east-1",
-                quote(region)
-            )));
-        }
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(format!(
-                "{shown} has account {}, expected 12 digits",
-                quote(account)
-            )));
-        }
+        check_common(&shown, fields[1], region, account).map_err(bad)?;
         if resource != "secret" {
             return Err(bad(format!(
                 "{shown} has resource type {}, expected \"secret\"",
@@ -99,6 +83,168 @@ impl fmt::Display for SecretArn {
     }
 }
 
+impl SecretArn {
+    /// The same secret's replica in `region` (Secrets Manager replication keeps the ARN and
+    /// changes only its region).
+    pub fn in_region(&self, region: &str) -> SecretArn {
+        let arn = format!(
+            "{}{region}{}",
+            &self.arn[..self.region_start],
+            &self.arn[self.region_end..]
+        );
+        SecretArn {
+            region_end: self.region_start + region.len(),
+            region_start: self.region_start,
+            arn,
+        }
+    }
+}
+
+/// The ARN of a Systems Manager parameter:
+/// `arn:<partition>:ssm:<region>:<account>:parameter/<name without its leading slash>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ParameterArn {
+    arn: String,
+    region_start: usize,
+    region_end: usize,
+}
+
+impl ParameterArn {
+    /// Validate a parameter ARN.
+    pub fn parse(value: &str) -> Result<Self, AnnotationError> {
+        let bad = |problem: String| {
+            AnnotationError::new(
+                SECRET_ARN,
+                problem,
+                "use the parameter's full ARN, e.g. \
+                 arn:aws:ssm:us-east-1:123456789012:parameter/app/db-password \
+                 (`aws ssm get-parameter --name NAME --query Parameter.ARN`)",
+            )
+        };
+        let shown = quote(value);
+        let fields: Vec<&str> = value.splitn(6, ':').collect();
+        if fields.len() != 6 || fields[0] != "arn" || fields[2] != "ssm" {
+            return Err(bad(format!(
+                "{shown} is not a Systems Manager parameter ARN \
+                 (arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME)"
+            )));
+        }
+        let (partition, region, account, resource) = (fields[1], fields[3], fields[4], fields[5]);
+        check_common(&shown, partition, region, account).map_err(bad)?;
+        let Some(name) = resource.strip_prefix("parameter/") else {
+            return Err(bad(format!(
+                "{shown} has resource {}, expected parameter/NAME",
+                quote(resource)
+            )));
+        };
+        // Parameter names: letters, digits and .-_/, at most 15 levels, 1011 characters with
+        // the leading slash; the ARN leaves the leading slash out.
+        let valid = !name.is_empty()
+            && name.len() < 1011
+            && !name.starts_with('/')
+            && !name.ends_with('/')
+            && name.split('/').count() <= 15
+            && name.split('/').all(|level| !level.is_empty())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !valid {
+            return Err(bad(format!(
+                "{shown} has parameter name {}, expected letters, digits and ._-/ \
+                 (at most 15 levels, no leading or trailing slash)",
+                quote(name)
+            )));
+        }
+        let region_start = fields[..3].iter().map(|f| f.len() + 1).sum();
+        Ok(Self {
+            arn: value.to_owned(),
+            region_start,
+            region_end: region_start + region.len(),
+        })
+    }
+
+    /// The whole ARN.
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    /// The region the parameter lives in.
+    pub fn region(&self) -> &str {
+        &self.arn[self.region_start..self.region_end]
+    }
+}
+
+impl fmt::Display for ParameterArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// Where a pod's secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourceArn {
+    /// A Secrets Manager secret.
+    SecretsManager(SecretArn),
+    /// A Systems Manager (Parameter Store) parameter.
+    Parameter(ParameterArn),
+}
+
+impl SourceArn {
+    /// Validate a secret or parameter ARN, chosen by the ARN's service.
+    pub fn parse(value: &str) -> Result<Self, AnnotationError> {
+        if value.split(':').nth(2) == Some("ssm") {
+            ParameterArn::parse(value).map(SourceArn::Parameter)
+        } else {
+            SecretArn::parse(value).map(SourceArn::SecretsManager)
+        }
+    }
+
+    /// The whole ARN.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SourceArn::SecretsManager(arn) => arn.as_str(),
+            SourceArn::Parameter(arn) => arn.as_str(),
+        }
+    }
+
+    /// The region of the secret or parameter.
+    pub fn region(&self) -> &str {
+        match self {
+            SourceArn::SecretsManager(arn) => arn.region(),
+            SourceArn::Parameter(arn) => arn.region(),
+        }
+    }
+}
+
+impl fmt::Display for SourceArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The partition, region and account of an ARN; the problem if one is wrong.
+fn check_common(shown: &str, partition: &str, region: &str, account: &str) -> Result<(), String> {
+    if !is_partition(partition) {
+        return Err(format!(
+            "{shown} has partition {}, expected aws, aws-cn, aws-us-gov or another AWS partition",
+            quote(partition)
+        ));
+    }
+    if !is_region(region) {
+        return Err(format!(
+            "{shown} has region {}, expected a region such as us-east-1",
+            quote(region)
+        ));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{shown} has account {}, expected 12 digits",
+            quote(account)
+        ));
+    }
+    Ok(())
+}
+
 /// A Secrets Manager secret name: 1-512 ASCII letters, digits and `/_+=.@-`.
 pub fn is_secret_name(name: &str) -> bool {
     !name.is_empty()
@@ -115,7 +261,8 @@ fn is_partition(value: &str) -> bool {
         && segments.all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
-fn is_region(value: &str) -> bool {
+/// An AWS region name such as `us-east-1` or `us-gov-west-1`.
+pub fn is_region(value: &str) -> bool {
     // us-east-1, cn-north-1, us-gov-west-1, us-isob-east-1, eu-central-2 ...
     let segments: Vec<&str> = value.split('-').collect();
     segments.len() >= 3

@@ -9,20 +9,39 @@ use std::collections::BTreeMap;
 
 mod arn;
 mod path;
+mod select;
 
-pub use arn::{SecretArn, is_secret_name};
+pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name};
 pub use path::{MountPath, RelativeFileName};
+pub use select::{
+    EnvBinding, KeySelector, OutputFormat, SecretName, VersionSelector, is_env_var_name,
+};
 
 /// Prefix shared by every annotation key of this project.
 pub const PREFIX: &str = "secrets.k8s.aws/";
 /// Opt-in / opt-out switch: `enabled` or `disabled` (seed contract).
 pub const INJECTOR_WEBHOOK: &str = "secrets.k8s.aws/sidecarInjectorWebhook";
-/// ARN of the Secrets Manager secret to fetch (seed contract).
+/// ARN of the Secrets Manager secret (seed contract) or Systems Manager parameter to fetch;
+/// `secret-arn.<n>` for a pod's secret named `<n>`.
 pub const SECRET_ARN: &str = "secrets.k8s.aws/secret-arn";
 /// Absolute path where the in-memory volume is mounted in the app containers (seed contract).
 pub const MOUNT_PATH: &str = "secrets.k8s.aws/mount-path";
 /// File name of the secret inside the mount path; may hold sub-folders (seed contract).
 pub const SECRET_FILENAME: &str = "secrets.k8s.aws/secret-filename";
+/// The part of a JSON value to write: a top-level key or a JMESPath expression.
+pub const SECRET_KEY: &str = "secrets.k8s.aws/secret-key";
+/// How the value is written: `raw`, `json`, `env` or `split`.
+pub const SECRET_FORMAT: &str = "secrets.k8s.aws/secret-format";
+/// Version stage (Secrets Manager) or label (Parameter Store) to fetch.
+pub const VERSION_STAGE: &str = "secrets.k8s.aws/version-stage";
+/// Version id (Secrets Manager) or version number (Parameter Store) to fetch.
+pub const VERSION_ID: &str = "secrets.k8s.aws/version-id";
+/// `VAR=key[,VAR=key...]`: env vars for the app containers, read from the secret's JSON keys.
+pub const ENV: &str = "secrets.k8s.aws/env";
+/// Names of the containers that get the mount (and the env vars).
+pub const CONTAINERS: &str = "secrets.k8s.aws/containers";
+/// A region holding replicas of the pod's Secrets Manager secrets.
+pub const FAILOVER_REGION: &str = "secrets.k8s.aws/failover-region";
 /// Where the injected init container goes among existing init containers: `first` or `last`.
 pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-position";
 /// Written by the webhook: marks a pod as already injected (idempotency).
@@ -36,8 +55,33 @@ pub const STORE_SECRETS_MANAGER: &str = "secretsmanager";
 
 /// Default mount path (seed contract).
 pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
-/// Default file name (seed contract).
+/// Default file name of the unnamed secret (seed contract); a named secret's is its name.
 pub const DEFAULT_SECRET_FILENAME: &str = "secret";
+/// Version stage fetched from Secrets Manager when none is given.
+pub const DEFAULT_VERSION_STAGE: &str = "AWSCURRENT";
+/// Most secrets one pod may name.
+pub const MAX_SECRETS: usize = 100;
+
+/// Keys that describe one secret: `<key>` for the unnamed secret, `<key>.<n>` for secret `<n>`.
+pub const SECRET_KEYS: &[&str] = &[
+    SECRET_ARN,
+    SECRET_FILENAME,
+    SECRET_KEY,
+    SECRET_FORMAT,
+    VERSION_STAGE,
+    VERSION_ID,
+    ENV,
+];
+
+/// Keys that describe the pod (no `.<n>` suffix).
+pub const POD_KEYS: &[&str] = &[
+    INJECTOR_WEBHOOK,
+    MOUNT_PATH,
+    CONTAINERS,
+    FAILOVER_REGION,
+    INIT_CONTAINER_POSITION,
+    STATUS,
+];
 
 /// What a pod's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,14 +97,59 @@ pub enum Request {
 /// A validated injection request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectionSpec {
-    /// The secret to fetch.
-    pub secret_arn: SecretArn,
-    /// Where the volume is mounted in the app containers.
+    /// The secrets to fetch: the unnamed (seed) secret first, then by name.
+    pub secrets: Vec<SecretSpec>,
+    /// Where the volume is mounted.
     pub mount_path: MountPath,
-    /// Where the secret is written, relative to the mount path.
-    pub file_name: RelativeFileName,
+    /// The containers that get the mount and the env vars; `None`: every app container and the
+    /// init containers after ours.
+    pub containers: Option<Vec<String>>,
+    /// A region holding replicas of the Secrets Manager secrets.
+    pub failover_region: Option<String>,
     /// Where the init container goes.
     pub position: InitContainerPosition,
+}
+
+/// One secret of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// Its name: `None` for the seed's un-suffixed keys.
+    pub name: Option<SecretName>,
+    /// The secret or parameter.
+    pub source: SourceArn,
+    /// The version; `None`: `AWSCURRENT` for Secrets Manager, the latest for a parameter.
+    pub version: Option<VersionSelector>,
+    /// The file (or, for `split`, the directory) relative to the mount path.
+    pub file_name: RelativeFileName,
+    /// The part of a JSON value to use.
+    pub key: Option<KeySelector>,
+    /// How to write it.
+    pub format: OutputFormat,
+    /// Env vars fed from it.
+    pub env: Vec<EnvBinding>,
+}
+
+impl SecretSpec {
+    /// The annotation key `base` as written for this secret (`base` or `base.<n>`).
+    pub fn key_of(&self, base: &str) -> String {
+        annotation_key(base, self.name.as_ref().map(SecretName::as_str))
+    }
+
+    /// How messages name this secret: `db` or, for the unnamed one, its annotation key.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("secret {name}"),
+            None => format!("the secret of {SECRET_ARN}"),
+        }
+    }
+}
+
+/// `base` for the unnamed secret, `base.<n>` for secret `<n>`.
+pub fn annotation_key(base: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{base}.{name}"),
+        None => base.to_owned(),
+    }
 }
 
 /// Where the injected init container goes among the pod's existing init containers.
@@ -98,6 +187,69 @@ impl AnnotationError {
             fix: fix.into(),
         }
     }
+
+    /// The same error, reported for the annotation key as written (`secret-arn.db`).
+    fn at(mut self, key: &str) -> Self {
+        self.key = key.to_owned();
+        self
+    }
+}
+
+/// The annotations with our prefix, split into pod keys and per-secret groups.
+struct Annotations<'a> {
+    pod: BTreeMap<&'static str, &'a str>,
+    /// Per secret name (`None`: un-suffixed), per base key: the value.
+    secrets: BTreeMap<Option<&'a str>, BTreeMap<&'static str, &'a str>>,
+}
+
+impl<'a> Annotations<'a> {
+    fn split(annotations: &'a BTreeMap<String, String>) -> Result<Self, AnnotationError> {
+        let mut pod = BTreeMap::new();
+        let mut secrets: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
+        for (key, value) in annotations {
+            let Some(rest) = key.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let (base, name) = match rest.split_once('.') {
+                Some((base, name)) => (base, Some(name)),
+                None => (rest, None),
+            };
+            let full_base = |known: &&&'static str| known[PREFIX.len()..] == *base;
+            if let Some(known) = SECRET_KEYS.iter().find(full_base) {
+                if let Some(name) = name {
+                    SecretName::parse(name).map_err(|problem| {
+                        AnnotationError::new(
+                            key.as_str(),
+                            problem,
+                            "rename it, e.g. secrets.k8s.aws/secret-arn.db",
+                        )
+                    })?;
+                }
+                secrets
+                    .entry(name)
+                    .or_default()
+                    .insert(*known, value.as_str());
+            } else if let Some(known) = POD_KEYS.iter().find(full_base) {
+                if name.is_some() {
+                    return Err(AnnotationError::new(
+                        key.as_str(),
+                        "describes the whole pod and takes no .<name> suffix",
+                        format!("use {known}"),
+                    ));
+                }
+                pod.insert(*known, value.as_str());
+            } else {
+                return Err(unknown_key(key));
+            }
+        }
+        Ok(Self { pod, secrets })
+    }
+
+    fn opts_in(&self) -> bool {
+        self.secrets
+            .values()
+            .any(|keys| keys.contains_key(SECRET_ARN))
+    }
 }
 
 impl InjectionSpec {
@@ -108,9 +260,7 @@ impl InjectionSpec {
         let Some(annotations) = annotations else {
             return Ok(Request::None);
         };
-        let get = |key: &str| annotations.get(key).map(String::as_str);
-
-        let switch = match get(INJECTOR_WEBHOOK) {
+        let switch = match annotations.get(INJECTOR_WEBHOOK).map(String::as_str) {
             None => None,
             Some("enabled") => Some(true),
             Some("disabled") => Some(false),
@@ -125,27 +275,56 @@ impl InjectionSpec {
         if switch == Some(false) {
             return Ok(Request::None);
         }
-        let arn = get(SECRET_ARN);
-        if switch.is_none() && arn.is_none() {
+        let opts_in = annotations.iter().any(|(key, _)| {
+            key.strip_prefix(SECRET_ARN)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        });
+        if switch.is_none() && !opts_in {
+            // Not ours to check: a pod that does not opt in is left alone.
             return Ok(Request::None);
         }
-        check_known_keys(annotations)?;
-        let Some(arn) = arn else {
+        let ours = Annotations::split(annotations)?;
+        if !ours.opts_in() {
             return Err(AnnotationError::new(
                 SECRET_ARN,
                 format!("is missing, but {INJECTOR_WEBHOOK} is \"enabled\""),
-                "add the ARN of the Secrets Manager secret to fetch, or remove the opt-in annotation",
+                "add the ARN of the Secrets Manager secret to fetch (secret-arn, or secret-arn.<name> \
+                 for each of several), or remove the opt-in annotation",
             ));
-        };
+        }
+        let get = |key: &str| ours.pod.get(key).copied();
+        let mut secrets = Vec::with_capacity(ours.secrets.len());
+        for (name, keys) in &ours.secrets {
+            secrets.push(SecretSpec::parse(*name, keys)?);
+        }
+        if secrets.len() > MAX_SECRETS {
+            return Err(AnnotationError::new(
+                SECRET_ARN,
+                format!(
+                    "the pod names {} secrets, more than {MAX_SECRETS}",
+                    secrets.len()
+                ),
+                "split the secrets across pods, or store related values in one JSON secret",
+            ));
+        }
+        check_overlaps(&secrets)?;
         let spec = InjectionSpec {
-            secret_arn: SecretArn::parse(arn)?,
+            secrets,
             mount_path: match get(MOUNT_PATH) {
                 Some(value) => MountPath::parse(value)?,
                 None => MountPath::default(),
             },
-            file_name: match get(SECRET_FILENAME) {
-                Some(value) => RelativeFileName::parse(value)?,
-                None => RelativeFileName::default(),
+            containers: get(CONTAINERS).map(parse_containers).transpose()?,
+            failover_region: match get(FAILOVER_REGION) {
+                None => None,
+                Some(region) if is_region(region) => Some(region.to_owned()),
+                Some(other) => {
+                    return Err(AnnotationError::new(
+                        FAILOVER_REGION,
+                        format!("{} is not a region", quote(other)),
+                        "give the region that holds replicas of the secrets, such as us-west-2",
+                    ));
+                }
             },
             position: match get(INIT_CONTAINER_POSITION) {
                 None | Some("first") => InitContainerPosition::First,
@@ -159,12 +338,209 @@ impl InjectionSpec {
                 }
             },
         };
+        if let Some(region) = &spec.failover_region
+            && let Some(secret) = spec.secrets.iter().find(
+                |s| matches!(&s.source, SourceArn::SecretsManager(arn) if arn.region() == region),
+            )
+        {
+            return Err(AnnotationError::new(
+                FAILOVER_REGION,
+                format!(
+                    "{region} is the region of {} itself",
+                    secret.key_of(SECRET_ARN)
+                ),
+                "give the region that holds the replicas, or remove the annotation",
+            ));
+        }
         if get(STATUS) == Some(STATUS_INJECTED) {
             Ok(Request::AlreadyInjected(spec))
         } else {
             Ok(Request::Inject(spec))
         }
     }
+
+    /// Every env var of the pod's secrets, with the secret that feeds it.
+    pub fn env_bindings(&self) -> impl Iterator<Item = (&SecretSpec, &EnvBinding)> {
+        self.secrets
+            .iter()
+            .flat_map(|secret| secret.env.iter().map(move |binding| (secret, binding)))
+    }
+}
+
+impl SecretSpec {
+    fn parse(
+        name: Option<&str>,
+        keys: &BTreeMap<&'static str, &str>,
+    ) -> Result<Self, AnnotationError> {
+        let key = |base: &str| annotation_key(base, name);
+        let Some(arn) = keys.get(SECRET_ARN) else {
+            let (base, _) = keys.first_key_value().unwrap_or((&SECRET_FILENAME, &""));
+            return Err(AnnotationError::new(
+                key(base),
+                format!("there is no {}", key(SECRET_ARN)),
+                format!(
+                    "add {} with the secret's ARN, or remove the annotation",
+                    key(SECRET_ARN)
+                ),
+            ));
+        };
+        let source = SourceArn::parse(arn).map_err(|e| e.at(&key(SECRET_ARN)))?;
+        let name = name.map(|n| SecretName::parse(n).unwrap_or_else(|_| unreachable!()));
+        let file_name = match keys.get(SECRET_FILENAME) {
+            Some(value) => {
+                RelativeFileName::parse(value).map_err(|e| e.at(&key(SECRET_FILENAME)))?
+            }
+            None => match &name {
+                Some(name) => RelativeFileName::parse(name.as_str())
+                    .map_err(|e| e.at(&key(SECRET_FILENAME)))?,
+                None => RelativeFileName::default(),
+            },
+        };
+        let version = match (keys.get(VERSION_STAGE), keys.get(VERSION_ID)) {
+            (Some(_), Some(_)) => {
+                return Err(AnnotationError::new(
+                    key(VERSION_ID),
+                    format!("is set together with {}", key(VERSION_STAGE)),
+                    "keep one of them",
+                ));
+            }
+            (Some(stage), None) => {
+                Some((VERSION_STAGE, VersionSelector::Stage((*stage).to_owned())))
+            }
+            (None, Some(id)) => Some((VERSION_ID, VersionSelector::Id((*id).to_owned()))),
+            (None, None) => None,
+        };
+        if let Some((base, version)) = &version {
+            let (VersionSelector::Stage(value) | VersionSelector::Id(value)) = version;
+            let problem = match (&source, version) {
+                (SourceArn::Parameter(_), VersionSelector::Id(id))
+                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    Some(format!("{} is not a parameter version number", quote(id)))
+                }
+                _ => select::version_problem(value),
+            };
+            if let Some(problem) = problem {
+                return Err(AnnotationError::new(
+                    key(base),
+                    problem,
+                    match source {
+                        SourceArn::SecretsManager(_) => {
+                            "give a staging label such as AWSCURRENT or AWSPREVIOUS, or a version id"
+                        }
+                        SourceArn::Parameter(_) => {
+                            "give a parameter label (version-stage) or a version number such as 3 (version-id)"
+                        }
+                    },
+                ));
+            }
+        }
+        let format = match keys.get(SECRET_FORMAT) {
+            None => OutputFormat::default(),
+            Some(value) => OutputFormat::parse(value).ok_or_else(|| {
+                AnnotationError::new(
+                    key(SECRET_FORMAT),
+                    format!("value {} is not recognised", quote(value)),
+                    "use raw (default), json, env or split",
+                )
+            })?,
+        };
+        let selector = keys
+            .get(SECRET_KEY)
+            .map(|value| {
+                KeySelector::parse(value).map_err(|problem| {
+                    AnnotationError::new(
+                        key(SECRET_KEY),
+                        problem,
+                        "give a top-level JSON key such as password, or a JMESPath expression \
+                         such as db.password",
+                    )
+                })
+            })
+            .transpose()?;
+        let env = keys
+            .get(ENV)
+            .map(|value| {
+                EnvBinding::parse_list(value).map_err(|problem| {
+                    AnnotationError::new(
+                        key(ENV),
+                        problem,
+                        "write VAR=key[,VAR=key...], e.g. DB_USER=username,DB_PASSWORD=password",
+                    )
+                })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(SecretSpec {
+            name,
+            source,
+            version: version.map(|(_, v)| v),
+            file_name,
+            key: selector,
+            format,
+            env,
+        })
+    }
+}
+
+/// Two secrets writing the same file, or one's file inside the other's, or the same env var
+/// twice: denied, naming both annotations.
+fn check_overlaps(secrets: &[SecretSpec]) -> Result<(), AnnotationError> {
+    for (i, a) in secrets.iter().enumerate() {
+        for b in &secrets[i + 1..] {
+            let (pa, pb) = (a.file_name.as_str(), b.file_name.as_str());
+            let inside = |outer: &str, inner: &str| {
+                inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            };
+            if pa == pb || inside(pa, pb) || inside(pb, pa) {
+                return Err(AnnotationError::new(
+                    b.key_of(SECRET_FILENAME),
+                    format!(
+                        "{} writes {pb:?}, which collides with {pa:?} of {}",
+                        b.label(),
+                        a.label()
+                    ),
+                    format!(
+                        "give {} or {} a file name of its own",
+                        b.key_of(SECRET_FILENAME),
+                        a.key_of(SECRET_FILENAME)
+                    ),
+                ));
+            }
+            if let Some(var) = b
+                .env
+                .iter()
+                .find(|vb| a.env.iter().any(|va| va.var == vb.var))
+            {
+                return Err(AnnotationError::new(
+                    b.key_of(ENV),
+                    format!("{} is also set by {}", var.var, a.key_of(ENV)),
+                    "give each env var one source",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `a,b,c`: container names (DNS labels), each once.
+fn parse_containers(value: &str) -> Result<Vec<String>, AnnotationError> {
+    let mut names: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        if SecretName::parse(name).is_err() {
+            return Err(AnnotationError::new(
+                CONTAINERS,
+                format!("{} is not a container name", quote(name)),
+                "list the names of the containers that get the secrets, separated by commas",
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// Every key of the grammar, including the one the webhook writes itself.
@@ -173,39 +549,47 @@ pub const KNOWN_KEYS: &[&str] = &[
     SECRET_ARN,
     MOUNT_PATH,
     SECRET_FILENAME,
+    SECRET_KEY,
+    SECRET_FORMAT,
+    VERSION_STAGE,
+    VERSION_ID,
+    ENV,
+    CONTAINERS,
+    FAILOVER_REGION,
     INIT_CONTAINER_POSITION,
     STATUS,
 ];
 
 /// On a pod that opts in, a key with our prefix that the grammar does not know is a typo that
 /// would otherwise be ignored silently: deny it, naming the closest known key.
-fn check_known_keys(annotations: &BTreeMap<String, String>) -> Result<(), AnnotationError> {
-    let Some(unknown) = annotations
-        .keys()
-        .filter(|key| key.starts_with(PREFIX))
-        .find(|key| !KNOWN_KEYS.contains(&key.as_str()))
-    else {
-        return Ok(());
-    };
-    // Compared without the shared prefix, which would make every key look close.
+fn unknown_key(unknown: &str) -> AnnotationError {
+    // Compared without the shared prefix, which would make every key look close, and without a
+    // `.<name>` suffix.
     let name = &unknown[PREFIX.len()..];
+    let (base, suffix) = match name.split_once('.') {
+        Some((base, suffix)) => (base, Some(suffix)),
+        None => (name, None),
+    };
     let closest = KNOWN_KEYS
         .iter()
         .map(|known| {
             let known_name = &known[PREFIX.len()..];
-            (strsim::damerau_levenshtein(name, known_name), *known)
+            (strsim::damerau_levenshtein(base, known_name), *known)
         })
         .min()
         .filter(|(distance, known)| *distance <= (known.len() - PREFIX.len()).div_ceil(3));
     let fix = match closest {
+        Some((_, known)) if SECRET_KEYS.contains(&known) => {
+            format!("did you mean {}?", annotation_key(known, suffix))
+        }
         Some((_, known)) => format!("did you mean {known}?"),
         None => format!("known keys are {}", KNOWN_KEYS.join(", ")),
     };
-    Err(AnnotationError::new(
+    AnnotationError::new(
         quote(unknown).trim_matches('"'),
         "is not a secret-inject annotation",
         fix,
-    ))
+    )
 }
 
 /// Quote a user value for an error message, shortened so a huge value cannot flood a message.
@@ -247,11 +631,189 @@ mod tests {
         else {
             panic!("expected injection");
         };
-        assert_eq!(spec.secret_arn.as_str(), ARN);
-        assert_eq!(spec.secret_arn.region(), "us-east-1");
+        assert_eq!(spec.secrets.len(), 1);
+        let secret = &spec.secrets[0];
+        assert_eq!(secret.source.as_str(), ARN);
+        assert_eq!(secret.source.region(), "us-east-1");
+        assert_eq!(secret.name, None);
+        assert_eq!(secret.version, None);
+        assert_eq!(secret.format, OutputFormat::Raw);
         assert_eq!(spec.mount_path.as_str(), "/tmp");
-        assert_eq!(spec.file_name.as_str(), "secret");
+        assert_eq!(secret.file_name.as_str(), "secret");
         assert_eq!(spec.position, InitContainerPosition::First);
+        assert_eq!(spec.containers, None);
+    }
+
+    const PARAMETER: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/app/url";
+
+    #[test]
+    fn named_secrets_parameters_keys_formats_and_env() {
+        let Request::Inject(spec) = parse(&[
+            (SECRET_ARN, ARN),
+            ("secrets.k8s.aws/secret-arn.db", ARN),
+            ("secrets.k8s.aws/secret-key.db", "db.password"),
+            ("secrets.k8s.aws/secret-format.db", "json"),
+            ("secrets.k8s.aws/version-stage.db", "AWSPREVIOUS"),
+            ("secrets.k8s.aws/env.db", "DB_USER=username"),
+            ("secrets.k8s.aws/secret-arn.url", PARAMETER),
+            ("secrets.k8s.aws/version-id.url", "3"),
+            ("secrets.k8s.aws/secret-filename.url", "conf/url"),
+            (CONTAINERS, "app, sidecar"),
+            (FAILOVER_REGION, "us-west-2"),
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let names: Vec<Option<&str>> = spec
+            .secrets
+            .iter()
+            .map(|s| s.name.as_ref().map(SecretName::as_str))
+            .collect();
+        assert_eq!(names, [None, Some("db"), Some("url")]);
+        let db = &spec.secrets[1];
+        assert_eq!(
+            db.file_name.as_str(),
+            "db",
+            "a named secret's file is its name"
+        );
+        assert!(db.key.as_ref().unwrap().is_expression());
+        assert_eq!(db.format, OutputFormat::Json);
+        assert_eq!(
+            db.version,
+            Some(VersionSelector::Stage("AWSPREVIOUS".into()))
+        );
+        assert_eq!(db.env[0].var, "DB_USER");
+        assert_eq!(db.key_of(ENV), "secrets.k8s.aws/env.db");
+        let url = &spec.secrets[2];
+        assert!(matches!(url.source, SourceArn::Parameter(_)));
+        assert_eq!(url.version, Some(VersionSelector::Id("3".into())));
+        assert_eq!(url.file_name.as_str(), "conf/url");
+        assert_eq!(
+            spec.containers,
+            Some(vec!["app".to_owned(), "sidecar".to_owned()])
+        );
+        assert_eq!(spec.failover_region.as_deref(), Some("us-west-2"));
+        // Named secrets alone opt in.
+        assert!(matches!(
+            parse(&[("secrets.k8s.aws/secret-arn.db", ARN)]),
+            Ok(Request::Inject(_))
+        ));
+    }
+
+    #[test]
+    fn every_new_keys_bad_values_are_denied_naming_the_key() {
+        let db_arn = ("secrets.k8s.aws/secret-arn.db", ARN);
+        for (pairs, key, expect) in [
+            (
+                vec![("secrets.k8s.aws/secret-arn.db", "nope")],
+                "secrets.k8s.aws/secret-arn.db",
+                "not an ARN",
+            ),
+            (
+                vec![("secrets.k8s.aws/secret-arn.Db", ARN)],
+                "secrets.k8s.aws/secret-arn.Db",
+                "DNS label",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/secret-filename.other", "x")],
+                "secrets.k8s.aws/secret-filename.other",
+                "no secrets.k8s.aws/secret-arn.other",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/secret-format.db", "yaml")],
+                "secrets.k8s.aws/secret-format.db",
+                "not recognised",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/secret-key.db", "")],
+                "secrets.k8s.aws/secret-key.db",
+                "empty",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/env.db", "DB-USER=u")],
+                "secrets.k8s.aws/env.db",
+                "environment variable name",
+            ),
+            (
+                vec![
+                    db_arn,
+                    ("secrets.k8s.aws/env.db", "A=a"),
+                    (SECRET_ARN, ARN),
+                    (ENV, "A=b"),
+                ],
+                "secrets.k8s.aws/env.db",
+                "also set by",
+            ),
+            (
+                vec![
+                    db_arn,
+                    ("secrets.k8s.aws/version-stage.db", "A"),
+                    ("secrets.k8s.aws/version-id.db", "B"),
+                ],
+                "secrets.k8s.aws/version-id.db",
+                "together",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/version-stage.db", "a b")],
+                "secrets.k8s.aws/version-stage.db",
+                "characters",
+            ),
+            (
+                vec![
+                    ("secrets.k8s.aws/secret-arn.p", PARAMETER),
+                    ("secrets.k8s.aws/version-id.p", "latest"),
+                ],
+                "secrets.k8s.aws/version-id.p",
+                "version number",
+            ),
+            (
+                vec![db_arn, (SECRET_ARN, ARN), (SECRET_FILENAME, "db")],
+                "secrets.k8s.aws/secret-filename.db",
+                "collides",
+            ),
+            (
+                vec![db_arn, (SECRET_ARN, ARN), (SECRET_FILENAME, "db/x")],
+                "secrets.k8s.aws/secret-filename.db",
+                "collides",
+            ),
+            (
+                vec![db_arn, (CONTAINERS, "app,Bad")],
+                CONTAINERS,
+                "not a container name",
+            ),
+            (
+                vec![db_arn, (FAILOVER_REGION, "mars")],
+                FAILOVER_REGION,
+                "not a region",
+            ),
+            (
+                vec![db_arn, (FAILOVER_REGION, "us-east-1")],
+                FAILOVER_REGION,
+                "region of",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/mount-path.db", "/x")],
+                "secrets.k8s.aws/mount-path.db",
+                "no .<name> suffix",
+            ),
+            (
+                vec![db_arn, ("secrets.k8s.aws/secret-fromat.db", "json")],
+                "secrets.k8s.aws/secret-fromat.db",
+                "not a secret-inject annotation",
+            ),
+        ] {
+            let err = parse(&pairs).unwrap_err();
+            assert_eq!(err.key, key, "{pairs:?}: {err}");
+            assert!(err.problem.contains(expect), "{pairs:?}: {err}");
+        }
+        let err = parse(&[db_arn, ("secrets.k8s.aws/secret-fromat.db", "json")]).unwrap_err();
+        assert_eq!(err.fix, "did you mean secrets.k8s.aws/secret-format.db?");
+        let many: Vec<(String, String)> = (0..=MAX_SECRETS)
+            .map(|i| (format!("secrets.k8s.aws/secret-arn.s{i}"), ARN.to_owned()))
+            .collect();
+        let many: BTreeMap<String, String> = many.into_iter().collect();
+        let err = InjectionSpec::from_annotations(Some(&many)).unwrap_err();
+        assert!(err.problem.contains("more than 100"), "{err}");
     }
 
     #[test]

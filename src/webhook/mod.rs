@@ -3,6 +3,7 @@
 //! until shutdown, then drains in-flight requests. Paths map to endpoints in a [`Router`].
 
 pub mod admin;
+pub mod cluster;
 pub mod metrics;
 pub mod pods;
 pub mod review;

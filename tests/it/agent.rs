@@ -95,10 +95,17 @@ fn mode(path: &Path) -> u32 {
     path.metadata().unwrap().permissions().mode() & 0o7777
 }
 
+/// What a directory holds apart from the current set (`..data` and the directory it points
+/// to): the visible names, and anything left behind.
 fn entries(dir: &Path) -> Vec<PathBuf> {
+    let current = std::fs::read_link(dir.join("..data")).ok();
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap();
+            name != "..data" && current.as_deref().is_none_or(|c| c.as_os_str() != name)
+        })
         .collect()
 }
 
@@ -114,7 +121,11 @@ fn string_secret_by_arn_lands_on_the_ram_disk() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "P@$$word1024");
     assert_eq!(mode(&file), 0o400);
     assert_eq!(entries(out.path()), [file], "no temporary files left");
-    assert!(run.termination.is_empty());
+    assert!(
+        run.termination.contains("wrote 1 file(s) for 1 secret(s)"),
+        "{}",
+        run.termination
+    );
 }
 
 #[test]
@@ -219,9 +230,10 @@ fn not_found_too_large_and_bad_configuration_fail_cleanly() {
         (big.as_str(), 6, "TooLarge"),
         (
             "arn:aws:ssm:us-east-1:123456789012:parameter/x",
-            2,
-            "SECRET_ARN",
+            5,
+            "ParameterNotFound",
         ),
+        ("arn:aws:s3:::bucket", 2, "SECRET_ARN"),
         ("not a name!", 2, "neither a secret ARN nor a secret name"),
     ] {
         let run = agent(

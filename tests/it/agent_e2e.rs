@@ -169,7 +169,7 @@ fn run_like_kubelet(pod: &Value, runner_env: &[(String, String)], setup: &str, e
         ));
     }
     script.push_str(&format!(
-        "echo '---stat---'\nstat -c '%u %g %a' {}\n",
+        "echo '---stat---'\nstat -L -c '%u %g %a' {}\n",
         q(&format!("{app_mount}/{filename}"))
     ));
     let output = Command::new("unshare")
