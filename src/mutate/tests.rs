@@ -380,3 +380,124 @@ fn hostile_annotation_values_stay_json_strings() {
     );
     assert_eq!(patched["spec"]["containers"].as_array().unwrap().len(), 1);
 }
+
+fn many_pod() -> Value {
+    json!({
+        "metadata": {
+            "name": "app",
+            "annotations": {
+                "secrets.k8s.aws/secret-arn.db": ARN,
+                "secrets.k8s.aws/secret-format.db": "split",
+                "secrets.k8s.aws/env.db": "DB_USER=username,DB_PASSWORD=password",
+                "secrets.k8s.aws/secret-arn.url": "arn:aws:ssm:us-east-1:123456789012:parameter/app/url",
+                "secrets.k8s.aws/containers": "app,migrate",
+                "secrets.k8s.aws/mount-path": "/var/run/secrets/app",
+            }
+        },
+        "spec": {
+            "initContainers": [{ "name": "migrate", "image": "m" }],
+            "containers": [
+                { "name": "app", "image": "a", "env": [{ "name": "LOG", "value": "debug" }] },
+                { "name": "proxy", "image": "p" },
+            ]
+        }
+    })
+}
+
+#[test]
+fn named_containers_get_the_mount_and_file_env_vars_others_nothing() {
+    let patched = apply(&many_pod());
+    let containers = patched["spec"]["containers"].as_array().unwrap();
+    let (app, proxy) = (&containers[0], &containers[1]);
+    assert_eq!(
+        app["volumeMounts"],
+        json!([{ "name": "secret-vol", "mountPath": "/var/run/secrets/app" }])
+    );
+    assert_eq!(proxy.get("volumeMounts"), None, "not named: no mount");
+    assert_eq!(proxy.get("env"), None, "not named: no env");
+    // The app's own env first, then ours, each read from the env file in the volume.
+    assert_eq!(app["env"][0], json!({ "name": "LOG", "value": "debug" }));
+    assert_eq!(
+        app["env"][1],
+        json!({ "name": "DB_USER", "valueFrom": { "fileKeyRef": {
+            "volumeName": "secret-vol", "path": "..data/..env", "key": "DB_USER" } } })
+    );
+    assert_eq!(app["env"][2]["name"], "DB_PASSWORD");
+    // The named init container runs after ours and gets both.
+    let init = patched["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(init[0]["name"], contract::CONTAINER_NAME);
+    assert_eq!(init[1]["name"], "migrate");
+    assert_eq!(init[1]["env"].as_array().unwrap().len(), 2);
+    assert_eq!(init[1]["volumeMounts"][0]["name"], "secret-vol");
+    // The agent gets the named secrets as one JSON value; no seed variables.
+    let agent = agent(&patched);
+    assert_eq!(env(agent, "SECRET_ARN"), None);
+    let secrets: Value = serde_json::from_str(
+        env(agent, "SECRET_INJECT_SECRETS").unwrap()["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(secrets[0]["name"], "db");
+    assert_eq!(secrets[0]["format"], "split");
+    assert_eq!(secrets[0]["env"], "DB_USER=username,DB_PASSWORD=password");
+    assert_eq!(secrets[1]["name"], "url");
+    assert_eq!(
+        secrets[1].get("versionStage"),
+        None,
+        "parameters default to their latest version"
+    );
+    // Injected twice: nothing more.
+    let (metadata, spec) = parts(&patched);
+    assert_eq!(
+        mutate(&metadata, &spec, &MutationConfig::default()),
+        Ok(None)
+    );
+}
+
+#[test]
+fn containers_that_cannot_read_the_secrets_are_denied() {
+    let mut pod = many_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/containers"] = json!("app,worker");
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("secrets.k8s.aws/containers"), "{err}");
+    assert!(err.contains("no container named \"worker\""), "{err}");
+    assert!(err.contains("app, proxy, migrate"), "{err}");
+    // An init container that runs before ours.
+    pod["metadata"]["annotations"]["secrets.k8s.aws/containers"] = json!("migrate");
+    pod["metadata"]["annotations"]["secrets.k8s.aws/init-container-position"] = json!("last");
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("runs before secrets-init-container"), "{err}");
+}
+
+#[test]
+fn env_vars_are_denied_where_they_would_clash_or_the_cluster_lacks_env_files() {
+    let mut pod = many_pod();
+    pod["spec"]["containers"][0]["env"] = json!([{ "name": "DB_USER", "value": "x" }]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/env.db:"),
+        "{err}"
+    );
+    assert!(err.contains("already sets env var DB_USER"), "{err}");
+
+    let (metadata, spec) = parts(&many_pod());
+    let config = MutationConfig {
+        env_files: false,
+        ..MutationConfig::default()
+    };
+    let err = mutate(&metadata, &spec, &config).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/env.db:"),
+        "{err}"
+    );
+    assert!(err.contains("Kubernetes 1.35"), "{err}");
+    // Without env annotations the same configuration injects.
+    let mut pod = many_pod();
+    pod["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secrets.k8s.aws/env.db");
+    let (metadata, spec) = parts(&pod);
+    assert!(mutate(&metadata, &spec, &config).unwrap().is_some());
+}

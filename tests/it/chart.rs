@@ -339,6 +339,17 @@ fn webhook_configuration_is_production_safe() {
 
         let deployment = find(&docs, "Deployment");
         assert_eq!(deployment["spec"]["replicas"], 2);
+        // env.<n> annotations only where the kubelet reads env files (EnvFiles, on by default
+        // since 1.35).
+        let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+        let env_files = format!("--env-files={}", if minor >= 35 { "on" } else { "off" });
+        assert!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(env_files)),
+            "{version}: no {env_files}"
+        );
         let pod = &deployment["spec"]["template"]["spec"];
         assert!(pod["affinity"]["podAntiAffinity"].is_object());
         let container = &pod["containers"][0];

@@ -226,6 +226,103 @@ fn pod_security_restricted_admits_the_injected_pod_and_refuses_a_non_compliant_o
 }
 
 #[test]
+fn many_secrets_with_file_env_vars_are_admitted_by_the_api_server_under_restricted_pss() {
+    let ns = Namespaces::new(
+        "many",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let annotations = json!({
+        "secrets.k8s.aws/secret-arn.db": ARN,
+        "secrets.k8s.aws/secret-format.db": "split",
+        "secrets.k8s.aws/env.db": "DB_USER=username,DB_PASSWORD=password",
+        "secrets.k8s.aws/secret-arn.url": "arn:aws:ssm:us-east-1:123456789012:parameter/app/url",
+        "secrets.k8s.aws/secret-key.url": "endpoints[0]",
+        "secrets.k8s.aws/containers": "app",
+    });
+    let mut object = pod("many", annotations, true);
+    let sidecar = json!({"name": "metrics", "image": "busybox:1.36", "command": ["sleep", "3600"],
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}});
+    object["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(sidecar);
+    create_ok(plane, &ns.app, &object);
+    let stored = plane.get_json(&["pod", "many", "-n", &ns.app]);
+    let containers = stored["spec"]["containers"].as_array().unwrap();
+    let (app, metrics) = (&containers[0], &containers[1]);
+    let names: Vec<&str> = app["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DB_USER", "DB_PASSWORD"]);
+    assert_eq!(
+        app["env"][0]["valueFrom"]["fileKeyRef"],
+        json!({"volumeName": "secret-vol", "path": "..data/..env", "key": "DB_USER",
+               "optional": false}),
+        "the API server accepted and stored the fileKeyRef (defaulting optional)"
+    );
+    assert!(
+        app["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "secret-vol")
+    );
+    assert!(metrics.get("env").is_none(), "not named in containers");
+    assert!(
+        !metrics["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "secret-vol")
+    );
+    // A container that the pod does not have: the denial names the annotation.
+    let mut object = pod(
+        "wrong",
+        json!({"secrets.k8s.aws/secret-arn.db": ARN, "secrets.k8s.aws/containers": "nginx"}),
+        true,
+    );
+    object["metadata"]["name"] = json!("wrong");
+    let output = create(plane, &ns.app, &object);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "annotation secrets.k8s.aws/containers: the pod has no container named \"nginx\""
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn with_env_files_off_env_annotations_are_denied_saying_why() {
+    let ns = Namespaces::new("noenv", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &["--set", "webhook.envFiles=off"]);
+    let output = create(
+        plane,
+        &ns.app,
+        &pod(
+            "env",
+            json!({"secrets.k8s.aws/secret-arn": ARN, "secrets.k8s.aws/env": "PASSWORD=password"}),
+            false,
+        ),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "annotation secrets.k8s.aws/env: env vars from files (fileKeyRef) need Kubernetes 1.35"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn match_conditions_keep_unannotated_pods_away_from_a_webhook_that_is_down() {
     let ns = Namespaces::new("down", &[]);
     let plane = shared();

@@ -284,3 +284,19 @@ matchExpressions:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/*
+"on" or "off": --env-files, from webhook.envFiles and the cluster's version (EnvFiles is beta and
+on by default since Kubernetes 1.35).
+*/}}
+{{- define "secret-inject.envFiles" -}}
+{{- $mode := .Values.webhook.envFiles }}
+{{- if not (has $mode (list "auto" "on" "off")) }}
+{{- fail (printf "webhook.envFiles must be auto, on or off, not %v" $mode) }}
+{{- end }}
+{{- if or (eq $mode "on") (and (eq $mode "auto") (semverCompare ">=1.35.0-0" .Capabilities.KubeVersion.Version)) -}}
+on
+{{- else -}}
+off
+{{- end }}
+{{- end }}

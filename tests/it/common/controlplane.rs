@@ -616,13 +616,25 @@ impl Release {
             .unwrap()
             .parse()
             .unwrap();
+        // The flags the chart decides from the cluster's version (.Capabilities), as rendered
+        // into its Deployment, so the webhook here runs as the chart would run it.
+        let deployment = plane.get_json(&["deployment", &fullname, "-n", &ns.release]);
+        let from_chart = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|arg| arg.starts_with("--env-files="))
+            .map(str::to_owned);
         let mut release = Release {
             fullname,
             cluster_ip,
             webhook: None,
             tls_dir: tempfile::tempdir().unwrap(),
             generation: 0,
-            webhook_args: webhook_args.iter().map(|a| (*a).to_owned()).collect(),
+            webhook_args: from_chart
+                .chain(webhook_args.iter().map(|a| (*a).to_owned()))
+                .collect(),
             webhook_env: webhook_env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
