@@ -134,8 +134,10 @@ pub fn write_set(
     for file in files {
         let mut components: Vec<&str> = file.path.split('/').collect();
         let file_name = components.pop().unwrap_or_default();
-        if !top_level.contains(&components.first().copied().unwrap_or(file_name)) {
-            top_level.push(components.first().copied().unwrap_or(file_name));
+        // `..`-names (the env file) are reached through `..data` only.
+        let top = components.first().copied().unwrap_or(file_name);
+        if !top.starts_with("..") && !top_level.contains(&top) {
+            top_level.push(top);
         }
         let target = set_path.join(&file.path);
         let mut parent = rfs::openat(

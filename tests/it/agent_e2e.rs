@@ -319,3 +319,170 @@ async fn pod_with_run_as_user_fs_group_and_irsa_runs_end_to_end() {
         },
     );
 }
+
+/// A pod with several secrets in two formats, a parameter, a selected container set and env
+/// vars, run the way the kubelet runs it: the agent as its user on a tmpfs, then each selected
+/// container's env resolved (plain values as is, `fileKeyRef` with the kubelet's own parser,
+/// `kubelet-envfile`), and the files read as the app's user.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_with_many_secrets_formats_and_env_vars_runs_end_to_end() {
+    let moto = Moto::start();
+    let db = moto.create_secret(
+        "us-east-1",
+        "app/db",
+        r#"{"username":"app","password":"p4ss w0rd $HOME `x` \\ \"q\"","port":5432}"#,
+    );
+    let tls = moto.create_secret(
+        "us-east-1",
+        "app/tls",
+        r#"{"tls.crt":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n","tls.key":"k"}"#,
+    );
+    let (status, _) = moto.json(
+        "us-east-1",
+        "AmazonSSM.PutParameter",
+        &json!({"Name": "/app/feature-flags", "Value": "a,b,c", "Type": "StringList"}),
+    );
+    assert_eq!(status, 200);
+    let parameter = "arn:aws:ssm:us-east-1:123456789012:parameter/app/feature-flags";
+    let server = Webhook::start(&["--env-files", "on"]);
+    let deployment = common::kubectl_object(&["create", "deployment", "shop", "--image=shop:1.0"]);
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["annotations"] = json!({
+        "secrets.k8s.aws/mount-path": "/srv/secrets",
+        "secrets.k8s.aws/secret-arn.db": db,
+        "secrets.k8s.aws/secret-format.db": "json",
+        "secrets.k8s.aws/env.db": "DB_USER=username,DB_PASSWORD=password,DB_PORT=port",
+        "secrets.k8s.aws/secret-arn.tls": tls,
+        "secrets.k8s.aws/secret-format.tls": "split",
+        "secrets.k8s.aws/secret-arn.flags": parameter,
+        "secrets.k8s.aws/secret-filename.flags": "conf/flags",
+        "secrets.k8s.aws/containers": "shop",
+    });
+    template["spec"]["securityContext"] =
+        json!({ "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000 });
+    template["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "metrics", "image": "metrics:1.0" }));
+    let pod = injected_pod(&server, &template).await;
+    let spec = &pod["spec"];
+    let agent = &spec["initContainers"][0];
+    assert_eq!(agent["name"], "secrets-init-container");
+    assert!(
+        !spec["containers"][1]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "secret-vol")
+            && spec["containers"][1].get("env").is_none(),
+        "metrics is not selected: {}",
+        spec["containers"]
+    );
+    let shop = &spec["containers"][0];
+
+    let scratch = tempfile::Builder::new()
+        .prefix("secret-inject-kubelet-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm must exist");
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let binary = scratch.path().join("secret-inject");
+    std::fs::copy(env!("CARGO_BIN_EXE_secret-inject"), &binary).unwrap();
+    let parser = common::controlplane::bin("kubelet-envfile");
+    let sc = &agent["securityContext"];
+    let (uid, gid) = (
+        sc["runAsUser"].as_i64().unwrap(),
+        sc["runAsGroup"].as_i64().unwrap(),
+    );
+    let mut env: Vec<String> = resolve_env(agent)
+        .into_iter()
+        .map(|(k, v)| q(&format!("{k}={v}")))
+        .collect();
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID", "AKIATEST".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        (
+            "SECRET_INJECT_TERMINATION_LOG",
+            scratch.path().join("termination-log").display().to_string(),
+        ),
+    ] {
+        env.push(q(&format!("{k}={v}")));
+    }
+    // The kubelet resolves fileKeyRef env vars from the volume before the container starts.
+    let mount = "/srv/secrets";
+    let mut file_keys = Vec::new();
+    for var in shop["env"].as_array().unwrap() {
+        let reference = &var["valueFrom"]["fileKeyRef"];
+        assert_eq!(reference["volumeName"], "secret-vol");
+        assert_eq!(reference["path"], "..data/..env");
+        file_keys.push(reference["key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(file_keys, ["DB_USER", "DB_PASSWORD", "DB_PORT"]);
+    let drop_all = "--inh-caps=-all --bounding-set=-all --no-new-privs";
+    let app = format!("setpriv --reuid=1000 --regid=1000 --groups=2000 {drop_all}");
+    let script = format!(
+        "set -e\nmkdir -p {mount}\nmount -t tmpfs -o mode=0777,size=1m secret-vol {mount}\n\
+         chgrp 2000 {mount} && chmod 2777 {mount}\n\
+         setpriv --reuid={uid} --regid={gid} --groups=2000 {drop_all} env -i {env} {binary} --log-format plain agent\n\
+         echo '@@env@@'\n{parser} {mount}/..data/..env {keys}\n\
+         echo '@@json@@'\n{app} cat {mount}/db\necho\n\
+         echo '@@crt@@'\n{app} cat {mount}/tls/tls.crt\n\
+         echo '@@key@@'\n{app} cat {mount}/tls/tls.key\necho\n\
+         echo '@@flags@@'\n{app} cat {mount}/conf/flags\necho\n\
+         echo '@@ls@@'\nls -A {mount}\n",
+        env = env.join(" "),
+        binary = q(binary.to_str().unwrap()),
+        parser = q(parser.to_str().unwrap()),
+        keys = file_keys.join(" "),
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) must be installed; the test needs root");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kubelet-like run failed:\n{stdout}\n{}\ntermination log: {}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(scratch.path().join("termination-log")).unwrap_or_default()
+    );
+    let section = |name: &str| {
+        stdout
+            .split(&format!("@@{name}@@\n"))
+            .nth(1)
+            .unwrap()
+            .split("\n@@")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let env: Value = serde_json::from_str(&section("env")).unwrap();
+    assert_eq!(
+        env,
+        json!({"DB_USER": "app", "DB_PASSWORD": "p4ss w0rd $HOME `x` \\ \"q\"", "DB_PORT": "5432"}),
+        "the kubelet's parser reads back exactly the values"
+    );
+    let json: Value = serde_json::from_str(&section("json")).unwrap();
+    assert_eq!(json["port"], 5432);
+    assert_eq!(
+        section("crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    );
+    assert_eq!(section("key"), "k");
+    assert_eq!(section("flags"), "a,b,c");
+    let mut listed: Vec<String> = section("ls").lines().map(str::to_owned).collect();
+    listed.retain(|n| !n.starts_with("..20") && !n.starts_with("..1"));
+    listed.sort();
+    assert_eq!(listed, ["..data", "conf", "db", "tls"], "{stdout}");
+    let termination = std::fs::read_to_string(scratch.path().join("termination-log")).unwrap();
+    assert!(
+        termination.contains("wrote 5 file(s) for 3 secret(s)")
+            && termination.contains("3 env var(s)"),
+        "{termination}"
+    );
+}
