@@ -129,6 +129,78 @@ proptest! {
     }
 }
 
+/// A pod's named secrets: names, formats, keys and env bindings, some colliding on purpose.
+fn named_secrets() -> impl Strategy<Value = Vec<(String, String, Option<String>, Option<String>)>> {
+    prop::collection::vec(
+        (
+            "[a-c]{1,2}",
+            prop_oneof![Just("raw"), Just("json"), Just("env"), Just("split")]
+                .prop_map(str::to_owned),
+            prop::option::of(nasty()),
+            prop::option::of("[A-C]{1,2}=[a-z]{1,3}"),
+        ),
+        1..8,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Many secrets: the pod is injected or denied naming an annotation; an injected pod has
+    /// one volume, one agent, one mount per container and one fileKeyRef per env var, with the
+    /// named secrets rendered once each; a second pass is a no-op.
+    #[test]
+    fn many_secrets_inject_once_or_are_denied_naming_the_annotation(secrets in named_secrets()) {
+        let mut annotations = serde_json::Map::new();
+        for (name, format, key, env) in &secrets {
+            annotations.insert(format!("secrets.k8s.aws/secret-arn.{name}"), json!(ARN));
+            annotations.insert(format!("secrets.k8s.aws/secret-format.{name}"), json!(format));
+            if let Some(key) = key {
+                annotations.insert(format!("secrets.k8s.aws/secret-key.{name}"), json!(key));
+            }
+            if let Some(env) = env {
+                annotations.insert(format!("secrets.k8s.aws/env.{name}"), json!(env));
+            }
+        }
+        let pod = json!({
+            "metadata": { "annotations": annotations },
+            "spec": { "containers": [{ "name": "app", "image": "app" }, { "name": "b", "image": "b" }] }
+        });
+        match run(&pod) {
+            Err(message) => prop_assert!(message.starts_with("annotation secrets.k8s.aws/"), "{}", message),
+            Ok(None) => prop_assert!(false, "named ARNs must inject or deny"),
+            Ok(Some(patch)) => {
+                let mut patched = pod.clone();
+                json_patch::patch(&mut patched, &patch).unwrap();
+                let spec = &patched["spec"];
+                prop_assert_eq!(spec["volumes"].as_array().unwrap().len(), 1);
+                prop_assert_eq!(spec["initContainers"].as_array().unwrap().len(), 1);
+                let agent = &spec["initContainers"][0];
+                let rendered = agent["env"].as_array().unwrap().iter()
+                    .find(|e| e["name"] == "SECRET_INJECT_SECRETS").unwrap()["value"].as_str().unwrap();
+                let rendered: Vec<Value> = serde_json::from_str(rendered).unwrap();
+                let mut names: Vec<&str> = secrets.iter().map(|s| s.0.as_str()).collect();
+                names.sort();
+                names.dedup();
+                prop_assert_eq!(rendered.len(), names.len());
+                let vars: usize = rendered.iter()
+                    .filter_map(|s| s["env"].as_str())
+                    .map(|e| e.split(',').count())
+                    .sum();
+                for container in spec["containers"].as_array().unwrap() {
+                    let mounts = container["volumeMounts"].as_array().unwrap();
+                    prop_assert_eq!(mounts.iter().filter(|m| m["name"] == "secret-vol").count(), 1);
+                    let file_vars = container["env"].as_array().into_iter().flatten()
+                        .filter(|e| e["valueFrom"]["fileKeyRef"]["path"] == "..data/..env")
+                        .count();
+                    prop_assert_eq!(file_vars, vars);
+                }
+                prop_assert_eq!(run(&patched), Ok(None));
+            }
+        }
+    }
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
