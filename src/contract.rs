@@ -16,6 +16,7 @@ use crate::spec::{
     EnvBinding, KeySelector, MountPath, OutputFormat, ParameterArn, RelativeFileName, SecretArn,
     SecretName, SecretSpec, SourceArn, is_secret_name,
 };
+pub use crate::spec::{Refresh, ReloadSignal};
 
 /// Name of the injected init container (seed contract).
 pub const CONTAINER_NAME: &str = "secrets-init-container";
@@ -57,7 +58,23 @@ pub mod env {
     pub const SECRETS: &str = "SECRET_INJECT_SECRETS";
     /// Region holding replicas of the Secrets Manager secrets.
     pub const FAILOVER_REGION: &str = "SECRET_INJECT_FAILOVER_REGION";
+    /// Keep the files current: the interval between checks (the agent then runs until stopped).
+    pub const REFRESH_INTERVAL: &str = "SECRET_INJECT_REFRESH_INTERVAL";
+    /// After a change, the signal for [`RELOAD_PROCESS`].
+    pub const RELOAD_SIGNAL: &str = "SECRET_INJECT_RELOAD_SIGNAL";
+    /// After a change, the process to signal.
+    pub const RELOAD_PROCESS: &str = "SECRET_INJECT_RELOAD_PROCESS";
+    /// After a change, the loopback URL to POST to.
+    pub const RELOAD_URL: &str = "SECRET_INJECT_RELOAD_URL";
 }
+
+/// Name of the classic (pre-1.29) rotation sidecar, a regular container next to the app's.
+pub const SIDECAR_NAME: &str = "secrets-refresh";
+/// Subcommand of the startup probe of the native rotation sidecar.
+pub const PROBE_SUBCOMMAND: &str = "probe";
+/// The versions of the current set, written beside the files (`..data/..versions`; no values),
+/// so a restarted or classic sidecar knows what it has.
+pub const VERSIONS_FILE_NAME: &str = "..versions";
 
 /// The defaults of the contract. The output directory and file name default to the annotation
 /// grammar's defaults (`MountPath::default()`, `RelativeFileName::default()`: the seed's `/tmp`
@@ -202,6 +219,8 @@ pub struct Plan {
     pub file_mode: FileMode,
     /// A region holding replicas of the Secrets Manager secrets.
     pub failover_region: Option<String>,
+    /// Keep the files current (rotation); `None`: fetch once and exit.
+    pub refresh: Option<Refresh>,
 }
 
 impl SecretPlan {
@@ -285,6 +304,7 @@ impl Plan {
             output_dir: MountPath::default(),
             file_mode: defaults::FILE_MODE,
             failover_region: None,
+            refresh: None,
         }
     }
 
@@ -323,6 +343,17 @@ impl Plan {
                 .clone()
                 .map(|v| (env::FAILOVER_REGION, v)),
         );
+        if let Some(refresh) = &self.refresh {
+            vars.push((
+                env::REFRESH_INTERVAL,
+                format!("{}ms", refresh.interval.as_millis()),
+            ));
+            if let Some(signal) = &refresh.signal {
+                vars.push((env::RELOAD_SIGNAL, signal.signal.clone()));
+                vars.push((env::RELOAD_PROCESS, signal.process.clone()));
+            }
+            vars.extend(refresh.url.clone().map(|v| (env::RELOAD_URL, v)));
+        }
         vars
     }
 
@@ -381,6 +412,14 @@ pub struct PlanFields {
     pub file_mode: Option<String>,
     /// [`env::FAILOVER_REGION`], if set.
     pub failover_region: Option<String>,
+    /// [`env::REFRESH_INTERVAL`], if set.
+    pub refresh_interval: Option<String>,
+    /// [`env::RELOAD_SIGNAL`], if set.
+    pub reload_signal: Option<String>,
+    /// [`env::RELOAD_PROCESS`], if set.
+    pub reload_process: Option<String>,
+    /// [`env::RELOAD_URL`], if set.
+    pub reload_url: Option<String>,
 }
 
 /// A field of the contract the agent received with a bad value.
@@ -414,6 +453,10 @@ impl PlanFields {
             output_dir: owned(env::OUTPUT_DIR),
             file_mode: owned(env::FILE_MODE),
             failover_region: owned(env::FAILOVER_REGION),
+            refresh_interval: owned(env::REFRESH_INTERVAL),
+            reload_signal: owned(env::RELOAD_SIGNAL),
+            reload_process: owned(env::RELOAD_PROCESS),
+            reload_url: owned(env::RELOAD_URL),
         }
     }
 
@@ -527,12 +570,80 @@ impl PlanFields {
                 ));
             }
         };
+        let refresh = self.refresh()?;
         Ok(Plan {
             secrets,
             output_dir,
             file_mode,
             failover_region,
+            refresh,
         })
+    }
+
+    /// The rotation fields. The agent takes any interval of a second or more (tests use short
+    /// ones); the webhook admits 30 s to 24 h.
+    fn refresh(&self) -> Result<Option<Refresh>, PlanError> {
+        let error = |variable: &str, problem: String| PlanError {
+            variable: variable.to_owned(),
+            problem,
+        };
+        let Some(value) = self.refresh_interval.as_deref().filter(|v| !v.is_empty()) else {
+            if self.reload_signal.is_some()
+                || self.reload_process.is_some()
+                || self.reload_url.is_some()
+            {
+                return Err(error(
+                    env::REFRESH_INTERVAL,
+                    "is not set, but a reload action is; set the interval".to_owned(),
+                ));
+            }
+            return Ok(None);
+        };
+        let interval =
+            crate::duration::parse(value).map_err(|p| error(env::REFRESH_INTERVAL, p))?;
+        if interval < std::time::Duration::from_secs(1) {
+            return Err(error(
+                env::REFRESH_INTERVAL,
+                format!("{value:?} is shorter than a second"),
+            ));
+        }
+        let signal = match (&self.reload_signal, &self.reload_process) {
+            (None, None) => None,
+            (Some(signal), Some(process))
+                if crate::spec::RELOAD_SIGNALS.contains(&signal.as_str())
+                    && !process.is_empty() =>
+            {
+                Some(ReloadSignal {
+                    signal: signal.clone(),
+                    process: process.clone(),
+                })
+            }
+            _ => {
+                return Err(error(
+                    env::RELOAD_SIGNAL,
+                    format!(
+                        "needs {} too, and one of {}",
+                        env::RELOAD_PROCESS,
+                        crate::spec::RELOAD_SIGNALS.join(", ")
+                    ),
+                ));
+            }
+        };
+        let url = match &self.reload_url {
+            None => None,
+            Some(url) if crate::spec::loopback_url(url).is_some() => Some(url.clone()),
+            Some(url) => {
+                return Err(error(
+                    env::RELOAD_URL,
+                    format!("{url:?} is not an http URL on loopback"),
+                ));
+            }
+        };
+        Ok(Some(Refresh {
+            interval,
+            signal,
+            url,
+        }))
     }
 }
 
@@ -713,6 +824,14 @@ mod tests {
         plan.secrets.push(named);
         plan.secrets.push(parameter);
         plan.failover_region = Some("us-west-2".to_owned());
+        plan.refresh = Some(Refresh {
+            interval: std::time::Duration::from_secs(300),
+            signal: Some(ReloadSignal {
+                signal: "HUP".to_owned(),
+                process: "nginx".to_owned(),
+            }),
+            url: Some("http://127.0.0.1:9090/-/reload".to_owned()),
+        });
         let env = plan.env();
         assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan.clone()));
         // Only named secrets: no seed variables.

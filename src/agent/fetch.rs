@@ -127,6 +127,26 @@ pub async fn get_secret_value(
     )
 }
 
+/// The id of the version of a secret that holds `stage` now, with DescribeSecret (no value is
+/// read); `None` if no version holds it.
+pub async fn describe_version(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    stage: &str,
+    budget: RetryBudget,
+) -> Result<Option<String>, Failure> {
+    let output = retrying("DescribeSecret", budget, || {
+        client.describe_secret().secret_id(secret_id).send()
+    })
+    .await?;
+    Ok(output.version_ids_to_stages().and_then(|versions| {
+        versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(id, _)| id.clone())
+    }))
+}
+
 /// What BatchGetSecretValue answered for a list of secrets.
 #[derive(Debug, Default)]
 pub struct BatchAnswer {

@@ -8,6 +8,8 @@
 
 pub mod failure;
 pub mod fetch;
+pub mod refresh;
+pub mod reload;
 pub mod render;
 pub mod sources;
 pub mod write;
@@ -67,6 +69,11 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
                     )
                 })?;
             runtime.block_on(async {
+                if plan.refresh.is_some() {
+                    // The rotation sidecar handles SIGTERM itself: after the first write, being
+                    // stopped is its normal end.
+                    return fetch_and_write(&plan, &identity, options).await;
+                }
                 tokio::select! {
                     result = fetch_and_write(&plan, &identity, options) => result,
                     signal = crate::signal::shutdown_signal() => Err(Failure::new(
@@ -103,7 +110,7 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
 }
 
 /// What a successful run wrote.
-struct Written {
+pub(crate) struct Written {
     set: PathBuf,
     files: usize,
     secrets: usize,
@@ -115,6 +122,22 @@ async fn fetch_and_write(
     identity: &Identity,
     options: &Options,
 ) -> Result<Written, Failure> {
+    let config = prepare(plan, identity, options).await?;
+    if plan.refresh.is_some() {
+        return refresh::run(plan, &config, options).await;
+    }
+    let served =
+        sources::fetch_all(plan, &config, fetch_options(options, options.deadline)).await?;
+    sources::log_served(plan, &served);
+    write_all(plan, &served, options)
+}
+
+/// The checks before any AWS call (an in-memory directory, an identity), and the SDK config.
+async fn prepare(
+    plan: &Plan,
+    identity: &Identity,
+    options: &Options,
+) -> Result<aws_config::SdkConfig, Failure> {
     let output_dir = Path::new(plan.output_dir.as_str());
     // Refuse a disk-backed directory, or a pod with no identity, before asking AWS for anything.
     write::check_in_memory(output_dir, options.allow_disk).map_err(write_failure)?;
@@ -131,11 +154,11 @@ async fn fetch_and_write(
         secrets = plan.secrets.len(),
         first = %plan.secrets[0].secret,
         failover_region = plan.failover_region.as_deref().unwrap_or(""),
+        refresh_interval_ms = plan.refresh.as_ref().map(|r| r.interval.as_millis() as u64).unwrap_or(0),
         "fetching secrets"
     );
     let settings = AwsSettings {
-        // The region of the first secret given by name, if any, else the first secret's: the
-        // SDK config's region (STS's); every client sets its own.
+        // The first secret's region: the SDK config's (STS's); every client sets its own.
         region: plan.secrets.iter().find_map(|s| s.region.clone()),
         timeouts: Timeouts {
             connect: options.attempt_timeout.min(Duration::from_secs(5)),
@@ -154,28 +177,55 @@ async fn fetch_and_write(
             ),
         ));
     }
-    let fetch_options = FetchOptions {
-        batch_threshold: options.batch_threshold,
-        budget: RetryBudget::new(Instant::now() + options.deadline, options.attempt_timeout),
-    };
-    let served = sources::fetch_all(plan, &config, fetch_options).await?;
-    sources::log_served(plan, &served);
+    Ok(config)
+}
 
+fn fetch_options(options: &Options, deadline: Duration) -> FetchOptions {
+    FetchOptions {
+        batch_threshold: options.batch_threshold,
+        budget: RetryBudget::new(Instant::now() + deadline, options.attempt_timeout),
+    }
+}
+
+/// Render every secret of the plan from the fetched values and write them as one set, with the
+/// versions beside them.
+fn write_all(
+    plan: &Plan,
+    served: &std::collections::HashMap<sources::FetchKey, sources::Served>,
+    options: &Options,
+) -> Result<Written, Failure> {
+    let output_dir = Path::new(plan.output_dir.as_str());
     let mut files = Vec::new();
     let mut env = Vec::new();
     let mut failed_over = Vec::new();
+    let mut versions = std::collections::BTreeMap::new();
     for secret in &plan.secrets {
-        let value = &served[&(secret.secret.clone(), secret.version.clone())];
+        let key = (secret.secret.clone(), secret.version.clone());
+        let Some(value) = served.get(&key) else {
+            return Err(
+                Failure::new(FailureKind::Internal, "NotFetched", "no value").about(secret.label()),
+            );
+        };
         let rendered = render::render(secret, &value.fetched.bytes)?;
         files.extend(rendered.files);
         env.extend(rendered.env);
         if secret.region.as_deref().is_some_and(|r| r != value.region) {
             failed_over.push(secret.label());
         }
+        versions.insert(
+            refresh::version_key(&key),
+            value.fetched.version.clone().unwrap_or_default(),
+        );
     }
+    let visible = files.len();
     if !env.is_empty() {
         files.push(render::kubelet_env_file(&env)?);
     }
+    files.push(render::OutputFile {
+        path: crate::contract::VERSIONS_FILE_NAME.to_owned(),
+        // Strings only: serializing cannot fail.
+        bytes: serde_json::to_vec(&versions).unwrap_or_default(),
+    });
     let set = write::write_set(
         output_dir,
         &files,
@@ -184,8 +234,7 @@ async fn fetch_and_write(
     )
     .map_err(write_failure)?;
     let mut summary = format!(
-        "secret-inject: wrote {} file(s) for {} secret(s) into {}",
-        files.len(),
+        "secret-inject: wrote {visible} file(s) for {} secret(s) into {}",
         plan.secrets.len(),
         plan.output_dir.as_str()
     );
@@ -201,7 +250,7 @@ async fn fetch_and_write(
     summary.push('.');
     Ok(Written {
         set,
-        files: files.len(),
+        files: visible,
         secrets: plan.secrets.len(),
         summary,
     })

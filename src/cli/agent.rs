@@ -57,6 +57,20 @@ pub struct AgentArgs {
     /// primary region fails over there.
     #[arg(long, env = env::FAILOVER_REGION)]
     failover_region: Option<String>,
+    /// Keep the files current: check for new versions at this interval (with jitter) and run
+    /// until stopped, as the rotation sidecar. Unset: fetch once and exit.
+    #[arg(long, env = env::REFRESH_INTERVAL, value_name = "DURATION")]
+    refresh_interval: Option<String>,
+    /// After a change, send this signal (HUP, USR1, USR2, INT, QUIT, TERM, WINCH) to
+    /// --reload-process (the pod needs shareProcessNamespace; the webhook sets it).
+    #[arg(long, env = env::RELOAD_SIGNAL)]
+    reload_signal: Option<String>,
+    /// After a change, the name of the process to signal (as in /proc/PID/comm).
+    #[arg(long, env = env::RELOAD_PROCESS)]
+    reload_process: Option<String>,
+    /// After a change, POST to this loopback URL (e.g. http://127.0.0.1:9090/-/reload).
+    #[arg(long, env = env::RELOAD_URL)]
+    reload_url: Option<String>,
     /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
     /// AWSCURRENT secrets; 0: always GetSecretValue.
     #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = 2)]
@@ -103,6 +117,10 @@ impl AgentArgs {
             output_dir: self.output_dir.clone(),
             file_mode: self.file_mode.clone(),
             failover_region: self.failover_region.clone(),
+            refresh_interval: self.refresh_interval.clone(),
+            reload_signal: self.reload_signal.clone(),
+            reload_process: self.reload_process.clone(),
+            reload_url: self.reload_url.clone(),
         }
     }
 
@@ -129,6 +147,10 @@ impl AgentArgs {
             version_id: _,
             region: _,
             failover_region: _,
+            refresh_interval: _,
+            reload_signal: _,
+            reload_process: _,
+            reload_url: _,
         } = self;
         agent::run(
             fields,
@@ -252,6 +274,7 @@ mod tests {
                 output_dir: spec::MountPath::parse(output_dir).unwrap(),
                 file_mode: mode,
                 failover_region: None,
+                refresh: None,
             };
             assert_eq!(plan, expected);
         }

@@ -24,7 +24,11 @@ impl InjectArgs {
     /// Read, inject, print the YAML to stdout and the warnings to stderr.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let InjectArgs { file, mutation } = self;
-        let config = mutation.config(true)?;
+        // Offline the cluster is unknown: auto means a current one.
+        let config = mutation.config(super::mutation::Auto {
+            env_files: true,
+            native_sidecars: true,
+        })?;
         let (source, input) = if file.as_os_str() == "-" {
             let mut input = String::new();
             std::io::stdin()

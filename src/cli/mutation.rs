@@ -42,6 +42,38 @@ pub struct MutationArgs {
         value_enum
     )]
     env_files: Switch,
+    /// How the rotation agent of a pod with secrets.k8s.aws/refresh-interval runs: always as a
+    /// native sidecar (an init container with restartPolicy Always, Kubernetes 1.29+), never
+    /// (an init container plus a regular sidecar container; pods that run to completion are
+    /// denied), or auto (webhook: from the API server's version at start; inject: always). The
+    /// chart sets always or never from the cluster's version.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_NATIVE_SIDECARS",
+        default_value = "auto",
+        value_enum
+    )]
+    native_sidecars: Mode,
+}
+
+/// How a cluster feature is used: always, never, or decided from the cluster's version.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Decide from the cluster's version.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// What `auto` means for each switch: what the cluster supports.
+#[derive(Debug, Clone, Copy)]
+pub struct Auto {
+    /// `--env-files auto`.
+    pub env_files: bool,
+    /// `--native-sidecars auto`.
+    pub native_sidecars: bool,
 }
 
 /// A cluster feature the webhook relies on: on, off, or decided from the cluster's version.
@@ -61,8 +93,13 @@ impl MutationArgs {
         self.env_files
     }
 
-    /// The validated configuration; `auto_env_files` decides `--env-files auto`.
-    pub fn config(&self, auto_env_files: bool) -> Result<MutationConfig, SettingsError> {
+    /// The `--native-sidecars` mode as given.
+    pub fn native_sidecars(&self) -> Mode {
+        self.native_sidecars
+    }
+
+    /// The validated configuration; `auto` decides the switches left on auto.
+    pub fn config(&self, auto: Auto) -> Result<MutationConfig, SettingsError> {
         let MutationArgs {
             sidecar_image,
             sidecar_image_pull_policy,
@@ -72,6 +109,7 @@ impl MutationArgs {
             sidecar_memory_limit,
             volume_size_limit,
             env_files,
+            native_sidecars,
         } = self;
         MutationConfig::new(&Settings {
             image: sidecar_image,
@@ -84,7 +122,12 @@ impl MutationArgs {
             env_files: match env_files {
                 Switch::On => true,
                 Switch::Off => false,
-                Switch::Auto => auto_env_files,
+                Switch::Auto => auto.env_files,
+            },
+            native_sidecars: match native_sidecars {
+                Mode::Always => true,
+                Mode::Never => false,
+                Mode::Auto => auto.native_sidecars,
             },
         })
     }

@@ -11,7 +11,7 @@ use clap::Args;
 use tracing::info;
 
 use super::MutationArgs;
-use super::mutation::Switch;
+use super::mutation::{Auto, Mode, Switch};
 use crate::aws::{self, AwsSettings};
 use crate::duration;
 use crate::mutate::secret::WriterConfig;
@@ -252,20 +252,27 @@ impl WebhookArgs {
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(async {
-            let auto_env_files = match mutation.env_files() {
-                Switch::Auto => {
-                    let version = cluster::probe_version().await;
-                    if version.is_none() {
-                        tracing::warn!(
-                            "--env-files auto: the cluster's version is unknown, so env.<n> \
-                             annotations are denied; set --env-files on for Kubernetes 1.35+"
-                        );
-                    }
-                    version.is_some_and(|v| v >= cluster::KubeVersion::ENV_FILES)
+            let needs_version =
+                mutation.env_files() == Switch::Auto || mutation.native_sidecars() == Mode::Auto;
+            let version = if needs_version {
+                let version = cluster::probe_version().await;
+                if version.is_none() {
+                    tracing::warn!(
+                        "--env-files auto / --native-sidecars auto: the cluster's version is \
+                         unknown, so env.<n> annotations are denied and rotation uses classic \
+                         sidecars; set --env-files on (Kubernetes 1.35+) and --native-sidecars \
+                         always (1.29+)"
+                    );
                 }
-                Switch::On | Switch::Off => false,
+                version
+            } else {
+                None
             };
-            let mutation = mutation.config(auto_env_files)?;
+            let mutation = mutation.config(Auto {
+                env_files: version.is_some_and(|v| v >= cluster::KubeVersion::ENV_FILES),
+                native_sidecars: version
+                    .is_some_and(|v| v >= cluster::KubeVersion::NATIVE_SIDECARS),
+            })?;
             let mut router = Router::new(BodyLimits {
                 max_bytes: max_body_bytes,
                 read_timeout: body_read_timeout,

@@ -9,8 +9,9 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, FileKeySelector, PodSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    FileKeySelector, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,6 +46,10 @@ pub struct MutationConfig {
     pub resources: ResourceRequirements,
     /// `sizeLimit` of the in-memory volume (it counts against the pod's memory).
     pub volume_size_limit: Quantity,
+    /// Whether the cluster runs native sidecars (init containers with `restartPolicy: Always`,
+    /// on by default since Kubernetes 1.29): the rotation agent is one such container; without
+    /// them it is an init container plus a regular sidecar container.
+    pub native_sidecars: bool,
     /// Whether the cluster reads env vars from files (`fileKeyRef`, the EnvFiles feature: beta
     /// and on by default since Kubernetes 1.35). Without it `env.<n>` annotations are denied.
     pub env_files: bool,
@@ -69,6 +74,8 @@ pub struct Settings<'a> {
     pub volume_size_limit: &'a str,
     /// Whether the cluster supports `fileKeyRef` env vars.
     pub env_files: bool,
+    /// Whether the cluster runs native sidecars.
+    pub native_sidecars: bool,
 }
 
 impl Default for Settings<'_> {
@@ -82,6 +89,7 @@ impl Default for Settings<'_> {
             memory_limit: defaults::MEMORY_LIMIT,
             volume_size_limit: defaults::VOLUME_SIZE_LIMIT,
             env_files: true,
+            native_sidecars: true,
         }
     }
 }
@@ -155,6 +163,7 @@ impl MutationConfig {
             },
             volume_size_limit: quantity("volume-size-limit", settings.volume_size_limit)?,
             env_files: settings.env_files,
+            native_sidecars: settings.native_sidecars,
         })
     }
 }
@@ -233,7 +242,7 @@ fn inject(
         .containers
         .iter()
         .chain(init_containers)
-        .find(|c| c.name == contract::CONTAINER_NAME)
+        .find(|c| c.name == contract::CONTAINER_NAME || c.name == contract::SIDECAR_NAME)
     {
         return Err(MutationError::Conflict(format!(
             "the pod already has a container named {:?}, which secret-inject adds; rename it",
@@ -261,6 +270,9 @@ fn inject(
         .into());
     }
 
+    if let Some(refresh) = &injection.refresh {
+        check_refresh(spec, refresh, config)?;
+    }
     let (security_context, file_mode) = security_for(spec, mounted.iter().map(|m| m.2));
     let mut warnings = Vec::new();
     if file_mode == FileMode::WorldRead {
@@ -302,8 +314,34 @@ fn inject(
         ops.push(append_mount(field, *index, container, &mount));
         ops.extend(append_env(field, *index, container, &env));
     }
-    // 4. The init container.
-    let container = agent_container(spec, injection, config, security_context, file_mode);
+    // 4. The init container; with rotation, it is a native sidecar, or a regular sidecar
+    // container keeps the files current.
+    let plan = Plan {
+        secrets: injection.secrets.iter().map(SecretPlan::for_spec).collect(),
+        output_dir: injection.mount_path.clone(),
+        file_mode,
+        failover_region: injection.failover_region.clone(),
+        refresh: None,
+    };
+    let mut container = agent_container(spec, injection, config, security_context.clone(), &plan);
+    if let Some(refresh) = &injection.refresh {
+        let rotating = Plan {
+            refresh: Some(refresh.clone()),
+            ..plan.clone()
+        };
+        if config.native_sidecars {
+            container = agent_container(spec, injection, config, security_context, &rotating);
+            container.restart_policy = Some("Always".to_owned());
+            container.startup_probe = Some(startup_probe());
+        } else {
+            let mut sidecar = agent_container(spec, injection, config, security_context, &rotating);
+            sidecar.name = contract::SIDECAR_NAME.to_owned();
+            ops.push(add(&["spec", "containers", "-"], sidecar));
+        }
+        if refresh.signal.is_some() && spec.share_process_namespace != Some(true) {
+            ops.push(add(&["spec", "shareProcessNamespace"], true));
+        }
+    }
     ops.push(match (spec.init_containers.is_some(), injection.position) {
         (false, _) => add(&["spec", "initContainers"], vec![container]),
         (true, InitContainerPosition::First) => add_at(&["spec", "initContainers"], 0, container),
@@ -577,19 +615,68 @@ fn security_for<'a>(
     (context, mode)
 }
 
+/// Rotation needs a pod that lets our sidecar run: with classic sidecars, a pod that runs to
+/// completion would never complete; a signal needs the process namespace shared.
+fn check_refresh(
+    spec: &PodSpec,
+    refresh: &spec::Refresh,
+    config: &MutationConfig,
+) -> Result<(), MutationError> {
+    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    if !config.native_sidecars && policy != "Always" {
+        return Err(AnnotationError {
+            key: spec::REFRESH_INTERVAL.to_owned(),
+            problem: format!(
+                "the pod has restartPolicy {policy} (a Job or CronJob runs to completion), but \
+                 without native sidecars the rotation sidecar is a regular container that never \
+                 exits, so the pod would never complete"
+            ),
+            fix: "remove secrets.k8s.aws/refresh-interval (the secrets are then fetched once), or \
+                  use a cluster with native sidecars (Kubernetes 1.29 or later, webhook \
+                  --native-sidecars auto or always)"
+                .to_owned(),
+        }
+        .into());
+    }
+    if refresh.signal.is_some() && spec.share_process_namespace == Some(false) {
+        return Err(AnnotationError {
+            key: spec::RELOAD_PROCESS.to_owned(),
+            problem: "signalling a process of another container needs a shared process \
+                      namespace, and the pod sets spec.shareProcessNamespace: false"
+                .to_owned(),
+            fix: "remove shareProcessNamespace: false, or use secrets.k8s.aws/reload-url instead"
+                .to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The native sidecar's startup probe: our own binary (the image has no shell), succeeding once
+/// the first complete set of files is written, so the app containers start with their secrets.
+fn startup_probe() -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                contract::BINARY_PATH.to_owned(),
+                contract::PROBE_SUBCOMMAND.to_owned(),
+            ]),
+        }),
+        period_seconds: Some(1),
+        timeout_seconds: Some(5),
+        // The agent's own deadline (120 s by default) ends a first fetch that cannot succeed.
+        failure_threshold: Some(300),
+        ..Default::default()
+    }
+}
+
 fn agent_container(
     spec: &PodSpec,
     injection: &InjectionSpec,
     config: &MutationConfig,
     security_context: SecurityContext,
-    file_mode: FileMode,
+    plan: &Plan,
 ) -> Container {
-    let plan = Plan {
-        secrets: injection.secrets.iter().map(SecretPlan::for_spec).collect(),
-        output_dir: injection.mount_path.clone(),
-        file_mode,
-        failover_region: injection.failover_region.clone(),
-    };
     let mut env: Vec<EnvVar> = plan
         .env()
         .into_iter()

@@ -501,3 +501,123 @@ fn env_vars_are_denied_where_they_would_clash_or_the_cluster_lacks_env_files() {
     let (metadata, spec) = parts(&pod);
     assert!(mutate(&metadata, &spec, &config).unwrap().is_some());
 }
+
+fn rotating_pod(extra: &[(&str, &str)]) -> Value {
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/refresh-interval"] = json!("5m");
+    for (k, v) in extra {
+        pod["metadata"]["annotations"][*k] = json!(v);
+    }
+    pod
+}
+
+fn run_with(pod: &Value, native: bool) -> Result<Option<Mutation>, MutationError> {
+    let (metadata, spec) = parts(pod);
+    let config = MutationConfig {
+        native_sidecars: native,
+        ..MutationConfig::default()
+    };
+    mutate(&metadata, &spec, &config)
+}
+
+#[test]
+fn rotation_with_native_sidecars_is_one_restartable_init_container_with_a_startup_probe() {
+    let pod = rotating_pod(&[
+        ("secrets.k8s.aws/reload-signal", "SIGHUP"),
+        ("secrets.k8s.aws/reload-process", "nginx"),
+    ]);
+    let mutation = run_with(&pod, true).unwrap().unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    let init = patched["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(init.len(), 1);
+    let agent = &init[0];
+    assert_eq!(agent["restartPolicy"], "Always");
+    assert_eq!(
+        agent["startupProbe"]["exec"]["command"],
+        json!(["/usr/local/bin/secret-inject", "probe"])
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_REFRESH_INTERVAL").unwrap()["value"],
+        "300000ms"
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_RELOAD_SIGNAL").unwrap()["value"],
+        "HUP"
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_RELOAD_PROCESS").unwrap()["value"],
+        "nginx"
+    );
+    assert_eq!(patched["spec"]["shareProcessNamespace"], true);
+    assert_eq!(patched["spec"]["containers"].as_array().unwrap().len(), 1);
+    // Without a signal the process namespace is left alone.
+    let patched = apply(&rotating_pod(&[]));
+    assert!(patched["spec"].get("shareProcessNamespace").is_none());
+}
+
+#[test]
+fn rotation_with_classic_sidecars_is_an_init_container_and_a_sidecar_and_jobs_are_denied() {
+    let pod = rotating_pod(&[(
+        "secrets.k8s.aws/reload-url",
+        "http://127.0.0.1:9090/-/reload",
+    )]);
+    let mutation = run_with(&pod, false).unwrap().unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    let agent = agent(&patched);
+    assert!(agent.get("restartPolicy").is_none());
+    assert_eq!(
+        env(agent, "SECRET_INJECT_REFRESH_INTERVAL"),
+        None,
+        "the init container fetches once"
+    );
+    let containers = patched["spec"]["containers"].as_array().unwrap();
+    let sidecar = containers
+        .iter()
+        .find(|c| c["name"] == contract::SIDECAR_NAME)
+        .expect("the classic sidecar");
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_REFRESH_INTERVAL").unwrap()["value"],
+        "300000ms"
+    );
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_RELOAD_URL").unwrap()["value"],
+        "http://127.0.0.1:9090/-/reload"
+    );
+    assert_eq!(sidecar["volumeMounts"][0]["name"], "secret-vol");
+    assert_eq!(sidecar["securityContext"], agent["securityContext"]);
+    // Injected twice: nothing more (the sidecar already has the mount).
+    let (metadata, spec) = parts(&patched);
+    let config = MutationConfig {
+        native_sidecars: false,
+        ..MutationConfig::default()
+    };
+    assert_eq!(mutate(&metadata, &spec, &config), Ok(None));
+
+    for policy in ["Never", "OnFailure"] {
+        let mut job = rotating_pod(&[]);
+        job["spec"]["restartPolicy"] = json!(policy);
+        let err = run_with(&job, false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("annotation secrets.k8s.aws/refresh-interval:"),
+            "{err}"
+        );
+        assert!(err.contains("would never complete"), "{err}");
+        assert!(
+            run_with(&job, true).unwrap().is_some(),
+            "native sidecars let a Job complete"
+        );
+    }
+}
+
+#[test]
+fn a_signal_needs_the_process_namespace_shared() {
+    let mut pod = rotating_pod(&[("secrets.k8s.aws/reload-process", "nginx")]);
+    pod["spec"]["shareProcessNamespace"] = json!(false);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/reload-process:"),
+        "{err}"
+    );
+}

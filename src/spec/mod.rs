@@ -42,6 +42,14 @@ pub const ENV: &str = "secrets.k8s.aws/env";
 pub const CONTAINERS: &str = "secrets.k8s.aws/containers";
 /// A region holding replicas of the pod's Secrets Manager secrets.
 pub const FAILOVER_REGION: &str = "secrets.k8s.aws/failover-region";
+/// Keep the files current: how often to check for new versions (Go duration, 30s to 24h).
+pub const REFRESH_INTERVAL: &str = "secrets.k8s.aws/refresh-interval";
+/// After a change, send this signal (`HUP`, `USR1`, ...) to [`RELOAD_PROCESS`].
+pub const RELOAD_SIGNAL: &str = "secrets.k8s.aws/reload-signal";
+/// The name of the process (as in `/proc/PID/comm`) that gets [`RELOAD_SIGNAL`].
+pub const RELOAD_PROCESS: &str = "secrets.k8s.aws/reload-process";
+/// After a change, POST to this loopback URL (`http://127.0.0.1:9090/-/reload`).
+pub const RELOAD_URL: &str = "secrets.k8s.aws/reload-url";
 /// Where the injected init container goes among existing init containers: `first` or `last`.
 pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-position";
 /// Written by the webhook: marks a pod as already injected (idempotency).
@@ -79,6 +87,10 @@ pub const POD_KEYS: &[&str] = &[
     MOUNT_PATH,
     CONTAINERS,
     FAILOVER_REGION,
+    REFRESH_INTERVAL,
+    RELOAD_SIGNAL,
+    RELOAD_PROCESS,
+    RELOAD_URL,
     INIT_CONTAINER_POSITION,
     STATUS,
 ];
@@ -108,7 +120,36 @@ pub struct InjectionSpec {
     pub failover_region: Option<String>,
     /// Where the init container goes.
     pub position: InitContainerPosition,
+    /// Keep the files current after start (`None`: fetch once).
+    pub refresh: Option<Refresh>,
 }
+
+/// Rotation: how often to look for new versions and what to do after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    /// The interval (30 s to 24 h).
+    pub interval: std::time::Duration,
+    /// Signal a process after a change.
+    pub signal: Option<ReloadSignal>,
+    /// POST to a loopback URL after a change.
+    pub url: Option<String>,
+}
+
+/// A signal for a named process of the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSignal {
+    /// The signal's name without `SIG`: `HUP`, `USR1`, `USR2`, `INT`, `QUIT`, `TERM`, `WINCH`.
+    pub signal: String,
+    /// The process name, as in `/proc/PID/comm` (at most 15 characters).
+    pub process: String,
+}
+
+/// Bounds of [`REFRESH_INTERVAL`].
+pub const MIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bounds of [`REFRESH_INTERVAL`].
+pub const MAX_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Signals [`RELOAD_SIGNAL`] may name.
+pub const RELOAD_SIGNALS: &[&str] = &["HUP", "USR1", "USR2", "INT", "QUIT", "TERM", "WINCH"];
 
 /// One secret of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +367,7 @@ impl InjectionSpec {
                     ));
                 }
             },
+            refresh: None,
             position: match get(INIT_CONTAINER_POSITION) {
                 None | Some("first") => InitContainerPosition::First,
                 Some("last") => InitContainerPosition::Last,
@@ -352,6 +394,8 @@ impl InjectionSpec {
                 "give the region that holds the replicas, or remove the annotation",
             ));
         }
+        let mut spec = spec;
+        spec.refresh = parse_refresh(&get)?;
         if get(STATUS) == Some(STATUS_INJECTED) {
             Ok(Request::AlreadyInjected(spec))
         } else {
@@ -525,6 +569,107 @@ fn check_overlaps(secrets: &[SecretSpec]) -> Result<(), AnnotationError> {
     Ok(())
 }
 
+/// The rotation keys: an interval within the bounds; reload actions only with an interval.
+fn parse_refresh<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<Refresh>, AnnotationError> {
+    let Some(value) = get(REFRESH_INTERVAL) else {
+        if let Some(key) = [RELOAD_SIGNAL, RELOAD_PROCESS, RELOAD_URL]
+            .into_iter()
+            .find(|key| get(key).is_some())
+        {
+            return Err(AnnotationError::new(
+                key,
+                format!("has no effect without {REFRESH_INTERVAL}"),
+                format!("add {REFRESH_INTERVAL} (e.g. 5m) to keep the files current, or remove it"),
+            ));
+        }
+        return Ok(None);
+    };
+    let interval = crate::duration::parse_go(value).map_err(|problem| {
+        AnnotationError::new(
+            REFRESH_INTERVAL,
+            problem,
+            "give a duration from 30s to 24h, e.g. 5m",
+        )
+    })?;
+    if !(MIN_REFRESH..=MAX_REFRESH).contains(&interval) {
+        return Err(AnnotationError::new(
+            REFRESH_INTERVAL,
+            format!("{} is outside 30s to 24h", quote(value)),
+            "give a duration from 30s to 24h, e.g. 5m",
+        ));
+    }
+    let signal = match (get(RELOAD_SIGNAL), get(RELOAD_PROCESS)) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(AnnotationError::new(
+                RELOAD_SIGNAL,
+                format!("is set without {RELOAD_PROCESS}"),
+                format!("add {RELOAD_PROCESS} with the name of the process to signal (e.g. nginx)"),
+            ));
+        }
+        (signal, Some(process)) => {
+            let signal = signal.unwrap_or("HUP");
+            let name = signal.strip_prefix("SIG").unwrap_or(signal);
+            if !RELOAD_SIGNALS.contains(&name) {
+                return Err(AnnotationError::new(
+                    RELOAD_SIGNAL,
+                    format!("{} is not a reload signal", quote(signal)),
+                    format!("use one of {}", RELOAD_SIGNALS.join(", ")),
+                ));
+            }
+            let valid = !process.is_empty()
+                && process.len() <= 15
+                && !process.contains('/')
+                && !process.chars().any(char::is_control);
+            if !valid {
+                return Err(AnnotationError::new(
+                    RELOAD_PROCESS,
+                    format!("{} is not a process name", quote(process)),
+                    "give the process's name as ps shows it (at most 15 characters, no /), e.g. nginx",
+                ));
+            }
+            Some(ReloadSignal {
+                signal: name.to_owned(),
+                process: process.to_owned(),
+            })
+        }
+    };
+    let url = get(RELOAD_URL)
+        .map(|url| {
+            loopback_url(url).map(|_| url.to_owned()).ok_or_else(|| {
+                AnnotationError::new(
+                    RELOAD_URL,
+                    format!("{} is not an http URL on loopback", quote(url)),
+                    "give http://127.0.0.1:PORT/PATH (or localhost, [::1]): the pod's own reload endpoint",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Some(Refresh {
+        interval,
+        signal,
+        url,
+    }))
+}
+
+/// `(host, port, path)` of an `http://` URL on loopback (`127.0.0.1`, `localhost`, `[::1]`).
+pub fn loopback_url(url: &str) -> Option<(&str, u16, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => (host, port.parse().ok()?),
+        _ => (authority, 80),
+    };
+    let loopback = ["127.0.0.1", "localhost", "[::1]"].contains(&host);
+    let clean = path.bytes().all(|b| b.is_ascii_graphic());
+    (loopback && clean && port != 0).then_some((host, port, path))
+}
+
 /// `a,b,c`: container names (DNS labels), each once.
 fn parse_containers(value: &str) -> Result<Vec<String>, AnnotationError> {
     let mut names: Vec<String> = Vec::new();
@@ -556,6 +701,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     ENV,
     CONTAINERS,
     FAILOVER_REGION,
+    REFRESH_INTERVAL,
+    RELOAD_SIGNAL,
+    RELOAD_PROCESS,
+    RELOAD_URL,
     INIT_CONTAINER_POSITION,
     STATUS,
 ];
@@ -805,6 +954,96 @@ mod tests {
             let err = parse(&pairs).unwrap_err();
             assert_eq!(err.key, key, "{pairs:?}: {err}");
             assert!(err.problem.contains(expect), "{pairs:?}: {err}");
+        }
+        for (pairs, key, expect) in [
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "10s")],
+                REFRESH_INTERVAL,
+                "outside 30s to 24h",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "25h")],
+                REFRESH_INTERVAL,
+                "outside 30s to 24h",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "5")],
+                REFRESH_INTERVAL,
+                "not a duration",
+            ),
+            (
+                vec![db_arn, (RELOAD_URL, "http://127.0.0.1/")],
+                RELOAD_URL,
+                "without secrets.k8s.aws/refresh-interval",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "5m"), (RELOAD_SIGNAL, "HUP")],
+                RELOAD_SIGNAL,
+                "without",
+            ),
+            (
+                vec![
+                    db_arn,
+                    (REFRESH_INTERVAL, "5m"),
+                    (RELOAD_SIGNAL, "KILL"),
+                    (RELOAD_PROCESS, "x"),
+                ],
+                RELOAD_SIGNAL,
+                "not a reload signal",
+            ),
+            (
+                vec![
+                    db_arn,
+                    (REFRESH_INTERVAL, "5m"),
+                    (RELOAD_PROCESS, "/usr/sbin/nginx"),
+                ],
+                RELOAD_PROCESS,
+                "not a process name",
+            ),
+            (
+                vec![
+                    db_arn,
+                    (REFRESH_INTERVAL, "5m"),
+                    (RELOAD_URL, "http://example.com/reload"),
+                ],
+                RELOAD_URL,
+                "loopback",
+            ),
+            (
+                vec![
+                    db_arn,
+                    (REFRESH_INTERVAL, "5m"),
+                    (RELOAD_URL, "https://127.0.0.1/reload"),
+                ],
+                RELOAD_URL,
+                "loopback",
+            ),
+        ] {
+            let err = parse(&pairs).unwrap_err();
+            assert_eq!(err.key, key, "{pairs:?}: {err}");
+            assert!(err.problem.contains(expect), "{pairs:?}: {err}");
+        }
+        let Request::Inject(spec) = parse(&[
+            db_arn,
+            (REFRESH_INTERVAL, "1h30m"),
+            (RELOAD_PROCESS, "nginx"),
+            (RELOAD_URL, "http://localhost:9090/-/reload"),
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let refresh = spec.refresh.unwrap();
+        assert_eq!(refresh.interval, std::time::Duration::from_secs(5400));
+        assert_eq!(refresh.signal.unwrap().signal, "HUP", "HUP by default");
+        assert_eq!(
+            loopback_url("http://[::1]:8080"),
+            Some(("[::1]", 8080, "/"))
+        );
+        for bound in ["30s", "24h"] {
+            assert!(
+                parse(&[db_arn, (REFRESH_INTERVAL, bound)]).is_ok(),
+                "{bound}"
+            );
         }
         let err = parse(&[db_arn, ("secrets.k8s.aws/secret-fromat.db", "json")]).unwrap_err();
         assert_eq!(err.fix, "did you mean secrets.k8s.aws/secret-format.db?");

@@ -29,6 +29,12 @@ impl KubeVersion {
         minor: 35,
     };
 
+    /// The first version with native sidecars on by default (SidecarContainers beta).
+    pub const NATIVE_SIDECARS: KubeVersion = KubeVersion {
+        major: 1,
+        minor: 29,
+    };
+
     /// Parse the `/version` answer (`{"major":"1","minor":"35+",...}`).
     pub fn from_version_json(body: &[u8]) -> Option<Self> {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;

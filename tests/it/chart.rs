@@ -350,6 +350,17 @@ fn webhook_configuration_is_production_safe() {
                 .contains(&json!(env_files)),
             "{version}: no {env_files}"
         );
+        let native = format!(
+            "--native-sidecars={}",
+            if minor >= 29 { "always" } else { "never" }
+        );
+        assert!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(native)),
+            "{version}: no {native}"
+        );
         let pod = &deployment["spec"]["template"]["spec"];
         assert!(pod["affinity"]["podAntiAffinity"].is_object());
         let container = &pod["containers"][0];

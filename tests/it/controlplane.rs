@@ -299,6 +299,77 @@ fn many_secrets_with_file_env_vars_are_admitted_by_the_api_server_under_restrict
 }
 
 #[test]
+fn rotation_is_admitted_as_a_native_sidecar_under_restricted_pss_and_classic_denies_jobs() {
+    let plane = shared();
+    let rotating = json!({
+        "secrets.k8s.aws/secret-arn": ARN,
+        "secrets.k8s.aws/refresh-interval": "5m",
+        "secrets.k8s.aws/reload-url": "http://127.0.0.1:9090/-/reload",
+    });
+    // Native (the chart's choice on this 1.36 API server).
+    let ns = Namespaces::new(
+        "rotate",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    let _release = Release::install(&ns, &[]);
+    create_ok(plane, &ns.app, &pod("native", rotating.clone(), true));
+    let stored = plane.get_json(&["pod", "native", "-n", &ns.app]);
+    let agent = &stored["spec"]["initContainers"][0];
+    assert_eq!(agent["name"], "secrets-init-container");
+    assert_eq!(agent["restartPolicy"], "Always", "a native sidecar");
+    assert_eq!(
+        agent["startupProbe"]["exec"]["command"],
+        json!(["/usr/local/bin/secret-inject", "probe"])
+    );
+    // Out of bounds: denied by us, naming the key and the bounds.
+    let output = create(
+        plane,
+        &ns.app,
+        &pod(
+            "fast",
+            json!({"secrets.k8s.aws/secret-arn": ARN, "secrets.k8s.aws/refresh-interval": "5s"}),
+            true,
+        ),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("annotation secrets.k8s.aws/refresh-interval: \"5s\" is outside 30s to 24h"),
+        "{stderr}"
+    );
+
+    // Classic: an init container and a regular sidecar; a Job's pod is denied.
+    let ns = Namespaces::new("classic", &[]);
+    let _release = Release::install(&ns, &["--set", "webhook.nativeSidecars=never"]);
+    create_ok(plane, &ns.app, &pod("classic", rotating.clone(), false));
+    let stored = plane.get_json(&["pod", "classic", "-n", &ns.app]);
+    assert!(
+        stored["spec"]["initContainers"][0]
+            .get("restartPolicy")
+            .is_none()
+    );
+    let names: Vec<&str> = stored["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "secrets-refresh"]);
+    let mut job_pod = pod("job", rotating, false);
+    job_pod["spec"]["restartPolicy"] = json!("Never");
+    let output = create(plane, &ns.app, &job_pod);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "annotation secrets.k8s.aws/refresh-interval: the pod has restartPolicy Never"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn with_env_files_off_env_annotations_are_denied_saying_why() {
     let ns = Namespaces::new("noenv", &[]);
     let plane = shared();

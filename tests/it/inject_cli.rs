@@ -434,3 +434,87 @@ fn a_fatal_error_at_a_terminal_is_one_line_for_a_person() {
         "{text}"
     );
 }
+
+/// Rotation, both ways the agent can run: native (one init container with restartPolicy Always
+/// and a startup probe) and classic (an init container and a regular sidecar). Both validate on
+/// versions before and after native sidecars (1.29); a Job is denied in classic mode only.
+#[test]
+fn rotation_output_validates_before_and_after_native_sidecars_and_jobs_need_them() {
+    let path = common::repo_root().join("examples/rotation-deployment.yaml");
+    let work = tempfile::tempdir().unwrap();
+    for (mode, init_names, containers) in [
+        ("always", vec!["secrets-init-container"], vec!["nginx"]),
+        (
+            "never",
+            vec!["secrets-init-container"],
+            vec!["nginx", "secrets-refresh"],
+        ),
+    ] {
+        let output = inject(
+            &["--native-sidecars", mode, "-f", &path.to_string_lossy()],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let docs = documents(&output.stdout);
+        let template = &docs[0]["spec"]["template"];
+        assert_eq!(init_container_names(template), init_names, "{mode}");
+        let names: Vec<&str> = template["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, containers, "{mode}");
+        let init = &template["spec"]["initContainers"][0];
+        assert_eq!(
+            init.get("restartPolicy").is_some(),
+            mode == "always",
+            "{mode}"
+        );
+        assert_eq!(
+            init.get("startupProbe").is_some(),
+            mode == "always",
+            "{mode}"
+        );
+        assert_eq!(template["spec"]["shareProcessNamespace"], true);
+        let file = work.path().join(format!("{mode}.yaml"));
+        std::fs::write(&file, &output.stdout).unwrap();
+        for version in ["1.28.0", "1.30.0", "1.37.0"] {
+            let result = common::run_tool_raw(
+                "kubernetes-validate",
+                &["--strict", "-k", version, &file.to_string_lossy()],
+                None,
+            );
+            assert!(
+                result.status.success(),
+                "{mode} on {version}: {}{}",
+                String::from_utf8_lossy(&result.stdout),
+                String::from_utf8_lossy(&result.stderr)
+            );
+        }
+    }
+    let job = common::kubectl_object(&["create", "job", "migrate", "--image=migrate:1.0"]);
+    let mut job = job;
+    job["spec"]["template"]["metadata"]["annotations"] = json!({
+        "secrets.k8s.aws/secret-arn": ARN,
+        "secrets.k8s.aws/refresh-interval": "5m",
+    });
+    let input = serde_json::to_vec(&job).unwrap();
+    let classic = inject(&["--native-sidecars", "never", "-f", "-"], Some(&input));
+    assert!(!classic.status.success());
+    let stderr = String::from_utf8_lossy(&classic.stderr);
+    assert!(
+        stderr.contains("secrets.k8s.aws/refresh-interval") && stderr.contains("never complete"),
+        "{stderr}"
+    );
+    let native = inject(&["--native-sidecars", "always", "-f", "-"], Some(&input));
+    assert!(
+        native.status.success(),
+        "{}",
+        String::from_utf8_lossy(&native.stderr)
+    );
+}

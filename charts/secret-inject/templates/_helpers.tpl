@@ -300,3 +300,19 @@ on
 off
 {{- end }}
 {{- end }}
+
+{{/*
+"always" or "never": --native-sidecars, from webhook.nativeSidecars and the cluster's version
+(SidecarContainers is beta and on by default since Kubernetes 1.29).
+*/}}
+{{- define "secret-inject.nativeSidecars" -}}
+{{- $mode := .Values.webhook.nativeSidecars }}
+{{- if not (has $mode (list "auto" "always" "never")) }}
+{{- fail (printf "webhook.nativeSidecars must be auto, always or never, not %v" $mode) }}
+{{- end }}
+{{- if or (eq $mode "always") (and (eq $mode "auto") (semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version)) -}}
+always
+{{- else -}}
+never
+{{- end }}
+{{- end }}

@@ -624,7 +624,7 @@ impl Release {
             .unwrap()
             .iter()
             .filter_map(Value::as_str)
-            .filter(|arg| arg.starts_with("--env-files="))
+            .filter(|arg| arg.starts_with("--env-files=") || arg.starts_with("--native-sidecars="))
             .map(str::to_owned);
         let mut release = Release {
             fullname,

@@ -1,0 +1,354 @@
+//! Rotation: the agent as a sidecar keeps a pod's files current.
+//!
+//! After the first complete write, every interval (±10 % jitter) it asks for each Secrets
+//! Manager secret's version with `DescribeSecret` (the version that holds the wanted stage;
+//! secrets pinned to a version id never change and are not asked about) and for the parameters
+//! with `GetParameters` (compared by version). Only what changed is fetched again; the whole
+//! set is then rendered and written as one new `..data` set, the change logged with the old and
+//! new version ids, and the pod's reload action run. Errors keep the last good files: transient
+//! ones are retried sooner with backoff, permanent ones (a denial, a deleted secret) are logged
+//! and the termination log is written, and checking goes on at the interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use super::failure::{Failure, FailureKind};
+use super::fetch::{self, RetryBudget};
+use super::sources::{self, FetchKey, Served};
+use super::{Options, Written, fetch_options, reload, write_all};
+use crate::aws;
+use crate::contract::{Plan, SecretId, VersionSelector};
+
+/// The key of a secret in the versions file.
+pub fn version_key((secret, version): &FetchKey) -> String {
+    match version {
+        Some(VersionSelector::Stage(stage)) => format!("{secret}|stage:{stage}"),
+        Some(VersionSelector::Id(id)) => format!("{secret}|id:{id}"),
+        None => format!("{secret}|latest"),
+    }
+}
+
+/// The versions of the set in place (`..data/..versions`), if any.
+fn versions_in_place(dir: &Path) -> Option<BTreeMap<String, String>> {
+    let bytes = std::fs::read(
+        dir.join(super::write::DATA_LINK)
+            .join(crate::contract::VERSIONS_FILE_NAME),
+    )
+    .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn versions_of(served: &HashMap<FetchKey, Served>) -> BTreeMap<String, String> {
+    served
+        .iter()
+        .map(|(key, value)| {
+            (
+                version_key(key),
+                value.fetched.version.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Fetch and write, then keep the files current until SIGTERM or SIGINT.
+pub(crate) async fn run(
+    plan: &Plan,
+    config: &SdkConfig,
+    options: &Options,
+) -> Result<Written, Failure> {
+    let Some(refresh) = &plan.refresh else {
+        unreachable!("refresh::run is only called for a plan with a refresh interval");
+    };
+    let dir = Path::new(plan.output_dir.as_str());
+    let mut stop = std::pin::pin!(crate::signal::shutdown_signal());
+    let first = tokio::select! {
+        result = sources::fetch_all(plan, config, fetch_options(options, options.deadline)) => result?,
+        signal = &mut stop => return Err(Failure::new(
+            FailureKind::Interrupted,
+            signal,
+            "stopped before the secrets were written; no file was written",
+        )),
+    };
+    sources::log_served(plan, &first);
+    let mut values = first;
+    // A restarted sidecar, or the classic sidecar after the init container, finds the same set
+    // in place: it is not written again.
+    let mut written = if versions_in_place(dir).as_ref() == Some(&versions_of(&values)) {
+        info!("the files in place are current");
+        None
+    } else {
+        Some(write_all(plan, &values, options)?)
+    };
+    if let Some(written) = &written {
+        info!(files = written.files, "secrets written");
+        super::write_termination_log(&options.termination_log, &written.summary);
+    }
+    let mut retry_after: Option<Duration> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let wait = retry_after.unwrap_or_else(|| jittered(refresh.interval));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            signal = &mut stop => {
+                info!(signal, "stopped");
+                return Ok(written.unwrap_or_else(|| Written {
+                    set: dir.to_owned(),
+                    files: 0,
+                    secrets: plan.secrets.len(),
+                    summary: "secret-inject: stopped; the files in place were current.".to_owned(),
+                }));
+            }
+        }
+        let deadline = options.deadline.min(refresh.interval);
+        let round = check(plan, config, &values, options, deadline).await;
+        // What changed is written, whatever else failed.
+        if !round.changed.is_empty() {
+            for (key, (old, new)) in &round.versions {
+                info!(
+                    secret = %key.0,
+                    old_version = old.as_str(),
+                    new_version = new.as_str(),
+                    "secret changed"
+                );
+            }
+            let mut next = values.clone();
+            next.extend(round.changed);
+            match write_all(plan, &next, options) {
+                Ok(done) => {
+                    info!(files = done.files, "secrets updated");
+                    values = next;
+                    written = Some(done);
+                    reload::after_change(refresh).await;
+                }
+                Err(failure) => report(&failure, plan, options),
+            }
+        } else {
+            debug!("no secret changed");
+        }
+        match round.failure {
+            None => {
+                retry_after = None;
+                failures = 0;
+            }
+            Some(failure) if failure.kind == FailureKind::Unavailable => {
+                failures += 1;
+                let delay = Duration::from_secs(1u64 << failures.min(8)).min(refresh.interval);
+                warn!(
+                    code = %failure.code,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot check for new versions; keeping the files in place"
+                );
+                retry_after = Some(delay);
+            }
+            Some(failure) => {
+                report(&failure, plan, options);
+                retry_after = None;
+            }
+        }
+    }
+}
+
+fn report(failure: &Failure, plan: &Plan, options: &Options) {
+    let message = failure.message(&plan.secrets[0].secret.to_string(), None);
+    error!(code = %failure.code, "keeping the files in place: {message}");
+    super::write_termination_log(&options.termination_log, &message);
+}
+
+/// What one round found.
+struct Round {
+    /// New values of the secrets that changed.
+    changed: HashMap<FetchKey, Served>,
+    /// Old and new version of each change.
+    versions: Vec<(FetchKey, (String, String))>,
+    /// The first failure of the round, if any.
+    failure: Option<Failure>,
+}
+
+/// Look for new versions; fetch what changed.
+async fn check(
+    plan: &Plan,
+    config: &SdkConfig,
+    values: &HashMap<FetchKey, Served>,
+    options: &Options,
+    deadline: Duration,
+) -> Round {
+    let budget = RetryBudget::new(Instant::now() + deadline, options.attempt_timeout);
+    let mut round = Round {
+        changed: HashMap::new(),
+        versions: Vec::new(),
+        failure: None,
+    };
+    let mut describe: JoinSet<(FetchKey, Result<Option<String>, Failure>)> = JoinSet::new();
+    let mut parameters: Vec<(FetchKey, String)> = Vec::new();
+    for (key, served) in values {
+        match key {
+            (SecretId::Parameter(_), _) => parameters.push((key.clone(), served.region.clone())),
+            // Pinned to a version id: never changes.
+            (_, Some(VersionSelector::Id(_))) => {}
+            (id, version) => {
+                let client = aws::secrets_manager_in(config, &served.region);
+                let stage = match version {
+                    Some(VersionSelector::Stage(stage)) => stage.clone(),
+                    _ => crate::contract::defaults::VERSION_STAGE.to_owned(),
+                };
+                let (key, secret_id) = (key.clone(), replica_id(id, &served.region));
+                describe.spawn(async move {
+                    let result = fetch::describe_version(&client, &secret_id, &stage, budget).await;
+                    (key, result)
+                });
+            }
+        }
+    }
+    let mut stale: Vec<FetchKey> = Vec::new();
+    while let Some(joined) = describe.join_next().await {
+        let Ok((key, result)) = joined else { continue };
+        let known = values[&key].fetched.version.clone().unwrap_or_default();
+        match result {
+            Ok(Some(current)) if current != known => {
+                round.versions.push((key.clone(), (known, current)));
+                stale.push(key);
+            }
+            Ok(_) => {}
+            Err(failure) => {
+                round
+                    .failure
+                    .get_or_insert(failure.about(key.0.to_string()));
+            }
+        }
+    }
+    // Parameters: the answer holds the values, compared by version.
+    let mut regions: Vec<&str> = parameters.iter().map(|(_, r)| r.as_str()).collect();
+    regions.sort();
+    regions.dedup();
+    for region in regions {
+        let keys: Vec<FetchKey> = parameters
+            .iter()
+            .filter(|(_, r)| r == region)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let sub = sub_plan(plan, &keys, region);
+        match sources::fetch_all(&sub, config, FetchOptions::from(options, budget)).await {
+            Ok(fetched) => {
+                for (key, served) in fetched {
+                    let known = values[&key].fetched.version.clone().unwrap_or_default();
+                    let current = served.fetched.version.clone().unwrap_or_default();
+                    if current != known {
+                        round.versions.push((key.clone(), (known, current)));
+                        round.changed.insert(key, served);
+                    }
+                }
+            }
+            Err(failure) => {
+                round.failure.get_or_insert(failure);
+            }
+        }
+    }
+    if !stale.is_empty() {
+        let sub = Plan {
+            secrets: plan
+                .secrets
+                .iter()
+                .filter(|s| stale.contains(&(s.secret.clone(), s.version.clone())))
+                .cloned()
+                .collect(),
+            refresh: None,
+            ..plan.clone()
+        };
+        match sources::fetch_all(&sub, config, FetchOptions::from(options, budget)).await {
+            Ok(fetched) => round.changed.extend(fetched),
+            Err(failure) => {
+                // Not fetched: not changed this round, tried again at the next.
+                round.versions.retain(|(key, _)| !stale.contains(key));
+                round.failure.get_or_insert(failure);
+            }
+        }
+    }
+    round
+}
+
+use sources::FetchOptions;
+
+impl FetchOptions {
+    fn from(options: &Options, budget: RetryBudget) -> Self {
+        Self {
+            batch_threshold: options.batch_threshold,
+            budget,
+        }
+    }
+}
+
+/// The plan's secrets among `keys`, fetched from `region` (where they were served last).
+fn sub_plan(plan: &Plan, keys: &[FetchKey], region: &str) -> Plan {
+    Plan {
+        secrets: plan
+            .secrets
+            .iter()
+            .filter(|s| keys.contains(&(s.secret.clone(), s.version.clone())))
+            .map(|s| {
+                let mut s = s.clone();
+                s.region = Some(region.to_owned());
+                s
+            })
+            .collect(),
+        refresh: None,
+        ..plan.clone()
+    }
+}
+
+/// The id to describe in `region`: the replica's ARN when a failover region served it.
+fn replica_id(id: &SecretId, region: &str) -> String {
+    match id {
+        SecretId::Arn(arn) if arn.region() != region => arn.in_region(region).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `interval` ± 10 %.
+fn jittered(interval: Duration) -> Duration {
+    let fraction = (super::random() % 2001) as f64 / 10_000.0; // 0 ..= 0.2
+    interval.mul_f64(0.9 + fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let interval = Duration::from_secs(300);
+        let samples: Vec<Duration> = (0..200).map(|_| jittered(interval)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| *d >= Duration::from_secs(270) && *d <= Duration::from_secs(330))
+        );
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 10, "jitter must vary");
+    }
+
+    #[test]
+    fn version_keys_tell_stages_ids_and_latest_apart() {
+        let arn = crate::spec::SecretArn::parse(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        )
+        .unwrap();
+        let id = SecretId::Arn(arn);
+        let keys = [
+            version_key(&(
+                id.clone(),
+                Some(VersionSelector::Stage("AWSCURRENT".into())),
+            )),
+            version_key(&(id.clone(), Some(VersionSelector::Id("AWSCURRENT".into())))),
+            version_key(&(id, None)),
+        ];
+        assert_eq!(
+            keys.iter().collect::<std::collections::HashSet<_>>().len(),
+            3
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! Rotation: the real agent as a long-running sidecar against moto, rotated the way Secrets
+//! Manager rotation does it (`PutSecretValue` as `AWSPENDING`, then `UpdateSecretVersionStage`
+//! moving `AWSCURRENT`). The agent takes a 1 s interval here; the webhook admits 30 s to 24 h.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::moto::{AwsProxy, Moto};
+
+fn ram_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("secret-inject-rotation-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm must exist (a tmpfs) for the rotation tests")
+}
+
+/// The agent as a sidecar: files into `out`, checking every second.
+struct Sidecar {
+    child: Child,
+    log: PathBuf,
+    termination: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(endpoint: &str, out: &Path, extra: &[(&str, &str)]) -> Sidecar {
+        Sidecar::start_with(
+            Command::new(env!("CARGO_BIN_EXE_secret-inject")),
+            endpoint,
+            out,
+            extra,
+        )
+    }
+
+    fn start_with(
+        mut command: Command,
+        endpoint: &str,
+        out: &Path,
+        extra: &[(&str, &str)],
+    ) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let termination = dir.path().join("termination-log");
+        command
+            .args(["--log-format", "json", "agent"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+            .env("SECRET_INJECT_OUTPUT_DIR", out)
+            .env("SECRET_INJECT_REFRESH_INTERVAL", "1s")
+            .env("SECRET_INJECT_ATTEMPT_TIMEOUT", "2s")
+            .env("SECRET_INJECT_TERMINATION_LOG", &termination)
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        Sidecar {
+            child: command.spawn().unwrap(),
+            log,
+            termination,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM: a sidecar's normal end.
+    fn stop(mut self) -> Option<i32> {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `check` holds, or fail with `what` after `limit`.
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// The version that holds `AWSCURRENT`.
+fn current_version(moto: &Moto, arn: &str) -> String {
+    let (status, body) = moto.json(
+        "us-east-1",
+        "secretsmanager.DescribeSecret",
+        &json!({"SecretId": arn}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["VersionIdsToStages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, stages)| stages.as_array().unwrap().iter().any(|s| s == "AWSCURRENT"))
+        .map(|(id, _)| id.clone())
+        .unwrap()
+}
+
+/// Rotate as Secrets Manager rotation does: the new value as AWSPENDING, then AWSCURRENT moved.
+fn rotate(moto: &Moto, arn: &str, value: &str, token: &str) {
+    let old = current_version(moto, arn);
+    let (status, body) = moto.json(
+        "us-east-1",
+        "secretsmanager.PutSecretValue",
+        &json!({"SecretId": arn, "SecretString": value, "ClientRequestToken": token,
+                "VersionStages": ["AWSPENDING"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = moto.json(
+        "us-east-1",
+        "secretsmanager.UpdateSecretVersionStage",
+        &json!({"SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": token,
+                "RemoveFromVersionId": old}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn token(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[test]
+fn rotated_secrets_reach_the_files_together_and_unchanged_ones_cost_one_describe_each() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/pair", r#"{"a":"v0","b":"v0"}"#);
+    let other = moto.create_secret("us-east-1", "app/other", "steady");
+    let proxy = AwsProxy::counting(moto.port);
+    let out = ram_dir();
+    let secrets = json!([
+        {"name": "pair", "arn": arn, "format": "split"},
+        {"name": "other", "arn": other},
+    ])
+    .to_string();
+    let sidecar = Sidecar::start(
+        &proxy.endpoint(),
+        out.path(),
+        &[("SECRET_INJECT_SECRETS", &secrets)],
+    );
+    let a = out.path().join("pair/a");
+    eventually(Duration::from_secs(20), "first write", || {
+        read(&a).as_deref() == Some("v0")
+    });
+    // Idle: only DescribeSecret, one per secret per round.
+    proxy.reset();
+    std::thread::sleep(Duration::from_millis(3500));
+    let counts = proxy.counts();
+    let describes = proxy.count("secretsmanager.DescribeSecret");
+    assert!(describes >= 4, "{counts:?}");
+    assert_eq!(describes % 2, 0, "one per secret per round: {counts:?}");
+    assert_eq!(
+        counts.len(),
+        1,
+        "nothing but DescribeSecret while nothing changes: {counts:?}"
+    );
+
+    // A reader that resolves `..data` once per read never sees a mixed or partial set.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads, dir) = (stop.clone(), reads.clone(), out.path().to_owned());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(set) = std::fs::read_link(dir.join("..data")) else {
+                    continue;
+                };
+                let (Some(a), Some(b)) = (
+                    read(&dir.join(&set).join("pair/a")),
+                    read(&dir.join(&set).join("pair/b")),
+                ) else {
+                    // The old set was removed between readlink and open: read again.
+                    continue;
+                };
+                assert_eq!(a, b, "a mixed set");
+                assert!(a.len() >= 2 && a.starts_with('v'), "a partial file: {a:?}");
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    proxy.reset();
+    let started = Instant::now();
+    for n in 1..=5u32 {
+        rotate(
+            &moto,
+            &arn,
+            &format!(r#"{{"a":"v{n}","b":"v{n}"}}"#),
+            &token(n),
+        );
+        let expected = format!("v{n}");
+        // Interval (1 s ± 10 %) plus a margin.
+        eventually(Duration::from_secs(4), "rotated value", || {
+            read(&a).as_deref() == Some(expected.as_str())
+        });
+        assert_eq!(
+            read(&out.path().join("pair/b")).as_deref(),
+            Some(expected.as_str())
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    assert!(
+        reads.load(Ordering::SeqCst) > 100,
+        "the reader ran during the swaps"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // One fetch per change, and the unchanged secret never fetched again.
+    let fetched = proxy.count("secretsmanager.GetSecretValue")
+        + proxy.count("secretsmanager.BatchGetSecretValue");
+    assert_eq!(fetched, 5, "{:?}", proxy.counts());
+    assert_eq!(read(&out.path().join("other")).as_deref(), Some("steady"));
+    // Each change logged with the old and new version ids; no value in the log.
+    let log = sidecar.log();
+    let changes: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "secret changed")
+        .collect();
+    assert_eq!(changes.len(), 5, "{log}");
+    assert_eq!(changes[1]["old_version"], token(1));
+    assert_eq!(changes[1]["new_version"], token(2));
+    assert!(!log.contains("v3\""), "a value in the log:\n{log}");
+    // Only the current set is left.
+    let sets = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with("..") && name != "..data"
+        })
+        .count();
+    assert_eq!(sets, 1);
+    assert_eq!(sidecar.stop(), Some(0), "SIGTERM is a sidecar's normal end");
+}
+
+/// A TCP forwarder that can be switched off (it then accepts and closes at once).
+struct Switch {
+    port: u16,
+    down: Arc<AtomicBool>,
+}
+
+impl Switch {
+    fn start(upstream: u16) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(client) = stream else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Switch { port, down }
+    }
+}
+
+#[test]
+fn transient_errors_keep_the_files_and_recover_and_a_deleted_secret_is_reported() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/flaky", "v0");
+    let switch = Switch::start(moto.port);
+    let out = ram_dir();
+    let mut sidecar = Sidecar::start(
+        &format!("http://127.0.0.1:{}", switch.port),
+        out.path(),
+        &[("SECRET_ARN", &arn)],
+    );
+    let file = out.path().join("secret");
+    eventually(Duration::from_secs(20), "first write", || {
+        read(&file).as_deref() == Some("v0")
+    });
+    // AWS unreachable while the secret rotates: the old file stays.
+    switch.down.store(true, Ordering::SeqCst);
+    rotate(&moto, &arn, "v1", &token(1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        read(&file).as_deref(),
+        Some("v0"),
+        "the last good file is kept"
+    );
+    assert!(sidecar.running());
+    assert!(
+        sidecar
+            .log()
+            .contains("cannot check for new versions; keeping the files in place"),
+        "{}",
+        sidecar.log()
+    );
+    // Back: the new value arrives.
+    switch.down.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "recovery", || {
+        read(&file).as_deref() == Some("v1")
+    });
+    // Deleted: a permanent error, reported; the files stay and the sidecar keeps checking.
+    let (status, body) = moto.json(
+        "us-east-1",
+        "secretsmanager.DeleteSecret",
+        &json!({"SecretId": arn, "ForceDeleteWithoutRecovery": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(5), "the report", || {
+        read(&sidecar.termination).is_some_and(|t| t.contains("ResourceNotFoundException"))
+    });
+    let reports = |log: &str| {
+        log.matches("keeping the files in place: secret-inject")
+            .count()
+    };
+    let before = reports(&sidecar.log());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        reports(&sidecar.log()) > before,
+        "it keeps checking at the interval"
+    );
+    assert_eq!(read(&file).as_deref(), Some("v1"));
+    assert!(sidecar.running());
+}
+
+#[test]
+fn the_startup_probe_fails_before_the_first_write_and_succeeds_after() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/probe", "v0");
+    let out = ram_dir();
+    let probe = || {
+        Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+            .arg("probe")
+            .env("SECRET_INJECT_OUTPUT_DIR", out.path())
+            .output()
+            .unwrap()
+    };
+    let before = probe();
+    assert_eq!(before.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&before.stderr).contains("no complete set of files"));
+    // A switch that is down holds the first fetch back: the probe keeps failing meanwhile.
+    let switch = Switch::start(moto.port);
+    switch.down.store(true, Ordering::SeqCst);
+    let _sidecar = Sidecar::start(
+        &format!("http://127.0.0.1:{}", switch.port),
+        out.path(),
+        &[("SECRET_ARN", &arn)],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(probe().status.code(), Some(1), "no files yet");
+    switch.down.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(15), "the probe to pass", || {
+        probe().status.code() == Some(0)
+    });
+    assert_eq!(read(&out.path().join("secret")).as_deref(), Some("v0"));
+}
+
+#[test]
+fn after_a_change_the_reload_url_gets_one_post_per_change() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/http", "v0");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let posts = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            record.lock().unwrap().push(line);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let out = ram_dir();
+    let url = format!("http://127.0.0.1:{port}/-/reload");
+    let sidecar = Sidecar::start(
+        &moto.endpoint(),
+        out.path(),
+        &[("SECRET_ARN", &arn), ("SECRET_INJECT_RELOAD_URL", &url)],
+    );
+    let file = out.path().join("secret");
+    eventually(Duration::from_secs(20), "first write", || {
+        read(&file).as_deref() == Some("v0")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        posts.lock().unwrap().is_empty(),
+        "the first write is not a change"
+    );
+    for n in 1..=2u32 {
+        rotate(&moto, &arn, &format!("v{n}"), &token(n));
+        eventually(Duration::from_secs(4), "rotated", || {
+            read(&file) == Some(format!("v{n}"))
+        });
+        eventually(Duration::from_secs(2), "the POST", || {
+            posts.lock().unwrap().len() == n as usize
+        });
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        *posts.lock().unwrap(),
+        ["POST /-/reload HTTP/1.1", "POST /-/reload HTTP/1.1"]
+    );
+    assert!(sidecar.log().contains("reload requested"));
+}
+
+/// The signal goes to a process of another "container" in the same PID namespace (what
+/// `shareProcessNamespace: true` gives a pod): both run under one `unshare --pid`.
+#[test]
+fn after_a_change_the_named_process_in_the_shared_pid_namespace_gets_the_signal() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/signal", "v0");
+    let out = ram_dir();
+    let scratch = tempfile::Builder::new()
+        .prefix("secret-inject-signal-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    // A process whose name (/proc/PID/comm) is `reloadme`: a copy of sh, counting SIGHUPs.
+    let target = scratch.path().join("reloadme");
+    std::fs::copy("/bin/sh", &target).expect("/bin/sh");
+    let count = scratch.path().join("hups");
+    let script = format!(
+        "{target} -c 'trap \"echo hup >> {count}\" HUP; while :; do sleep 0.1; done' &\n\
+         exec \"$@\"",
+        target = target.display(),
+        count = count.display()
+    );
+    let mut command = Command::new("unshare");
+    command.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        env!("CARGO_BIN_EXE_secret-inject"),
+    ]);
+    let sidecar = Sidecar::start_with(
+        command,
+        &moto.endpoint(),
+        out.path(),
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_RELOAD_SIGNAL", "HUP"),
+            ("SECRET_INJECT_RELOAD_PROCESS", "reloadme"),
+        ],
+    );
+    let file = out.path().join("secret");
+    eventually(Duration::from_secs(20), "first write", || {
+        read(&file).as_deref() == Some("v0")
+    });
+    for n in 1..=2u32 {
+        rotate(&moto, &arn, &format!("v{n}"), &token(n));
+        eventually(Duration::from_secs(4), "rotated", || {
+            read(&file) == Some(format!("v{n}"))
+        });
+        eventually(Duration::from_secs(3), "the signal", || {
+            read(&count).map(|c| c.lines().count()) == Some(n as usize)
+        });
+    }
+    assert!(sidecar.log().contains("signalled"), "{}", sidecar.log());
+}
