@@ -27,6 +27,10 @@ fuzz_target!(|data: &[u8]| {
         output_dir: next(),
         file_mode: next(),
         failover_region: next(),
+        refresh_interval: next(),
+        reload_signal: next(),
+        reload_process: next(),
+        reload_url: next(),
         // The rest: the named secrets' JSON.
         secrets: next().map(|first| {
             std::iter::once(first)
