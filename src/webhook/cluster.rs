@@ -12,6 +12,8 @@ use tracing::{info, warn};
 
 /// Where a pod finds its ServiceAccount's token and the cluster's CA.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Overrides [`SERVICE_ACCOUNT_DIR`] (a webhook run outside a pod, and the tests).
+const SERVICE_ACCOUNT_DIR_ENV: &str = "SECRET_INJECT_SERVICE_ACCOUNT_DIR";
 
 /// A Kubernetes version, major and minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,7 +77,9 @@ pub async fn probe_version() -> Option<KubeVersion> {
 }
 
 async fn get_version(host: &str, port: &str) -> Result<KubeVersion, String> {
-    let dir = std::path::Path::new(SERVICE_ACCOUNT_DIR);
+    let dir = std::env::var_os(SERVICE_ACCOUNT_DIR_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SERVICE_ACCOUNT_DIR.into());
     let token = std::fs::read_to_string(dir.join("token")).map_err(|e| format!("token: {e}"))?;
     let ca = std::fs::read(dir.join("ca.crt")).map_err(|e| format!("ca.crt: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();

@@ -369,6 +369,54 @@ fn rotation_is_admitted_as_a_native_sidecar_under_restricted_pss_and_classic_den
     );
 }
 
+/// `--env-files auto` and `--native-sidecars auto`: the webhook asks the API server's
+/// `/version` at start with a ServiceAccount token (as it does in a pod) and decides from it.
+#[test]
+fn auto_switches_follow_the_api_servers_version() {
+    let plane = shared();
+    let ns = Namespaces::new("auto", &[]);
+    let sa = tempfile::tempdir().unwrap();
+    let token = plane.kubectl_ok(&["create", "token", "default", "-n", &ns.app]);
+    std::fs::write(sa.path().join("token"), token.trim()).unwrap();
+    std::fs::copy(plane.dir.join("ca.crt"), sa.path().join("ca.crt")).unwrap();
+    let port = plane.server.rsplit(':').next().unwrap().to_owned();
+    let sa_dir = sa.path().to_string_lossy().into_owned();
+    let release = Release::install_with(
+        &ns,
+        &[],
+        &["--env-files", "auto", "--native-sidecars", "auto"],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+            ("SECRET_INJECT_SERVICE_ACCOUNT_DIR", &sa_dir),
+        ],
+    );
+    create_ok(
+        plane,
+        &ns.app,
+        &pod(
+            "auto",
+            json!({"secrets.k8s.aws/secret-arn": ARN, "secrets.k8s.aws/env": "PASSWORD=password",
+                   "secrets.k8s.aws/refresh-interval": "1m"}),
+            false,
+        ),
+    );
+    let stored = plane.get_json(&["pod", "auto", "-n", &ns.app]);
+    assert_eq!(
+        stored["spec"]["containers"][0]["env"][0]["valueFrom"]["fileKeyRef"]["key"], "PASSWORD",
+        "1.36 reads env files"
+    );
+    assert_eq!(
+        stored["spec"]["initContainers"][0]["restartPolicy"], "Always",
+        "1.36 runs native sidecars"
+    );
+    let log = release.webhook_log();
+    assert!(
+        log.contains("API server version") && log.contains("\"minor\":36"),
+        "{log}"
+    );
+}
+
 #[test]
 fn with_env_files_off_env_annotations_are_denied_saying_why() {
     let ns = Namespaces::new("noenv", &[]);

@@ -625,7 +625,14 @@ impl Release {
             .iter()
             .filter_map(Value::as_str)
             .filter(|arg| arg.starts_with("--env-files=") || arg.starts_with("--native-sidecars="))
-            .map(str::to_owned);
+            // A test that passes the flag itself decides.
+            .filter(|arg| {
+                let flag = arg.split('=').next().unwrap_or_default();
+                !webhook_args.contains(&flag)
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut release = Release {
             fullname,
             cluster_ip,
@@ -715,5 +722,13 @@ impl Release {
     /// Stop our webhook (the API server's calls then fail).
     pub fn stop_webhook(&mut self) {
         self.webhook = None;
+    }
+
+    /// What our webhook logged so far.
+    pub fn webhook_log(&self) -> String {
+        self.webhook
+            .as_ref()
+            .map(|w| w.log_lines().join("\n"))
+            .unwrap_or_default()
     }
 }
