@@ -66,7 +66,13 @@ pub mod env {
     pub const RELOAD_PROCESS: &str = "SECRET_INJECT_RELOAD_PROCESS";
     /// After a change, the loopback URL to POST to.
     pub const RELOAD_URL: &str = "SECRET_INJECT_RELOAD_URL";
+    /// After a change, exit with [`super::RESTART_EXIT_CODE`] (`true`), which the sidecar's
+    /// `RestartAllContainers` rule turns into a restart of the pod's containers.
+    pub const RESTART_ON_CHANGE: &str = "SECRET_INJECT_RESTART_ON_CHANGE";
 }
+
+/// The exit code of the rotation sidecar after a change when the pod asked to be restarted.
+pub const RESTART_EXIT_CODE: i32 = 42;
 
 /// Name of the classic (pre-1.29) rotation sidecar, a regular container next to the app's.
 pub const SIDECAR_NAME: &str = "secrets-refresh";
@@ -353,6 +359,9 @@ impl Plan {
                 vars.push((env::RELOAD_PROCESS, signal.process.clone()));
             }
             vars.extend(refresh.url.clone().map(|v| (env::RELOAD_URL, v)));
+            if refresh.restart {
+                vars.push((env::RESTART_ON_CHANGE, "true".to_owned()));
+            }
         }
         vars
     }
@@ -420,6 +429,8 @@ pub struct PlanFields {
     pub reload_process: Option<String>,
     /// [`env::RELOAD_URL`], if set.
     pub reload_url: Option<String>,
+    /// [`env::RESTART_ON_CHANGE`], if set.
+    pub restart_on_change: Option<String>,
 }
 
 /// A field of the contract the agent received with a bad value.
@@ -457,6 +468,7 @@ impl PlanFields {
             reload_signal: owned(env::RELOAD_SIGNAL),
             reload_process: owned(env::RELOAD_PROCESS),
             reload_url: owned(env::RELOAD_URL),
+            restart_on_change: owned(env::RESTART_ON_CHANGE),
         }
     }
 
@@ -639,10 +651,21 @@ impl PlanFields {
                 ));
             }
         };
+        let restart = match self.restart_on_change.as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(error(
+                    env::RESTART_ON_CHANGE,
+                    format!("{other:?} is not true or false"),
+                ));
+            }
+        };
         Ok(Some(Refresh {
             interval,
             signal,
             url,
+            restart,
         }))
     }
 }
@@ -831,6 +854,7 @@ mod tests {
                 process: "nginx".to_owned(),
             }),
             url: Some("http://127.0.0.1:9090/-/reload".to_owned()),
+            restart: true,
         });
         let env = plan.env();
         assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan.clone()));

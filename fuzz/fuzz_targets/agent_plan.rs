@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         reload_signal: next(),
         reload_process: next(),
         reload_url: next(),
+        restart_on_change: next(),
         // The rest: the named secrets' JSON.
         secrets: next().map(|first| {
             std::iter::once(first)

@@ -94,7 +94,7 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
                 "secrets written"
             );
             write_termination_log(&options.termination_log, &written.summary);
-            failure::exit::OK
+            written.exit_code
         }
         Err(failure) => {
             let message = failure.message(&described, identity.role_arn());
@@ -115,6 +115,8 @@ pub(crate) struct Written {
     files: usize,
     secrets: usize,
     summary: String,
+    /// The exit code: 0, or [`crate::contract::RESTART_EXIT_CODE`] to restart the pod.
+    exit_code: u8,
 }
 
 async fn fetch_and_write(
@@ -253,6 +255,7 @@ fn write_all(
         files: visible,
         secrets: plan.secrets.len(),
         summary,
+        exit_code: failure::exit::OK,
     })
 }
 

@@ -101,6 +101,7 @@ pub(crate) async fn run(
                     files: 0,
                     secrets: plan.secrets.len(),
                     summary: "secret-inject: stopped; the files in place were current.".to_owned(),
+                    exit_code: super::failure::exit::OK,
                 }));
             }
         }
@@ -119,11 +120,26 @@ pub(crate) async fn run(
             let mut next = values.clone();
             next.extend(round.changed);
             match write_all(plan, &next, options) {
-                Ok(done) => {
+                Ok(mut done) => {
                     info!(files = done.files, "secrets updated");
                     values = next;
-                    written = Some(done);
                     reload::after_change(refresh).await;
+                    if refresh.restart {
+                        // The RestartAllContainers rule restarts the pod's containers in
+                        // place; they read the new env file when they start.
+                        info!(
+                            exit_code = crate::contract::RESTART_EXIT_CODE,
+                            "exiting to restart the pod's containers"
+                        );
+                        done.summary = format!(
+                            "{} Exited with {} to restart the pod's containers.",
+                            done.summary,
+                            crate::contract::RESTART_EXIT_CODE
+                        );
+                        done.exit_code = crate::contract::RESTART_EXIT_CODE as u8;
+                        return Ok(done);
+                    }
+                    written = Some(done);
                 }
                 Err(failure) => report(&failure, plan, options),
             }

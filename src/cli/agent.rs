@@ -71,6 +71,10 @@ pub struct AgentArgs {
     /// After a change, POST to this loopback URL (e.g. http://127.0.0.1:9090/-/reload).
     #[arg(long, env = env::RELOAD_URL)]
     reload_url: Option<String>,
+    /// After a change, exit with code 42 (true), which the sidecar's RestartAllContainers
+    /// restart rule turns into an in-place restart of the pod's containers.
+    #[arg(long, env = env::RESTART_ON_CHANGE)]
+    restart_on_change: Option<String>,
     /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
     /// AWSCURRENT secrets; 0: always GetSecretValue.
     #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = 2)]
@@ -121,6 +125,7 @@ impl AgentArgs {
             reload_signal: self.reload_signal.clone(),
             reload_process: self.reload_process.clone(),
             reload_url: self.reload_url.clone(),
+            restart_on_change: self.restart_on_change.clone(),
         }
     }
 
@@ -151,6 +156,7 @@ impl AgentArgs {
             reload_signal: _,
             reload_process: _,
             reload_url: _,
+            restart_on_change: _,
         } = self;
         agent::run(
             fields,

@@ -9,9 +9,9 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    FileKeySelector, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -333,6 +333,15 @@ fn inject(
             container = agent_container(spec, injection, config, security_context, &rotating);
             container.restart_policy = Some("Always".to_owned());
             container.startup_probe = Some(startup_probe());
+            if refresh.restart {
+                container.restart_policy_rules = Some(vec![ContainerRestartRule {
+                    action: "RestartAllContainers".to_owned(),
+                    exit_codes: Some(ContainerRestartRuleOnExitCodes {
+                        operator: "In".to_owned(),
+                        values: Some(vec![contract::RESTART_EXIT_CODE]),
+                    }),
+                }]);
+            }
         } else {
             let mut sidecar = agent_container(spec, injection, config, security_context, &rotating);
             sidecar.name = contract::SIDECAR_NAME.to_owned();
@@ -634,6 +643,18 @@ fn check_refresh(
             fix: "remove secrets.k8s.aws/refresh-interval (the secrets are then fetched once), or \
                   use a cluster with native sidecars (Kubernetes 1.29 or later, webhook \
                   --native-sidecars auto or always)"
+                .to_owned(),
+        }
+        .into());
+    }
+    if refresh.restart && !config.native_sidecars {
+        return Err(AnnotationError {
+            key: spec::RESTART_ON_CHANGE.to_owned(),
+            problem: "restarting the pod's containers after a change is a restart rule of the \
+                      native sidecar (RestartAllContainers, Kubernetes 1.36+), and this webhook \
+                      runs classic sidecars"
+                .to_owned(),
+            fix: "remove secrets.k8s.aws/restart-on-change, or use a cluster with native sidecars"
                 .to_owned(),
         }
         .into());

@@ -621,3 +621,25 @@ fn a_signal_needs_the_process_namespace_shared() {
         "{err}"
     );
 }
+
+#[test]
+fn restart_on_change_is_a_restart_all_containers_rule_of_the_native_sidecar() {
+    let pod = rotating_pod(&[("secrets.k8s.aws/restart-on-change", "true")]);
+    let mutation = run_with(&pod, true).unwrap().unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    let agent = agent(&patched);
+    assert_eq!(
+        agent["restartPolicyRules"],
+        json!([{ "action": "RestartAllContainers", "exitCodes": { "operator": "In", "values": [42] } }])
+    );
+    assert_eq!(
+        env(agent, "SECRET_INJECT_RESTART_ON_CHANGE").unwrap()["value"],
+        "true"
+    );
+    let err = run_with(&pod, false).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/restart-on-change:"),
+        "{err}"
+    );
+}

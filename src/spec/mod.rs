@@ -50,6 +50,9 @@ pub const RELOAD_SIGNAL: &str = "secrets.k8s.aws/reload-signal";
 pub const RELOAD_PROCESS: &str = "secrets.k8s.aws/reload-process";
 /// After a change, POST to this loopback URL (`http://127.0.0.1:9090/-/reload`).
 pub const RELOAD_URL: &str = "secrets.k8s.aws/reload-url";
+/// After a change, restart all of the pod's containers in place (`true`), so env vars from
+/// `env.<n>` are read again: the `RestartAllContainers` restart rule (Kubernetes 1.36+).
+pub const RESTART_ON_CHANGE: &str = "secrets.k8s.aws/restart-on-change";
 /// Where the injected init container goes among existing init containers: `first` or `last`.
 pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-position";
 /// Written by the webhook: marks a pod as already injected (idempotency).
@@ -91,6 +94,7 @@ pub const POD_KEYS: &[&str] = &[
     RELOAD_SIGNAL,
     RELOAD_PROCESS,
     RELOAD_URL,
+    RESTART_ON_CHANGE,
     INIT_CONTAINER_POSITION,
     STATUS,
 ];
@@ -133,6 +137,8 @@ pub struct Refresh {
     pub signal: Option<ReloadSignal>,
     /// POST to a loopback URL after a change.
     pub url: Option<String>,
+    /// Restart all of the pod's containers after a change.
+    pub restart: bool,
 }
 
 /// A signal for a named process of the pod.
@@ -574,7 +580,7 @@ fn parse_refresh<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Option<Refresh>, AnnotationError> {
     let Some(value) = get(REFRESH_INTERVAL) else {
-        if let Some(key) = [RELOAD_SIGNAL, RELOAD_PROCESS, RELOAD_URL]
+        if let Some(key) = [RELOAD_SIGNAL, RELOAD_PROCESS, RELOAD_URL, RESTART_ON_CHANGE]
             .into_iter()
             .find(|key| get(key).is_some())
         {
@@ -647,10 +653,22 @@ fn parse_refresh<'a>(
             })
         })
         .transpose()?;
+    let restart = match get(RESTART_ON_CHANGE) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(AnnotationError::new(
+                RESTART_ON_CHANGE,
+                format!("value {} is not recognised", quote(other)),
+                "use \"true\" or \"false\"",
+            ));
+        }
+    };
     Ok(Some(Refresh {
         interval,
         signal,
         url,
+        restart,
     }))
 }
 
@@ -705,6 +723,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     RELOAD_SIGNAL,
     RELOAD_PROCESS,
     RELOAD_URL,
+    RESTART_ON_CHANGE,
     INIT_CONTAINER_POSITION,
     STATUS,
 ];

@@ -321,6 +321,15 @@ fn rotation_is_admitted_as_a_native_sidecar_under_restricted_pss_and_classic_den
         agent["startupProbe"]["exec"]["command"],
         json!(["/usr/local/bin/secret-inject", "probe"])
     );
+    // Restart on change: the API server (1.36, RestartAllContainers beta) takes the rule.
+    let mut restarting = rotating.clone();
+    restarting["secrets.k8s.aws/restart-on-change"] = json!("true");
+    create_ok(plane, &ns.app, &pod("restart", restarting, true));
+    let stored = plane.get_json(&["pod", "restart", "-n", &ns.app]);
+    assert_eq!(
+        stored["spec"]["initContainers"][0]["restartPolicyRules"],
+        json!([{"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [42]}}])
+    );
     // Out of bounds: denied by us, naming the key and the bounds.
     let output = create(
         plane,

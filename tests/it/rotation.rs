@@ -510,3 +510,47 @@ fn after_a_change_the_named_process_in_the_shared_pid_namespace_gets_the_signal(
     }
     assert!(sidecar.log().contains("signalled"), "{}", sidecar.log());
 }
+
+#[test]
+fn restart_on_change_exits_with_the_restart_code_after_writing_the_change() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "app/env", r#"{"password":"p0"}"#);
+    let out = ram_dir();
+    let mut sidecar = Sidecar::start(
+        &moto.endpoint(),
+        out.path(),
+        &[
+            ("SECRET_ARN", &arn),
+            ("SECRET_INJECT_ENV", "PASSWORD=password"),
+            ("SECRET_INJECT_RESTART_ON_CHANGE", "true"),
+        ],
+    );
+    let env_file = out.path().join("..data/..env");
+    eventually(Duration::from_secs(20), "first write", || {
+        read(&env_file).as_deref() == Some("PASSWORD='p0'\n")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(sidecar.running(), "no change, no exit");
+    rotate(&moto, &arn, r#"{"password":"p1"}"#, &token(1));
+    let status = {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = sidecar.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no exit after the change"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(status.code(), Some(42));
+    assert_eq!(
+        read(&env_file).as_deref(),
+        Some("PASSWORD='p1'\n"),
+        "written before the exit"
+    );
+    let termination = read(&sidecar.termination).unwrap();
+    assert!(termination.contains("Exited with 42"), "{termination}");
+}
