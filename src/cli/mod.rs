@@ -3,9 +3,11 @@
 //! `main` only parses and dispatches.
 
 mod agent;
+mod iam_policy;
 mod inject;
 mod logging;
 mod mutation;
+mod probe;
 mod webhook;
 
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use agent::AgentArgs;
+pub use iam_policy::IamPolicyArgs;
 pub use inject::InjectArgs;
 pub use logging::{LogArgs, LogFormat};
 pub use mutation::MutationArgs;
@@ -34,19 +37,25 @@ enum Command {
     Webhook(Box<WebhookArgs>),
     /// Inject manifests offline: read YAML or JSON, write injected YAML to stdout.
     Inject(InjectArgs),
-    /// Fetch a secret from AWS Secrets Manager onto the in-memory volume (the injected
-    /// container).
+    /// Print the least-privilege IAM policy of each ServiceAccount for the secrets and
+    /// parameters that manifests name (JSON on stdout, notes on stderr).
+    IamPolicy(IamPolicyArgs),
+    /// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store onto the in-memory
+    /// volume (the injected container); with a refresh interval, keep them current.
     Agent(Box<AgentArgs>),
+    /// Exit 0 once the agent has written the first complete set of files (the rotation
+    /// sidecar's startup probe; the image has no shell).
+    Probe(probe::ProbeArgs),
 }
 
 impl Cli {
     /// Run the parsed command; returns the process exit code.
     pub fn run(self) -> ExitCode {
         let Cli { command, log } = self;
-        // People run `inject`; pods run the webhook and the agent.
+        // People run `inject` and `iam-policy`; pods run the webhook and the agent.
         let default_format = match command {
-            Command::Inject(_) => LogFormat::Human,
-            Command::Webhook(_) | Command::Agent(_) => LogFormat::Json,
+            Command::Inject(_) | Command::IamPolicy(_) => LogFormat::Human,
+            Command::Webhook(_) | Command::Agent(_) | Command::Probe(_) => LogFormat::Json,
         };
         let output = match logging::init(&log, default_format) {
             Ok(output) => output,
@@ -58,7 +67,9 @@ impl Cli {
         let result = match command {
             Command::Webhook(args) => args.run(),
             Command::Inject(args) => args.run(),
+            Command::IamPolicy(args) => args.run(),
             Command::Agent(args) => return ExitCode::from(args.run()),
+            Command::Probe(args) => return ExitCode::from(args.run()),
         };
         result.unwrap_or_else(|error| {
             output.fatal(&error);

@@ -1,11 +1,13 @@
 //! The offline injector: the webhook's mutation applied to manifests on disk.
 //!
-//! YAML or JSON in (many documents, `List`s), YAML out. Pods and the pod templates of
-//! workload controllers are injected with [`mutate`] — the function the webhook calls — and the
-//! resulting JSON Patch is applied at the template's place in the document. Other kinds pass
-//! through unchanged. Output is written by [`yaml`], which quotes every string a YAML 1.1
-//! reader (kubectl) could take for something else.
+//! YAML or JSON in (many documents, `List`s), YAML out. [`pod_templates`] finds the Pods and
+//! the pod templates of workload controllers; [`inject_documents`] injects each with [`mutate`]
+//! — the function the webhook calls — and applies the resulting JSON Patch at the template's
+//! place in the document. Other kinds pass through unchanged. Output is written by [`yaml`],
+//! which quotes every string a YAML 1.1 reader (kubectl) could take for something else.
+//! [`policy`] derives the least-privilege IAM policy from the same templates.
 
+pub mod policy;
 pub mod yaml;
 
 use json_patch::jsonptr::PointerBuf;
@@ -79,29 +81,93 @@ pub struct Injected {
     pub warnings: Vec<String>,
 }
 
+/// A Pod, or the pod template of a workload controller, found in a manifest.
+#[derive(Debug, Clone)]
+pub struct PodTemplate {
+    /// 1-based number of the document it is in.
+    pub document: usize,
+    /// `Kind/name` of the object that holds it (the item's, inside a `List`).
+    pub object: String,
+    /// The object's `metadata.namespace`; `default` when it has none.
+    pub namespace: String,
+    /// Where the template lives in its document (the root for a Pod that is a document).
+    pub pointer: PointerBuf,
+    /// The template's (or the Pod's) metadata.
+    pub metadata: ObjectMeta,
+    /// The template's (or the Pod's) spec.
+    pub spec: PodSpec,
+}
+
+impl PodTemplate {
+    /// The ServiceAccount its pods run as: `serviceAccountName`, else the deprecated
+    /// `serviceAccount`, else `default` (what the API server fills in).
+    pub fn service_account(&self) -> &str {
+        [&self.spec.service_account_name, &self.spec.service_account]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|name| !name.is_empty())
+            .unwrap_or("default")
+    }
+}
+
+/// The namespace of an object that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Every Pod and pod template in `input`, in document order. The first document that does not
+/// parse, or the first template that is not a valid pod, fails the whole call.
+pub fn pod_templates(input: &str) -> Result<Vec<PodTemplate>, InjectError> {
+    let mut templates = Vec::new();
+    for document in documents(input) {
+        let (number, value) = document?;
+        walk(number, &value, &PointerBuf::new(), &mut |template| {
+            templates.push(template);
+            Ok(())
+        })?;
+    }
+    Ok(templates)
+}
+
 /// Inject every pod and pod template in `input`. All documents are checked; the first error
 /// fails the whole run so that nothing half-injected is ever printed.
 pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected, InjectError> {
     let mut out = String::with_capacity(input.len() * 2);
     let mut injected = 0;
     let mut warnings = Vec::new();
-    for (index, document) in yaml_serde::Deserializer::from_str(input).enumerate() {
-        let number = index + 1;
-        let mut value = Value::deserialize(document).map_err(|source| InjectError::Parse {
-            document: number,
-            source,
+    for document in documents(input) {
+        let (number, mut value) = document?;
+        // Found first, patched after: a patch only adds inside its own template, so the other
+        // templates' pointers stay valid.
+        let mut mutations = Vec::new();
+        walk(number, &value, &PointerBuf::new(), &mut |template| {
+            let mutation =
+                mutate(&template.metadata, &template.spec, config).map_err(|source| {
+                    InjectError::Mutation {
+                        document: number,
+                        object: template.object.clone(),
+                        source,
+                    }
+                })?;
+            if let Some(mutation) = mutation {
+                mutations.push((template, mutation));
+            }
+            Ok(())
         })?;
-        if value.is_null() {
-            continue; // an empty document, e.g. after a trailing `---`
+        for (template, mutation) in mutations {
+            let patch = rebase(mutation.patch, &template.pointer);
+            json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
+                document: number,
+                object: template.object.clone(),
+                message: e.to_string(),
+            })?;
+            injected += 1;
+            warnings.extend(
+                mutation
+                    .warnings
+                    .into_iter()
+                    .map(|w| format!("document {number} ({}): {w}", template.object)),
+            );
         }
-        let mut context = Context {
-            document: number,
-            config,
-            injected: 0,
-            warnings: &mut warnings,
-        };
-        context.visit(&mut value, &PointerBuf::new())?;
-        injected += context.injected;
         if !out.is_empty() {
             out.push_str("---\n");
         }
@@ -114,11 +180,22 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
     })
 }
 
-struct Context<'a> {
-    document: usize,
-    config: &'a MutationConfig,
-    injected: usize,
-    warnings: &'a mut Vec<String>,
+/// The non-empty documents of `input` with their 1-based numbers (an empty document, e.g.
+/// after a trailing `---`, keeps its number but is skipped).
+fn documents(input: &str) -> impl Iterator<Item = Result<(usize, Value), InjectError>> + '_ {
+    yaml_serde::Deserializer::from_str(input)
+        .enumerate()
+        .filter_map(|(index, document)| {
+            let number = index + 1;
+            match Value::deserialize(document) {
+                Ok(Value::Null) => None,
+                Ok(value) => Some(Ok((number, value))),
+                Err(source) => Some(Err(InjectError::Parse {
+                    document: number,
+                    source,
+                })),
+            }
+        })
 }
 
 /// Where the pod template lives in an object of this kind, relative to the object.
@@ -135,81 +212,73 @@ fn template_location(api_version: &str, kind: &str) -> Option<&'static [&'static
     }
 }
 
-impl Context<'_> {
-    fn visit(&mut self, object: &mut Value, at: &PointerBuf) -> Result<(), InjectError> {
-        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-        let api_version = object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
-            let count = object
-                .get("items")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            for i in 0..count {
-                let mut item_at = at.clone();
-                item_at.push_back("items");
-                item_at.push_back(i);
-                if let Some(item) = object.pointer_mut(&format!("/items/{i}")) {
-                    self.visit(item, &item_at)?;
-                }
-            }
-            return Ok(());
+/// Call `found` for each pod template in `object` (at `at` in document `document`), descending
+/// into `List`s, in order.
+fn walk(
+    document: usize,
+    object: &Value,
+    at: &PointerBuf,
+    found: &mut dyn FnMut(PodTemplate) -> Result<(), InjectError>,
+) -> Result<(), InjectError> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
+        let items = object.get("items").and_then(Value::as_array);
+        for (i, item) in items.into_iter().flatten().enumerate() {
+            let mut item_at = at.clone();
+            item_at.push_back("items");
+            item_at.push_back(i);
+            walk(document, item, &item_at, found)?;
         }
-        let Some(location) = template_location(api_version, kind) else {
-            return Ok(());
-        };
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("<unnamed>");
-        let label = format!("{kind}/{name}");
-        let template_pointer = PointerBuf::from_tokens(location.iter().copied());
-        let Some(template) = object.pointer(template_pointer.as_str()) else {
-            return Ok(());
-        };
-        let parse_error = |field: &str, what, source| InjectError::Template {
-            document: self.document,
-            object: label.clone(),
-            field: format!("{}{}", at.concat(&template_pointer), field),
-            what,
-            source,
-        };
-        let metadata = match template.get("metadata") {
-            Some(m) => {
-                ObjectMeta::deserialize(m).map_err(|e| parse_error("/metadata", "ObjectMeta", e))?
-            }
-            None => ObjectMeta::default(),
-        };
-        let spec = match template.get("spec") {
-            Some(s) => PodSpec::deserialize(s).map_err(|e| parse_error("/spec", "PodSpec", e))?,
-            None => PodSpec::default(),
-        };
-        let Some(mutation) =
-            mutate(&metadata, &spec, self.config).map_err(|source| InjectError::Mutation {
-                document: self.document,
-                object: label.clone(),
-                source,
-            })?
-        else {
-            return Ok(());
-        };
-        let patch = rebase(mutation.patch, &template_pointer);
-        json_patch::patch(object, &patch).map_err(|e| InjectError::Apply {
-            document: self.document,
-            object: label.clone(),
-            message: e.to_string(),
-        })?;
-        self.injected += 1;
-        self.warnings.extend(
-            mutation
-                .warnings
-                .into_iter()
-                .map(|w| format!("document {} ({label}): {w}", self.document)),
-        );
-        Ok(())
+        return Ok(());
     }
+    let Some(location) = template_location(api_version, kind) else {
+        return Ok(());
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    let label = format!("{kind}/{name}");
+    let template_pointer = PointerBuf::from_tokens(location.iter().copied());
+    let Some(template) = object.pointer(template_pointer.as_str()) else {
+        return Ok(());
+    };
+    let pointer = at.concat(&template_pointer);
+    let parse_error = |field: &str, what, source| InjectError::Template {
+        document,
+        object: label.clone(),
+        field: format!("{pointer}{field}"),
+        what,
+        source,
+    };
+    let metadata = match template.get("metadata") {
+        Some(m) => {
+            ObjectMeta::deserialize(m).map_err(|e| parse_error("/metadata", "ObjectMeta", e))?
+        }
+        None => ObjectMeta::default(),
+    };
+    let spec = match template.get("spec") {
+        Some(s) => PodSpec::deserialize(s).map_err(|e| parse_error("/spec", "PodSpec", e))?,
+        None => PodSpec::default(),
+    };
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_owned();
+    found(PodTemplate {
+        document,
+        object: label,
+        namespace,
+        pointer,
+        metadata,
+        spec,
+    })
 }
 
 /// Move a patch rooted at a pod under `prefix` (where the pod template lives).

@@ -1,0 +1,945 @@
+//! The least-privilege IAM policy for the secrets and parameters that manifests ask for: one
+//! policy document per ServiceAccount (`secret-inject iam-policy -f FILE`).
+//!
+//! Pure: it reads the pod templates that [`super::pod_templates`] finds (the walker `inject`
+//! uses), parses their annotations with the grammar the webhook uses, and allows exactly the
+//! calls the agent makes for them (see [`crate::agent::sources`]):
+//!
+//! - `secretsmanager:GetSecretValue` on each Secrets Manager secret, and, for a pod with
+//!   `secrets.k8s.aws/failover-region`, on its replica in that region (the same ARN with the
+//!   region replaced), which the agent reads when the primary region is unavailable.
+//! - `secretsmanager:BatchGetSecretValue` on `*`, only for a ServiceAccount with a pod that
+//!   reads at least [`AGENT_BATCH_THRESHOLD`] distinct secrets at `AWSCURRENT` in one region
+//!   (the agent's batch rule). The action has no resource-level permissions; it grants no
+//!   secret by itself, because Secrets Manager also checks `GetSecretValue` on each secret.
+//! - `ssm:GetParameters` on each Parameter Store parameter (the agent always decrypts).
+//!
+//! IAM matches a policy's resource against a secret's full ARN, which ends in `-` and six
+//! random characters. A partial ARN (without them; Secrets Manager accepts those) is widened
+//! with `-??????`, which matches every incarnation of that one secret and no other. A name
+//! that itself ends in `-` and six letters or digits is taken for a full ARN: Secrets Manager
+//! has the same ambiguity and documents it; when those six are a word or a number, a note says
+//! so.
+//!
+//! What the manifests cannot say is reported as notes: `kms:Decrypt` on customer-managed KMS
+//! keys, whose ARNs are not in any manifest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{InjectError, PodTemplate, pod_templates};
+use crate::contract::{SecretPlan, VersionSelector, defaults};
+use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn, SourceArn};
+
+/// The agent calls BatchGetSecretValue for a region once a pod reads at least this many
+/// distinct secrets at `AWSCURRENT` there: the default of `secret-inject agent
+/// --batch-threshold`, which the webhook never overrides.
+pub const AGENT_BATCH_THRESHOLD: usize = 2;
+
+/// The IAM policy language version of every document.
+pub const POLICY_VERSION: &str = "2012-10-17";
+
+/// The most characters (whitespace not counted) of a customer managed policy.
+pub const MANAGED_POLICY_MAX_CHARS: usize = 6144;
+
+/// What IAM appends to a secret's name in its ARN: `-` and six random characters.
+const SUFFIX_WILDCARD: &str = "-??????";
+
+/// Why no policy could be derived. Names the document and the object, like
+/// [`InjectError`]; the cause is the error's `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The manifests do not parse, or a pod template is not a valid pod.
+    #[error(transparent)]
+    Manifest(#[from] InjectError),
+    /// A pod's annotations are invalid (the webhook would deny the pod).
+    #[error("document {document} ({object})")]
+    Annotation {
+        /// 1-based document number.
+        document: usize,
+        /// `Kind/name`.
+        object: String,
+        /// The annotation and what is wrong with it.
+        #[source]
+        source: AnnotationError,
+    },
+}
+
+/// A ServiceAccount: the identity (IRSA role or EKS Pod Identity association) a policy is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceAccount {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the pods of one ServiceAccount read: the resources of its policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Secrets read with GetSecretValue, as IAM resources (partial ARNs widened).
+    pub secrets: BTreeSet<String>,
+    /// Replicas in failover regions the agent may read instead, as IAM resources; none that is
+    /// also in [`Access::secrets`].
+    pub replicas: BTreeSet<String>,
+    /// Whether the agent calls BatchGetSecretValue for one of its pods.
+    pub batch: bool,
+    /// Parameters read with GetParameters.
+    pub parameters: BTreeSet<String>,
+    /// Regions of its secrets and replicas (for the KMS note).
+    secret_regions: BTreeSet<String>,
+    /// Regions of its parameters (for the KMS note).
+    parameter_regions: BTreeSet<String>,
+}
+
+/// One IAM policy document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PolicyDocument {
+    /// Always [`POLICY_VERSION`].
+    pub version: &'static str,
+    /// The statements, in a fixed order.
+    pub statement: Vec<Statement>,
+}
+
+/// One `Allow` statement of a [`PolicyDocument`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Statement {
+    /// What the statement is for.
+    pub sid: &'static str,
+    /// Always `Allow`.
+    pub effect: &'static str,
+    /// The one action.
+    pub action: &'static str,
+    /// What it applies to.
+    pub resource: Resource,
+}
+
+/// The `Resource` of a [`Statement`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Resource {
+    /// `"*"`: for an action without resource-level permissions.
+    Any(&'static str),
+    /// These ARNs (sorted, each once).
+    Arns(Vec<String>),
+}
+
+/// The policies of a set of manifests, and what to tell the reader about them.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// Per ServiceAccount that reads anything, what it reads.
+    pub access: BTreeMap<ServiceAccount, Access>,
+    /// What the policies cannot say by themselves (KMS keys, widened ARNs, ...), for a person;
+    /// never part of a policy.
+    pub notes: Vec<String>,
+}
+
+/// The policies for the manifests in `input` (YAML or JSON, many documents, `List`s).
+pub fn from_manifests(input: &str) -> Result<Policies, PolicyError> {
+    from_templates(&pod_templates(input)?)
+}
+
+/// The policies for these pod templates. A template whose annotations are invalid fails the
+/// whole call, naming its document and object.
+pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError> {
+    let mut access: BTreeMap<ServiceAccount, Access> = BTreeMap::new();
+    // Partial ARN -> where it was first seen; the same for ARNs taken for full ones that may
+    // be partial.
+    let mut partial: BTreeMap<String, String> = BTreeMap::new();
+    let mut ambiguous: BTreeMap<String, String> = BTreeMap::new();
+    for template in templates {
+        let request = InjectionSpec::from_annotations(template.metadata.annotations.as_ref())
+            .map_err(|source| PolicyError::Annotation {
+                document: template.document,
+                object: template.object.clone(),
+                source,
+            })?;
+        // An injected pod still runs the agent with the same plan.
+        let (Request::Inject(spec) | Request::AlreadyInjected(spec)) = request else {
+            continue;
+        };
+        let account = ServiceAccount {
+            namespace: template.namespace.clone(),
+            name: template.service_account().to_owned(),
+        };
+        let entry = access.entry(account).or_default();
+        for secret in &spec.secrets {
+            match &secret.source {
+                SourceArn::SecretsManager(arn) => {
+                    let resource = resource_of(arn);
+                    let place = || format!("document {} ({})", template.document, template.object);
+                    if resource != arn.as_str() {
+                        partial.entry(arn.as_str().to_owned()).or_insert_with(place);
+                    } else if is_ambiguous(arn) {
+                        ambiguous
+                            .entry(arn.as_str().to_owned())
+                            .or_insert_with(place);
+                    }
+                    entry.secrets.insert(resource);
+                    entry.secret_regions.insert(arn.region().to_owned());
+                    if let Some(region) = &spec.failover_region {
+                        entry.replicas.insert(resource_of(&arn.in_region(region)));
+                        entry.secret_regions.insert(region.clone());
+                    }
+                }
+                SourceArn::Parameter(arn) => {
+                    entry.parameters.insert(arn.as_str().to_owned());
+                    entry.parameter_regions.insert(arn.region().to_owned());
+                }
+            }
+        }
+        entry.batch |= uses_batch(&spec);
+    }
+    for entry in access.values_mut() {
+        let Access {
+            secrets, replicas, ..
+        } = entry;
+        replicas.retain(|replica| !secrets.contains(replica));
+    }
+    let notes = notes(&access, &partial, &ambiguous);
+    Ok(Policies { access, notes })
+}
+
+/// The IAM resource that matches a secret's ARN: the ARN itself, or a partial ARN with
+/// `-??????` for the random suffix it lacks.
+pub fn resource_of(arn: &SecretArn) -> String {
+    if is_partial(arn) {
+        format!("{}{SUFFIX_WILDCARD}", arn.as_str())
+    } else {
+        arn.as_str().to_owned()
+    }
+}
+
+/// Whether the ARN lacks the `-` and six random characters that Secrets Manager appends to
+/// the secret's name.
+pub fn is_partial(arn: &SecretArn) -> bool {
+    // Validated: `arn:partition:secretsmanager:region:account:secret:name`.
+    let name = arn.as_str().splitn(7, ':').nth(6).unwrap_or("");
+    let bytes = name.as_bytes();
+    let full = bytes.len() > 7
+        && bytes[bytes.len() - 7] == b'-'
+        && bytes[bytes.len() - 6..]
+            .iter()
+            .all(u8::is_ascii_alphanumeric);
+    !full
+}
+
+/// Whether an ARN taken for a full one may well be a partial ARN whose name ends in `-` and a
+/// six-character word or number (`db-master`, `cert-202401`): its last six characters are all
+/// lowercase letters, all uppercase letters or all digits, which about one random suffix in a
+/// hundred is.
+pub fn is_ambiguous(arn: &SecretArn) -> bool {
+    if is_partial(arn) {
+        return false;
+    }
+    let suffix = &arn.as_str().as_bytes()[arn.as_str().len() - 6..];
+    suffix.iter().all(u8::is_ascii_lowercase)
+        || suffix.iter().all(u8::is_ascii_uppercase)
+        || suffix.iter().all(u8::is_ascii_digit)
+}
+
+/// Whether the agent calls BatchGetSecretValue for a pod with this spec: some region holds at
+/// least [`AGENT_BATCH_THRESHOLD`] distinct secrets it reads at `AWSCURRENT` (what the agent's
+/// plan resolves the version to when the annotations name none).
+pub fn uses_batch(spec: &InjectionSpec) -> bool {
+    let current = Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()));
+    let mut per_region: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for secret in &spec.secrets {
+        let SourceArn::SecretsManager(arn) = &secret.source else {
+            continue;
+        };
+        let plan = SecretPlan::for_spec(secret);
+        if plan.version == current {
+            let region = plan.region.unwrap_or_else(|| arn.region().to_owned());
+            per_region.entry(region).or_default().insert(arn.as_str());
+        }
+    }
+    per_region
+        .values()
+        .any(|arns| arns.len() >= AGENT_BATCH_THRESHOLD)
+}
+
+impl Access {
+    /// The policy document: only the statements it needs, in a fixed order.
+    pub fn document(&self) -> PolicyDocument {
+        let arns = |set: &BTreeSet<String>| Resource::Arns(set.iter().cloned().collect());
+        let mut statement = Vec::new();
+        let mut allow = |sid, action, resource| {
+            statement.push(Statement {
+                sid,
+                effect: "Allow",
+                action,
+                resource,
+            });
+        };
+        if !self.secrets.is_empty() {
+            allow(
+                "ReadSecrets",
+                "secretsmanager:GetSecretValue",
+                arns(&self.secrets),
+            );
+        }
+        if !self.replicas.is_empty() {
+            allow(
+                "ReadSecretReplicasInFailoverRegions",
+                "secretsmanager:GetSecretValue",
+                arns(&self.replicas),
+            );
+        }
+        if self.batch {
+            allow(
+                "BatchReadSecretsEachAlsoNeedsGetSecretValue",
+                "secretsmanager:BatchGetSecretValue",
+                Resource::Any("*"),
+            );
+        }
+        if !self.parameters.is_empty() {
+            allow(
+                "ReadParameters",
+                "ssm:GetParameters",
+                arns(&self.parameters),
+            );
+        }
+        PolicyDocument {
+            version: POLICY_VERSION,
+            statement,
+        }
+    }
+}
+
+impl Policies {
+    /// `{"<namespace>/<serviceAccount>": <policy document>, ...}`, keys sorted.
+    pub fn documents(&self) -> BTreeMap<String, PolicyDocument> {
+        self.access
+            .iter()
+            .map(|(account, access)| (account.to_string(), access.document()))
+            .collect()
+    }
+
+    /// [`Policies::documents`] as pretty JSON, ending in a newline.
+    pub fn to_json_pretty(&self) -> String {
+        let mut json = serde_json::to_string_pretty(&self.documents())
+            .unwrap_or_else(|_| unreachable!("plain strings and maps always serialize"));
+        json.push('\n');
+        json
+    }
+}
+
+/// The notes, in a fixed order.
+fn notes(
+    access: &BTreeMap<ServiceAccount, Access>,
+    partial: &BTreeMap<String, String>,
+    ambiguous: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if access.is_empty() {
+        notes.push(
+            "no Pod or pod template asks for a secret (secrets.k8s.aws/secret-arn): there is \
+             nothing to allow"
+                .to_owned(),
+        );
+        return notes;
+    }
+    for (arn, place) in partial {
+        notes.push(format!(
+            "{arn}, in {place}, is a partial ARN: it lacks the 6-character random suffix \
+             that Secrets Manager appends to the name; IAM matches policies against the full ARN, so the \
+             policy allows {arn}{SUFFIX_WILDCARD}, which matches that secret (also when it is \
+             created again) and no other; use the full ARN to allow only this incarnation"
+        ));
+    }
+    for (arn, place) in ambiguous {
+        notes.push(format!(
+            "{arn}, in {place}, is taken for a full ARN, as its name ends in - and six \
+             characters like the random suffix; if it is a partial ARN instead, give the \
+             secret's full ARN (`aws secretsmanager describe-secret --secret-id {arn} --query \
+             ARN`): neither IAM nor Secrets Manager can tell the two apart"
+        ));
+    }
+    let list = |filter: &dyn Fn(&Access) -> bool| {
+        let names: Vec<String> = access
+            .iter()
+            .filter(|(_, a)| filter(a))
+            .map(|(account, _)| account.to_string())
+            .collect();
+        names.join(", ")
+    };
+    let batch = list(&|a| a.batch);
+    if !batch.is_empty() {
+        notes.push(format!(
+            "secretsmanager:BatchGetSecretValue has no resource-level permissions, hence \
+             Resource \"*\" ({batch}); it reads no secret by itself: Secrets Manager also \
+             checks secretsmanager:GetSecretValue on each secret of the batch"
+        ));
+    }
+    let replicas = list(&|a| !a.replicas.is_empty());
+    if !replicas.is_empty() {
+        notes.push(format!(
+            "secrets.k8s.aws/failover-region: the agent reads a secret's replica in that region \
+             (the same ARN, with the region replaced) when the primary region is unavailable; \
+             the replicas are allowed too ({replicas})"
+        ));
+    }
+    let mut services = BTreeSet::new();
+    for a in access.values() {
+        services.extend(
+            a.secret_regions
+                .iter()
+                .map(|r| format!("secretsmanager.{r}.amazonaws.com")),
+        );
+        services.extend(
+            a.parameter_regions
+                .iter()
+                .map(|r| format!("ssm.{r}.amazonaws.com")),
+        );
+    }
+    let services: Vec<String> = services.into_iter().map(|s| format!("\"{s}\"")).collect();
+    notes.push(format!(
+        "kms:Decrypt: a secret or SecureString parameter encrypted with a customer-managed KMS \
+         key also needs kms:Decrypt on that key (the AWS managed keys aws/secretsmanager and \
+         aws/ssm need nothing); the key ARNs are not in the manifests \
+         (`aws secretsmanager describe-secret --secret-id ARN --query KmsKeyId`, \
+         `aws ssm describe-parameters`), so add to each policy that reads such a secret: \
+         {{\"Sid\": \"DecryptThroughSecretsManagerAndSsmOnly\", \"Effect\": \"Allow\", \
+         \"Action\": \"kms:Decrypt\", \"Resource\": [\"arn:aws:kms:REGION:ACCOUNT:key/KEY-ID\"], \
+         \"Condition\": {{\"StringEquals\": {{\"kms:ViaService\": [{}]}}}}}}, and make sure the \
+         key policy lets IAM policies of the account grant access",
+        services.join(", ")
+    ));
+    for (account, a) in access {
+        let compact = serde_json::to_string(&a.document()).map_or(0, |json| json.len());
+        if compact > MANAGED_POLICY_MAX_CHARS {
+            notes.push(format!(
+                "the policy of {account} has {compact} characters, more than the \
+                 {MANAGED_POLICY_MAX_CHARS} of a customer managed policy: split it into \
+                 several policies, or use an inline role policy (10,240 characters)"
+            ));
+        }
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const DB: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCd12";
+    const API: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:api-key-Zz9Yy8";
+    const WEST: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:west-Qw3Er4";
+    const URL: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/app/url";
+
+    /// A Deployment in `namespace` running as `account` (none: the default) with these
+    /// pod-template annotations.
+    fn deployment(
+        name: &str,
+        namespace: &str,
+        account: Option<&str>,
+        annotations: &[(&str, &str)],
+    ) -> String {
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
+        if let Some(account) = account {
+            spec["serviceAccountName"] = json!(account);
+        }
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}}
+        })
+        .to_string()
+    }
+
+    fn policies(documents: &[String]) -> Policies {
+        from_manifests(&documents.join("\n---\n")).unwrap_or_else(|e| panic!("{e:#?}"))
+    }
+
+    fn json_of(policies: &Policies) -> Value {
+        serde_json::from_str(&policies.to_json_pretty()).unwrap()
+    }
+
+    fn account(namespace: &str, name: &str) -> ServiceAccount {
+        ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn one_policy_per_namespace_and_service_account() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "team-b",
+                         "annotations": {"secrets.k8s.aws/secret-arn": WEST,
+                                         "secrets.k8s.aws/status": "injected"}},
+            // The deprecated field still names the account.
+            "spec": {"serviceAccount": "app", "containers": [{"name": "c", "image": "i"}]}
+        });
+        let list = json!({
+            "apiVersion": "v1", "kind": "List",
+            "items": [serde_json::from_str::<Value>(&deployment(
+                "in-list", "team-a", Some("app"), &[("secrets.k8s.aws/secret-arn.url", URL)]
+            )).unwrap()]
+        });
+        let p = policies(&[
+            deployment(
+                "a",
+                "team-a",
+                Some("app"),
+                &[("secrets.k8s.aws/secret-arn", DB)],
+            ),
+            deployment("b", "team-a", None, &[("secrets.k8s.aws/secret-arn", API)]),
+            pod.to_string(),
+            list.to_string(),
+            // Opted out, and not annotated: nothing to allow.
+            deployment(
+                "off",
+                "team-a",
+                Some("app"),
+                &[
+                    ("secrets.k8s.aws/sidecarInjectorWebhook", "disabled"),
+                    ("secrets.k8s.aws/secret-arn", WEST),
+                ],
+            ),
+            deployment("plain", "team-c", Some("app"), &[]),
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}"#.to_owned(),
+        ]);
+        let accounts: Vec<String> = p.access.keys().map(ToString::to_string).collect();
+        assert_eq!(accounts, ["team-a/app", "team-a/default", "team-b/app"]);
+        let app = &p.access[&account("team-a", "app")];
+        assert_eq!(app.secrets, BTreeSet::from([DB.to_owned()]));
+        assert_eq!(app.parameters, BTreeSet::from([URL.to_owned()]));
+        assert_eq!(
+            p.access[&account("team-a", "default")].secrets,
+            BTreeSet::from([API.to_owned()])
+        );
+        // An injected pod still runs the agent.
+        assert_eq!(
+            p.access[&account("team-b", "app")].secrets,
+            BTreeSet::from([WEST.to_owned()])
+        );
+        // An object without a namespace is in `default`.
+        let p = policies(&[r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+            "annotations": {"secrets.k8s.aws/secret-arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCd12"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}"#
+            .to_owned()]);
+        assert_eq!(
+            p.access.keys().collect::<Vec<_>>(),
+            [&account("default", "default")]
+        );
+    }
+
+    #[test]
+    fn batch_only_where_a_pod_reads_two_current_secrets_in_one_region() {
+        let batch = |annotations: &[(&str, &str)]| {
+            policies(&[deployment("d", "ns", Some("sa"), annotations)]).access[&account("ns", "sa")]
+                .batch
+        };
+        let east2 = "arn:aws:secretsmanager:us-east-1:123456789012:secret:other-Rt5Yu8";
+        assert!(batch(&[
+            ("secrets.k8s.aws/secret-arn.a", DB),
+            ("secrets.k8s.aws/secret-arn.b", east2)
+        ]));
+        // AWSCURRENT given explicitly is the same version as none.
+        assert!(batch(&[
+            ("secrets.k8s.aws/secret-arn.a", DB),
+            ("secrets.k8s.aws/secret-arn.b", east2),
+            ("secrets.k8s.aws/version-stage.b", "AWSCURRENT"),
+        ]));
+        for (case, annotations) in [
+            ("one secret", vec![("secrets.k8s.aws/secret-arn", DB)]),
+            (
+                "the same secret twice",
+                vec![
+                    ("secrets.k8s.aws/secret-arn.a", DB),
+                    ("secrets.k8s.aws/secret-arn.b", DB),
+                ],
+            ),
+            (
+                "two regions",
+                vec![
+                    ("secrets.k8s.aws/secret-arn.a", DB),
+                    ("secrets.k8s.aws/secret-arn.b", WEST),
+                ],
+            ),
+            (
+                "another stage",
+                vec![
+                    ("secrets.k8s.aws/secret-arn.a", DB),
+                    ("secrets.k8s.aws/secret-arn.b", east2),
+                    ("secrets.k8s.aws/version-stage.b", "AWSPREVIOUS"),
+                ],
+            ),
+            (
+                "a version id",
+                vec![
+                    ("secrets.k8s.aws/secret-arn.a", DB),
+                    ("secrets.k8s.aws/secret-arn.b", east2),
+                    ("secrets.k8s.aws/version-id.b", "01234567-89ab-cdef"),
+                ],
+            ),
+            (
+                "a parameter",
+                vec![
+                    ("secrets.k8s.aws/secret-arn.a", DB),
+                    ("secrets.k8s.aws/secret-arn.b", URL),
+                ],
+            ),
+        ] {
+            assert!(!batch(&annotations), "{case}: no BatchGetSecretValue");
+        }
+        // Per pod: two pods of one account with one secret each never batch; one pod that
+        // does makes the account's policy allow it.
+        let p = policies(&[
+            deployment("a", "ns", Some("sa"), &[("secrets.k8s.aws/secret-arn", DB)]),
+            deployment(
+                "b",
+                "ns",
+                Some("sa"),
+                &[("secrets.k8s.aws/secret-arn", east2)],
+            ),
+        ]);
+        assert!(!p.access[&account("ns", "sa")].batch);
+        let sids = |p: &Policies| -> Vec<&'static str> {
+            p.access[&account("ns", "sa")]
+                .document()
+                .statement
+                .iter()
+                .map(|s| s.sid)
+                .collect()
+        };
+        assert_eq!(sids(&p), ["ReadSecrets"]);
+        let p = policies(&[
+            deployment("a", "ns", Some("sa"), &[("secrets.k8s.aws/secret-arn", DB)]),
+            deployment(
+                "b",
+                "ns",
+                Some("sa"),
+                &[
+                    ("secrets.k8s.aws/secret-arn.a", API),
+                    ("secrets.k8s.aws/secret-arn.b", east2),
+                ],
+            ),
+        ]);
+        assert_eq!(
+            sids(&p),
+            ["ReadSecrets", "BatchReadSecretsEachAlsoNeedsGetSecretValue"]
+        );
+        let batch = &p.access[&account("ns", "sa")].document().statement[1];
+        assert_eq!(batch.action, "secretsmanager:BatchGetSecretValue");
+        assert_eq!(batch.resource, Resource::Any("*"));
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("no resource-level permissions"))
+        );
+    }
+
+    #[test]
+    fn failover_region_allows_the_replicas_but_not_for_parameters() {
+        let p = policies(&[
+            deployment(
+                "a",
+                "ns",
+                Some("sa"),
+                &[
+                    ("secrets.k8s.aws/secret-arn.db", DB),
+                    ("secrets.k8s.aws/secret-arn.url", URL),
+                    ("secrets.k8s.aws/failover-region", "us-west-2"),
+                ],
+            ),
+            // Another pod reads the replica's ARN directly: it is a secret, not twice.
+            deployment(
+                "b",
+                "ns",
+                Some("sa"),
+                &[(
+                    "secrets.k8s.aws/secret-arn",
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-key-Zz9Yy8",
+                )],
+            ),
+            deployment(
+                "c",
+                "ns",
+                Some("sa"),
+                &[
+                    ("secrets.k8s.aws/secret-arn", API),
+                    ("secrets.k8s.aws/failover-region", "eu-west-1"),
+                ],
+            ),
+        ]);
+        let access = &p.access[&account("ns", "sa")];
+        assert_eq!(
+            access.replicas,
+            BTreeSet::from([
+                "arn:aws:secretsmanager:us-west-2:123456789012:secret:db-AbCd12".to_owned()
+            ])
+        );
+        assert!(
+            access
+                .secrets
+                .contains("arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-key-Zz9Yy8")
+        );
+        assert_eq!(access.parameters, BTreeSet::from([URL.to_owned()]));
+        let document = access.document();
+        let replicas = &document.statement[1];
+        assert_eq!(replicas.sid, "ReadSecretReplicasInFailoverRegions");
+        assert_eq!(replicas.action, "secretsmanager:GetSecretValue");
+        assert!(p.notes.iter().any(|n| n.contains("failover-region")));
+        let kms = p
+            .notes
+            .iter()
+            .find(|n| n.starts_with("kms:Decrypt"))
+            .unwrap();
+        for service in [
+            "secretsmanager.us-east-1.amazonaws.com",
+            "secretsmanager.us-west-2.amazonaws.com",
+            "secretsmanager.eu-west-1.amazonaws.com",
+            "ssm.us-east-1.amazonaws.com",
+        ] {
+            assert!(kms.contains(service), "{service}: {kms}");
+        }
+        assert!(!kms.contains("ssm.us-west-2"), "{kms}");
+    }
+
+    #[test]
+    fn partial_arns_are_widened_with_the_random_suffix_and_noted() {
+        let arn = |name: &str| {
+            SecretArn::parse(&format!(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}"
+            ))
+            .unwrap()
+        };
+        for (name, partial, ambiguous) in [
+            ("db-AbCd12", false, false),
+            ("team/db-password-hlRvvF", false, false),
+            ("db-abcdeF", false, false),
+            ("db-master", false, true),
+            ("db-BACKUP", false, true),
+            ("cert-202401", false, true),
+            ("db", true, false),
+            ("db-password", true, false),
+            ("db-AbCd1", true, false),
+            ("db_AbCd12", true, false),
+            ("-abcdef", true, false),
+            ("db-AbCd1+", true, false),
+        ] {
+            assert_eq!(is_partial(&arn(name)), partial, "{name}");
+            assert_eq!(is_ambiguous(&arn(name)), ambiguous, "{name}");
+            let expected = if partial {
+                format!("{}-??????", arn(name).as_str())
+            } else {
+                arn(name).as_str().to_owned()
+            };
+            assert_eq!(resource_of(&arn(name)), expected, "{name}");
+        }
+        let partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team/db-password";
+        let p = policies(&[deployment(
+            "a",
+            "ns",
+            Some("sa"),
+            &[
+                ("secrets.k8s.aws/secret-arn", partial),
+                ("secrets.k8s.aws/failover-region", "us-west-2"),
+            ],
+        )]);
+        let access = &p.access[&account("ns", "sa")];
+        assert_eq!(
+            access.secrets,
+            BTreeSet::from([format!("{partial}-??????")])
+        );
+        assert_eq!(
+            access.replicas,
+            BTreeSet::from([
+                "arn:aws:secretsmanager:us-west-2:123456789012:secret:team/db-password-??????"
+                    .to_owned()
+            ])
+        );
+        let note = p.notes.iter().find(|n| n.starts_with(partial)).unwrap();
+        assert!(note.contains("document 1 (Deployment/a)"), "{note}");
+        assert!(note.contains("partial ARN"), "{note}");
+        assert!(note.contains(&format!("{partial}-??????")), "{note}");
+        // A name that ends like a suffix is taken for a full ARN, and said so.
+        let word = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-master";
+        let p = policies(&[deployment(
+            "a",
+            "ns",
+            Some("sa"),
+            &[
+                ("secrets.k8s.aws/secret-arn", word),
+                ("secrets.k8s.aws/secret-arn.db", DB),
+            ],
+        )]);
+        assert_eq!(
+            p.access[&account("ns", "sa")].secrets,
+            BTreeSet::from([DB.to_owned(), word.to_owned()])
+        );
+        let notes: Vec<&String> = p
+            .notes
+            .iter()
+            .filter(|n| n.contains("taken for a full ARN"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{:?}", p.notes);
+        assert!(
+            notes[0].starts_with(&format!("{word}, in document 1 (Deployment/a)")),
+            "{}",
+            notes[0]
+        );
+    }
+
+    #[test]
+    fn output_is_sorted_deduplicated_and_independent_of_the_manifest_order() {
+        let b = "arn:aws:secretsmanager:us-east-1:123456789012:secret:b-Rt5Yu8";
+        let z = "arn:aws:ssm:us-east-1:123456789012:parameter/z";
+        let documents = [
+            deployment(
+                "one",
+                "ns",
+                Some("sa"),
+                &[
+                    ("secrets.k8s.aws/secret-arn.z", z),
+                    ("secrets.k8s.aws/secret-arn.b", b),
+                    ("secrets.k8s.aws/secret-arn.db", DB),
+                ],
+            ),
+            deployment(
+                "two",
+                "ns",
+                Some("sa"),
+                &[
+                    ("secrets.k8s.aws/secret-arn.db", DB),
+                    ("secrets.k8s.aws/secret-arn.url", URL),
+                ],
+            ),
+            deployment(
+                "three",
+                "another",
+                Some("sa"),
+                &[("secrets.k8s.aws/secret-arn", DB)],
+            ),
+        ];
+        let forward = policies(&documents);
+        let mut reversed = documents.to_vec();
+        reversed.reverse();
+        let backward = policies(&reversed);
+        assert_eq!(forward.to_json_pretty(), backward.to_json_pretty());
+        assert_eq!(
+            json_of(&forward),
+            json!({
+                "another/sa": {"Version": "2012-10-17", "Statement": [
+                    {"Sid": "ReadSecrets", "Effect": "Allow",
+                     "Action": "secretsmanager:GetSecretValue", "Resource": [DB]}
+                ]},
+                "ns/sa": {"Version": "2012-10-17", "Statement": [
+                    {"Sid": "ReadSecrets", "Effect": "Allow",
+                     "Action": "secretsmanager:GetSecretValue", "Resource": [b, DB]},
+                    {"Sid": "BatchReadSecretsEachAlsoNeedsGetSecretValue", "Effect": "Allow",
+                     "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"},
+                    {"Sid": "ReadParameters", "Effect": "Allow",
+                     "Action": "ssm:GetParameters", "Resource": [URL, z]}
+                ]}
+            })
+        );
+        // The statement's keys in the order IAM documents write them, the accounts sorted.
+        let text = forward.to_json_pretty();
+        let at = |needle: &str| text.find(needle).unwrap();
+        assert!(at("\"Sid\"") < at("\"Effect\"") && at("\"Effect\"") < at("\"Action\""));
+        assert!(at("\"Action\"") < at("\"Resource\""));
+        assert!(at("\"another/sa\"") < at("\"ns/sa\""));
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn invalid_annotations_name_the_document_and_the_object() {
+        let input = [
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}"#.to_owned(),
+            deployment(
+                "api",
+                "ns",
+                Some("sa"),
+                &[("secrets.k8s.aws/secret-arn.db", "nope")],
+            ),
+        ]
+        .join("\n---\n");
+        let error = from_manifests(&input).unwrap_err();
+        assert_eq!(error.to_string(), "document 2 (Deployment/api)");
+        let PolicyError::Annotation { source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(source.key, "secrets.k8s.aws/secret-arn.db");
+        assert!(source.problem.contains("not an ARN"), "{source}");
+        // A manifest that does not parse is the walker's error, as `inject` reports it.
+        let error = from_manifests("a: [").unwrap_err();
+        assert!(matches!(
+            error,
+            PolicyError::Manifest(InjectError::Parse { document: 1, .. })
+        ));
+        assert_eq!(error.to_string(), "document 1: not valid YAML or JSON");
+        let error = from_manifests(
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": 3}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "document 1 (Pod/p): /spec is not a valid PodSpec"
+        );
+    }
+
+    #[test]
+    fn nothing_to_allow_is_an_empty_object_and_a_note() {
+        let p = policies(&[deployment("plain", "ns", Some("sa"), &[])]);
+        assert_eq!(p.to_json_pretty(), "{}\n");
+        assert_eq!(p.notes.len(), 1);
+        assert!(p.notes[0].contains("nothing to allow"), "{:?}", p.notes);
+        assert!(from_manifests("").unwrap().access.is_empty());
+    }
+
+    #[test]
+    fn a_policy_too_large_for_a_managed_policy_is_noted() {
+        let annotations: Vec<(String, String)> = (0..crate::spec::MAX_SECRETS)
+            .map(|i| {
+                (
+                    format!("secrets.k8s.aws/secret-arn.s{i}"),
+                    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:app/s{i}-AbCd12"),
+                )
+            })
+            .collect();
+        let annotations: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = policies(&[deployment("big", "ns", Some("sa"), &annotations)]);
+        assert_eq!(
+            p.access[&account("ns", "sa")].secrets.len(),
+            crate::spec::MAX_SECRETS
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("the policy of ns/sa has") && n.contains("6144")),
+            "{:?}",
+            p.notes
+        );
+        let small = policies(&[deployment(
+            "a",
+            "ns",
+            Some("sa"),
+            &[("secrets.k8s.aws/secret-arn", DB)],
+        )]);
+        assert!(!small.notes.iter().any(|n| n.contains("6144")));
+    }
+}

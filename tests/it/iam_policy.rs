@@ -1,0 +1,631 @@
+//! `secret-inject iam-policy -f FILE|-`, run as a user runs it, and its policies checked by
+//! third parties: the IAM policy linter parliament (PyPI), and moto's IAM enforcement with the
+//! real AWS SDK and the real agent.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+use crate::common::{self, moto::Moto};
+
+const EXAMPLE: &str = "examples/many-secrets.yaml";
+const GET: &str = "secretsmanager:GetSecretValue";
+const BATCH: &str = "secretsmanager:BatchGetSecretValue";
+const PARAMETERS: &str = "ssm:GetParameters";
+/// What the agent logs when its BatchGetSecretValue call is denied and it reads one by one.
+const FALLBACK_LOG: &str = "BatchGetSecretValue failed; fetching each secret with GetSecretValue";
+
+/// Run `secret-inject <args>` with `stdin`.
+fn secret_inject(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+/// The policies `iam-policy` prints for `input` (a path or `-`), with its stderr.
+fn iam_policy(file: &str, stdin: Option<&[u8]>) -> (Value, String) {
+    let output = secret_inject(&["iam-policy", "-f", file], stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "iam-policy -f {file}: {stderr}");
+    let policies = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (policies, stderr)
+}
+
+fn example_path() -> String {
+    common::repo_root()
+        .join(EXAMPLE)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn statement(sid: &str, action: &str, resource: Value) -> Value {
+    json!({"Sid": sid, "Effect": "Allow", "Action": action, "Resource": resource})
+}
+
+#[test]
+fn the_example_gets_one_least_privilege_policy_per_service_account() {
+    let (policies, stderr) = iam_policy(&example_path(), None);
+    let sm = |region: &str, name: &str| {
+        format!("arn:aws:secretsmanager:{region}:123456789012:secret:{name}")
+    };
+    let ssm =
+        |region: &str, name: &str| format!("arn:aws:ssm:{region}:123456789012:parameter/{name}");
+    let version = "2012-10-17";
+    assert_eq!(
+        policies,
+        json!({
+            // Pod debug: no serviceAccountName, no namespace; one secret under two names.
+            "default/default": {"Version": version, "Statement": [
+                statement("ReadSecrets", GET, json!([sm("us-east-1", "debug/token-Zz9Yy8")])),
+            ]},
+            // StatefulSet worker inside a List: one secret at AWSPREVIOUS and one at AWSCURRENT
+            // is no batch; Job migrate opts out, so jobs/admin is not allowed.
+            "jobs/worker": {"Version": version, "Statement": [
+                statement("ReadSecrets", GET, json!([
+                    sm("us-east-1", "jobs/api-token-Ab12Cd"),
+                    sm("us-east-1", "jobs/queue-password-Rt5Yu8"),
+                ])),
+                statement("ReadParameters", PARAMETERS, json!([
+                    ssm("eu-west-1", "jobs/worker/concurrency"),
+                ])),
+            ]},
+            // Deployment api and CronJob report: the shared secret once, the partial ARN
+            // widened, the replicas of api's secrets in its failover region, a batch (api reads
+            // two secrets at AWSCURRENT in us-east-1), both parameters.
+            "shop/api": {"Version": version, "Statement": [
+                statement("ReadSecrets", GET, json!([
+                    sm("eu-west-1", "shop/smtp-Lm4Np2"),
+                    sm("us-east-1", "shop/db-credentials-Xq3Zt1"),
+                    sm("us-east-1", "shop/session-key-??????"),
+                ])),
+                statement("ReadSecretReplicasInFailoverRegions", GET, json!([
+                    sm("us-west-2", "shop/db-credentials-Xq3Zt1"),
+                    sm("us-west-2", "shop/session-key-??????"),
+                ])),
+                statement("BatchReadSecretsEachAlsoNeedsGetSecretValue", BATCH, json!("*")),
+                statement("ReadParameters", PARAMETERS, json!([
+                    ssm("us-east-1", "shop/api/url"),
+                    ssm("us-east-1", "shop/report/schedule"),
+                ])),
+            ]},
+        })
+    );
+    // The notes go to stderr, one line each, never into the JSON.
+    let notes: Vec<&str> = stderr.lines().collect();
+    assert!(notes.iter().all(|n| n.starts_with("info: ")), "{stderr}");
+    let note = |needle: &str| {
+        notes
+            .iter()
+            .find(|n| n.contains(needle))
+            .unwrap_or_else(|| panic!("no note about {needle}:\n{stderr}"))
+    };
+    let partial = note("partial ARN");
+    assert!(
+        partial.contains("secret:shop/session-key, in document 2 (Deployment/api)")
+            && partial.contains("shop/session-key-??????"),
+        "{partial}"
+    );
+    let kms = note("kms:Decrypt");
+    for service in [
+        "secretsmanager.us-east-1.amazonaws.com",
+        "secretsmanager.us-west-2.amazonaws.com",
+        "secretsmanager.eu-west-1.amazonaws.com",
+        "ssm.us-east-1.amazonaws.com",
+        "ssm.eu-west-1.amazonaws.com",
+    ] {
+        assert!(kms.contains(service), "{service}: {kms}");
+    }
+    note("no resource-level permissions");
+    // Standard input gives the same bytes.
+    let example = std::fs::read(example_path()).unwrap();
+    let from_file = secret_inject(&["iam-policy", "-f", &example_path()], None);
+    let from_stdin = secret_inject(&["iam-policy", "-f", "-"], Some(&example));
+    assert!(from_stdin.status.success());
+    assert_eq!(from_stdin.stdout, from_file.stdout);
+    // `inject` walks the same templates: the four that opt in get the agent.
+    let injected = secret_inject(&["inject", "-f", &example_path()], None);
+    assert!(
+        injected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&injected.stderr)
+    );
+    let agents = String::from_utf8_lossy(&injected.stdout)
+        .matches("name: secrets-init-container")
+        .count();
+    assert_eq!(agents, 4);
+}
+
+#[test]
+fn bad_input_fails_with_the_document_and_object_and_prints_nothing() {
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  template:
+    metadata:
+      annotations:
+        secrets.k8s.aws/secret-arn.db: arn:aws:s3:::bucket
+    spec:
+      containers: [{name: api, image: api}]
+"#;
+    for (input, file, expected) in [
+        (
+            manifest,
+            "-",
+            "error: standard input: document 2 (Deployment/api): annotation \
+             secrets.k8s.aws/secret-arn.db: \"arn:aws:s3:::bucket\" is an ARN of service \"s3\"",
+        ),
+        (
+            "kind: [",
+            "-",
+            "error: standard input: document 1: not valid YAML or JSON: ",
+        ),
+        (
+            "",
+            "/nonexistent/app.yaml",
+            "error: cannot read /nonexistent/app.yaml: ",
+        ),
+    ] {
+        let output = secret_inject(&["iam-policy", "-f", file], Some(input.as_bytes()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(output.stdout.is_empty(), "nothing on stdout after an error");
+        assert!(stderr.starts_with(expected), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // Nothing that asks for secrets: an empty object, and a note that says so.
+    let (policies, stderr) = iam_policy(
+        "-",
+        Some(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+    );
+    assert_eq!(policies, json!({}));
+    assert!(stderr.contains("nothing to allow"), "{stderr}");
+}
+
+/// parliament's findings on one policy document (every auditor, down to INFO), each as its
+/// JSON object. It reads the policy from stdin: its `--file` refuses to run when stdin is not
+/// a terminal, as under a test runner.
+fn parliament(policy: &Value) -> Vec<Value> {
+    let output = common::run_tool_raw(
+        "parliament",
+        &[
+            "--json",
+            "--minimum_severity",
+            "INFO",
+            "--include-community-auditors",
+        ],
+        Some(policy.to_string().as_bytes()),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let findings: Vec<Value> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("parliament said {line:?}: {e}"))
+        })
+        .collect();
+    // 0: no findings; 1: findings; anything else: parliament itself failed.
+    let expected = if findings.is_empty() { 0 } else { 1 };
+    assert_eq!(
+        output.status.code(),
+        Some(expected),
+        "parliament: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    findings
+}
+
+/// `(issue, detail)` of each finding.
+fn issues(findings: &[Value]) -> Vec<(String, Value)> {
+    findings
+        .iter()
+        .map(|f| (f["issue"].as_str().unwrap().to_owned(), f["detail"].clone()))
+        .collect()
+}
+
+#[test]
+fn parliament_finds_nothing_in_any_printed_policy() {
+    let (policies, _) = iam_policy(&example_path(), None);
+    let policies = policies.as_object().unwrap();
+    assert_eq!(policies.len(), 3);
+    for (account, policy) in policies {
+        // No findings at all: parliament's own IAM definitions say that BatchGetSecretValue
+        // has no resource type, so "*" is the one Resource it accepts for it (no RESOURCE_STAR),
+        // and that the partial-ARN pattern `-??????` and the parameter ARNs match the
+        // resource formats of GetSecretValue and GetParameters (no RESOURCE_MISMATCH).
+        assert_eq!(issues(&parliament(policy)), [], "{account}: {policy:#}");
+    }
+    // The linter does look at these statements: the same policy with BatchGetSecretValue
+    // scoped to the secrets, or GetSecretValue and GetParameters on "*", is flagged.
+    let mut scoped = policies["shop/api"].clone();
+    let secrets = scoped["Statement"][0]["Resource"].clone();
+    scoped["Statement"][2]["Resource"] = secrets;
+    assert_eq!(
+        issues(&parliament(&scoped)),
+        [(
+            "RESOURCE_MISMATCH".to_owned(),
+            json!([{"action": BATCH, "required_format": "*"}])
+        )]
+    );
+    let mut star = policies["jobs/worker"].clone();
+    for statement in star["Statement"].as_array_mut().unwrap() {
+        statement["Resource"] = json!("*");
+    }
+    assert_eq!(
+        issues(&parliament(&star)),
+        [
+            ("RESOURCE_STAR".to_owned(), json!([GET])),
+            ("RESOURCE_STAR".to_owned(), json!([PARAMETERS])),
+        ]
+    );
+}
+
+// --- moto's IAM enforcement ---------------------------------------------------------------
+//
+// moto 5.2.5 evaluates a policy's actions, but authorizes Secrets Manager and SSM calls against
+// the resource "*": a statement on specific ARNs matches nothing there and denies everything.
+// So the policies below keep exactly the generated statements and actions, with every
+// Resource rewritten to "*". That checks the action set (each one needed, none missing); the
+// resources are checked by parliament above and by the exact JSON of the first test.
+
+/// Turn moto's IAM enforcement on after `free` more requests (`0`: from the next one on).
+fn reset_auth(moto: &Moto, free: u32) {
+    let body = free.to_string();
+    let request = format!(
+        "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        moto.port,
+        body.len()
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "reset-auth: {response}"
+    );
+}
+
+/// An IAM user with `policy` inline and an access key: `(access key id, secret access key)`.
+fn iam_user(moto: &Moto, name: &str, policy: &Value) -> (String, String) {
+    let policy = policy.to_string();
+    for params in [
+        vec![("Action", "CreateUser"), ("UserName", name)],
+        vec![
+            ("Action", "PutUserPolicy"),
+            ("UserName", name),
+            ("PolicyName", "secret-inject"),
+            ("PolicyDocument", policy.as_str()),
+        ],
+    ] {
+        let mut params = params;
+        params.push(("Version", "2010-05-08"));
+        let (status, body) = moto.query("iam", &params);
+        assert_eq!(status, 200, "{params:?}: {body}");
+    }
+    let (status, keys) = moto.query(
+        "iam",
+        &[
+            ("Action", "CreateAccessKey"),
+            ("UserName", name),
+            ("Version", "2010-05-08"),
+        ],
+    );
+    assert_eq!(status, 200, "{keys}");
+    let field = |tag: &str| {
+        keys.split(&format!("<{tag}>"))
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap_or_else(|| panic!("no {tag} in {keys}"))
+            .to_owned()
+    };
+    (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
+/// The actions of a policy's statements.
+fn actions(policy: &Value) -> BTreeSet<String> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `policy` without the statements of `action`, every Resource "*" (see above).
+fn for_moto(policy: &Value, without: Option<&str>) -> Value {
+    let mut policy = policy.clone();
+    let statements = policy["Statement"].as_array_mut().unwrap();
+    statements.retain(|s| Some(s["Action"].as_str().unwrap()) != without);
+    for statement in statements.iter_mut() {
+        statement["Resource"] = json!("*");
+    }
+    policy
+}
+
+fn create_secret(moto: &Moto, name: &str, value: &str, replica: Option<&str>) -> String {
+    let mut body = json!({"Name": name, "SecretString": value});
+    if let Some(region) = replica {
+        body["AddReplicaRegions"] = json!([{"Region": region}]);
+    }
+    let (status, body) = moto.json("us-east-1", "secretsmanager.CreateSecret", &body);
+    assert_eq!(status, 200, "{body}");
+    body["ARN"].as_str().unwrap().to_owned()
+}
+
+fn put_parameter(moto: &Moto, name: &str, value: &str) -> String {
+    let (status, body) = moto.json(
+        "us-east-1",
+        "AmazonSSM.PutParameter",
+        &json!({"Name": name, "Type": "SecureString", "Value": value}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = moto.json(
+        "us-east-1",
+        "AmazonSSM.GetParameter",
+        &json!({"Name": name}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["Parameter"]["ARN"].as_str().unwrap().to_owned()
+}
+
+/// The SDK configuration of an IAM user of moto (static keys, no retries).
+async fn sdk_config(moto: &Moto, (key_id, secret_key): &(String, String)) -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client)
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            key_id,
+            secret_key,
+            None,
+            None,
+            "moto-iam-user",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await
+}
+
+/// The HTTP status of a call: 200, or the error's.
+fn status<T, E: std::fmt::Debug>(
+    result: Result<
+        T,
+        aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    >,
+) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(error) => error
+            .raw_response()
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|| panic!("no HTTP answer: {error:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moto_allows_each_generated_action_and_denies_it_without_its_statement() {
+    let (policies, _) = iam_policy(&example_path(), None);
+    let policy = &policies["shop/api"];
+    assert_eq!(
+        actions(policy),
+        BTreeSet::from([GET.to_owned(), BATCH.to_owned(), PARAMETERS.to_owned()])
+    );
+    let moto = Moto::start();
+    // The example's secrets and parameter, in moto (whose ARNs get their own suffixes).
+    let db = create_secret(&moto, "shop/db-credentials", "db-value", Some("us-west-2"));
+    let session = create_secret(&moto, "shop/session-key", "session-value", None);
+    let replica = db.replace(":us-east-1:", ":us-west-2:");
+    let url = put_parameter(&moto, "/shop/api/url", "https://shop.example.com");
+    let variants = [None, Some(GET), Some(BATCH), Some(PARAMETERS)];
+    let mut users = Vec::new();
+    for (i, without) in variants.iter().enumerate() {
+        let policy = for_moto(policy, *without);
+        users.push((
+            *without,
+            actions(&policy),
+            iam_user(&moto, &format!("u{i}"), &policy),
+        ));
+    }
+    reset_auth(&moto, 0);
+    for (without, allowed, keys) in &users {
+        let config = sdk_config(&moto, keys).await;
+        let east = secret_inject::aws::secrets_manager_in(&config, "us-east-1");
+        let west = secret_inject::aws::secrets_manager_in(&config, "us-west-2");
+        let ssm = secret_inject::aws::ssm_in(&config, "us-east-1");
+        let batch = east
+            .batch_get_secret_value()
+            .secret_id_list(&db)
+            .secret_id_list(&session)
+            .send()
+            .await;
+        if let Ok(answer) = &batch {
+            assert_eq!(answer.secret_values().len(), 2, "{answer:?}");
+        }
+        let calls = [
+            (
+                GET,
+                status(
+                    east.get_secret_value()
+                        .secret_id(&db)
+                        .version_stage("AWSCURRENT")
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                GET,
+                status(west.get_secret_value().secret_id(&replica).send().await),
+            ),
+            (BATCH, status(batch)),
+            (
+                PARAMETERS,
+                status(
+                    ssm.get_parameters()
+                        .names(&url)
+                        .with_decryption(true)
+                        .send()
+                        .await,
+                ),
+            ),
+        ];
+        for (action, got) in calls {
+            // Allowed exactly when the policy has the action. (Without GetSecretValue, moto
+            // still answers BatchGetSecretValue with the values; real AWS answers it with 200
+            // too, but with an AccessDenied error per secret, as it checks GetSecretValue on
+            // each.)
+            let expected = if allowed.contains(action) { 200 } else { 403 };
+            assert_eq!(
+                got, expected,
+                "{action} with the policy without {without:?}"
+            );
+        }
+    }
+}
+
+/// A tmpfs directory, as the emptyDir with `medium: Memory` is.
+fn ram_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("secret-inject-iam-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm must exist (a tmpfs) for the agent tests");
+    secret_inject::agent::write::check_in_memory(dir.path(), false)
+        .expect("/dev/shm must be a tmpfs for the agent tests");
+    dir
+}
+
+/// Run the real agent with the injected container's env, the user's keys, and `out` as the
+/// volume: `(exit code, log, termination message)`.
+fn agent(
+    env: &[(String, String)],
+    keys: &(String, String),
+    moto: &Moto,
+    out: &Path,
+) -> (Option<i32>, String, String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let termination = scratch.path().join("termination-log");
+    let output = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(["--log-format", "plain", "agent"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("SECRET_INJECT_OUTPUT_DIR", out)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", scratch.path())
+        .env("SECRET_INJECT_TERMINATION_LOG", &termination)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", &keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", &keys.1)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        std::fs::read_to_string(&termination).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_agent_runs_on_exactly_the_generated_actions() {
+    let moto = Moto::start();
+    let db = create_secret(&moto, "shop/db-credentials", "db-value", None);
+    let session = create_secret(&moto, "shop/session-key", "session-value", None);
+    let url = put_parameter(&moto, "/shop/api/url", "https://shop.example.com");
+    let manifest = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+            "metadata": {"labels": {"app": "api"}, "annotations": {
+                "secrets.k8s.aws/secret-arn.db": db,
+                "secrets.k8s.aws/secret-arn.session": session,
+                "secrets.k8s.aws/secret-arn.url": url,
+            }},
+            "spec": {"serviceAccountName": "api",
+                     "containers": [{"name": "api", "image": "registry.example.com/api:1"}]}
+        }}
+    })
+    .to_string();
+    let (policies, _) = iam_policy("-", Some(manifest.as_bytes()));
+    let policy = &policies["shop/api"];
+    assert_eq!(
+        actions(policy),
+        BTreeSet::from([GET.to_owned(), BATCH.to_owned(), PARAMETERS.to_owned()])
+    );
+    // The injected container's env: the plan the agent runs.
+    let injected = secret_inject(&["inject", "-f", "-"], Some(manifest.as_bytes()));
+    assert!(injected.status.success());
+    let document =
+        Value::deserialize(yaml_serde::Deserializer::from_slice(&injected.stdout)).unwrap();
+    let env: Vec<(String, String)> =
+        document["spec"]["template"]["spec"]["initContainers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let value = e["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{e}: not a value"));
+                (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+            })
+            .collect();
+    let everything = iam_user(&moto, "everything", &for_moto(policy, None));
+    let no_batch = iam_user(&moto, "no-batch", &for_moto(policy, Some(BATCH)));
+    reset_auth(&moto, 0);
+    let read = |out: &Path, name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+
+    // The generated actions are enough: every file written, and the batch call was not
+    // denied (no fallback). (A policy without GetSecretValue is not tried here: moto lets
+    // BatchGetSecretValue through without it, where AWS checks GetSecretValue on each secret;
+    // the SDK test above shows that GetSecretValue itself is denied without it. Nor one
+    // without GetParameters: moto's denial of it is an HTTP 403 XML body that the agent, which
+    // expects AWS's JSON, takes for a transient error and retries until its deadline.)
+    let out = ram_dir();
+    let (code, log, termination) = agent(&env, &everything, &moto, out.path());
+    assert_eq!(code, Some(0), "{log}\n{termination}");
+    assert_eq!(read(out.path(), "db"), "db-value");
+    assert_eq!(read(out.path(), "session"), "session-value");
+    assert_eq!(read(out.path(), "url"), "https://shop.example.com");
+    assert!(!log.contains(FALLBACK_LOG), "{log}");
+
+    // The agent does call BatchGetSecretValue: without that statement it is denied, logged,
+    // and the agent falls back to GetSecretValue.
+    let out = ram_dir();
+    let (code, log, termination) = agent(&env, &no_batch, &moto, out.path());
+    assert_eq!(code, Some(0), "{log}\n{termination}");
+    assert_eq!(log.matches(FALLBACK_LOG).count(), 1, "{log}");
+    assert!(log.contains("AccessDenied"), "{log}");
+    assert_eq!(read(out.path(), "session"), "session-value");
+}
