@@ -350,6 +350,18 @@ where
             code: "ConnectionError".to_owned(),
             detail: chain,
         },
+        // An answer the protocol could not read: a 4xx from something in between (moto's IAM
+        // enforcement, a proxy) answering in XML to a JSON protocol. Its status and XML code
+        // decide, as for a service error; anything else (a cut body, a 5xx) is retried.
+        SdkError::ResponseError(context)
+            if context.raw().status().is_client_error()
+                && context.raw().status().as_u16() != 429 =>
+        {
+            let status = context.raw().status().as_u16();
+            let code = xml_error_code(context.raw().body().bytes().unwrap_or_default())
+                .unwrap_or_else(|| format!("HTTP{status}"));
+            classify_code(code, Some(status), format!("HTTP {status}: {chain}"))
+        }
         SdkError::ResponseError(_) => Classified::Transient {
             code: "ResponseError".to_owned(),
             detail: chain,

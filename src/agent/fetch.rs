@@ -408,6 +408,31 @@ mod tests {
         assert_eq!(request["Names"][0], names[0]);
     }
 
+    #[tokio::test]
+    async fn an_xml_denial_of_get_parameters_fails_at_once() {
+        // What moto's IAM enforcement (and a proxy) answers: HTTP 403 with an XML body, which
+        // the awsJson protocol cannot parse.
+        let xml = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User is not \
+                   authorized to perform: ssm:GetParameters</Message></Error></Errors></ErrorResponse>";
+        let canned = Canned::new(vec![
+            Some((403, xml.to_owned())),
+            Some((403, xml.to_owned())),
+        ]);
+        let budget = RetryBudget::new(
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        let names = ["arn:aws:ssm:us-east-1:123456789012:parameter/app/db".to_owned()];
+        let failure = get_parameters(&canned.ssm(), &names, budget)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (failure.kind, failure.code.as_str()),
+            (FailureKind::AccessDenied, "AccessDenied")
+        );
+        assert_eq!(canned.requests().len(), 1, "a denial is not retried");
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {
         for attempt in 1..30 {
