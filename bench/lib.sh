@@ -69,3 +69,44 @@ git_commit() {
   fi
   echo "$commit"
 }
+
+# start_moto LOGDIR: start moto_server (.venv) on a free loopback port; sets MOTO_PID and
+# MOTO_PORT. The caller stops it (stop_process "$MOTO_PID").
+start_moto() {
+  local logdir=$1 moto
+  moto="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/moto_server"
+  [[ -x "$moto" ]] || die "$moto not found (run scripts/test --setup-only)"
+  # The log exists before the process starts: the background redirection may open it later
+  # than the first look below.
+  : >"$logdir/moto.log"
+  say "starting: $moto -H 127.0.0.1 -p 0"
+  "$moto" -H 127.0.0.1 -p 0 >"$logdir/moto.stdout" 2>"$logdir/moto.log" &
+  MOTO_PID=$!
+  MOTO_PORT=""
+  for _ in $(seq 300); do  # up to 30 s
+    kill -0 "$MOTO_PID" 2>/dev/null || die "moto_server exited during start-up"
+    MOTO_PORT="$(sed -n 's#.*Running on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$logdir/moto.log" | head -n 1)"
+    [[ -n "$MOTO_PORT" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$MOTO_PORT" ]] || die "moto_server printed no 'Running on http://127.0.0.1:PORT' within 30 s"
+}
+
+# start_counting_proxy UPSTREAM_PORT LOGDIR: start bench/counting-proxy.py in front of
+# UPSTREAM_PORT; sets PROXY_PID and PROXY_PORT. The caller stops it.
+start_counting_proxy() {
+  local upstream=$1 logdir=$2 proxy
+  proxy="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/counting-proxy.py"
+  : >"$logdir/proxy.stdout"
+  say "starting: python3 $proxy $upstream"
+  python3 "$proxy" "$upstream" >"$logdir/proxy.stdout" 2>"$logdir/proxy.log" &
+  PROXY_PID=$!
+  PROXY_PORT=""
+  for _ in $(seq 100); do  # up to 10 s
+    kill -0 "$PROXY_PID" 2>/dev/null || die "the counting proxy exited during start-up"
+    PROXY_PORT="$(sed -n 's#^listening on \([0-9][0-9]*\)$#\1#p' "$logdir/proxy.stdout" | head -n 1)"
+    [[ -n "$PROXY_PORT" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$PROXY_PORT" ]] || die "the counting proxy printed no 'listening on PORT' within 10 s"
+}

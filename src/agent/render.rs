@@ -59,7 +59,11 @@ pub fn render(secret: &SecretPlan, value: &[u8]) -> Result<Rendered, Failure> {
     match secret.format {
         OutputFormat::Raw => rendered.files.push(OutputFile {
             path: file,
-            bytes: scalar_text(&selected).into_bytes(),
+            bytes: match &secret.key {
+                // Parsed only for the env vars: the file is the value as stored.
+                None => value.to_vec(),
+                Some(_) => scalar_text(&selected).into_bytes(),
+            },
         }),
         OutputFormat::Json => rendered.files.push(OutputFile {
             path: file,
@@ -206,7 +210,7 @@ fn kubelet_env_problem(value: &str) -> Option<&'static str> {
 
 /// Why a value cannot go into a dotenv file that `sh` and python-dotenv read back the same:
 /// inside single quotes `sh` takes every byte literally, python-dotenv turns `\\` and `\'` into
-/// one character and reads lines with universal newlines.
+/// one character, expands `${NAME}`, and reads lines with universal newlines.
 fn dotenv_problem(value: &str) -> Option<&'static str> {
     if value.contains('\'') {
         Some("holds a single quote (')")
@@ -216,6 +220,13 @@ fn dotenv_problem(value: &str) -> Option<&'static str> {
         Some("holds a carriage return")
     } else if value.contains("\\\\") || value.ends_with('\\') {
         Some("holds a doubled or trailing backslash")
+    } else if value
+        .match_indices("${")
+        .any(|(at, _)| value[at..].contains('}'))
+    {
+        // python-dotenv expands `${NAME}` and `${NAME:-default}` even inside single quotes;
+        // `sh` does not.
+        Some("holds ${...} (python-dotenv would expand it, sh would not)")
     } else {
         None
     }

@@ -247,6 +247,10 @@ impl Context {
                         .map(|id| (key(id), Err(failure.clone())))
                         .collect();
                 }
+                if failure.kind == FailureKind::Unavailable && self.failover_region.is_some() {
+                    // The primary region is down: its replicas, without asking it again.
+                    return self.each_in_failover(region, ids, &failure).await;
+                }
                 if !self.fell_back.swap(true, Ordering::SeqCst) {
                     warn!(
                         region,
@@ -306,6 +310,62 @@ impl Context {
             let (context, region, stage) = (self.clone(), region.to_owned(), stage.clone());
             tasks.spawn(async move {
                 let result = context.get(&region, &id, stage.as_ref()).await;
+                ((id, stage), result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        results
+    }
+
+    /// Each secret's replica in the failover region with GetSecretValue, in parallel: the
+    /// primary region stayed unavailable for a batch call.
+    async fn each_in_failover(
+        self: Arc<Self>,
+        region: &str,
+        ids: Vec<SecretId>,
+        failure: &Failure,
+    ) -> Vec<(FetchKey, Result<Served, Failure>)> {
+        let stage = Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()));
+        let Some(failover) = self.failover_region.clone() else {
+            return ids
+                .into_iter()
+                .map(|id| ((id, stage.clone()), Err(failure.clone())))
+                .collect();
+        };
+        warn!(region, failover_region = %failover, code = %failure.code, "primary region unavailable; failing over");
+        let mut tasks = JoinSet::new();
+        for id in ids {
+            let (context, failover, stage, primary_failure) = (
+                self.clone(),
+                failover.clone(),
+                stage.clone(),
+                failure.clone(),
+            );
+            tasks.spawn(async move {
+                let result = match &id {
+                    SecretId::Arn(arn) => {
+                        let client = aws::secrets_manager_in(&context.config, &failover);
+                        let replica = arn.in_region(&failover);
+                        fetch::get_secret_value(
+                            &client,
+                            replica.as_str(),
+                            stage.as_ref(),
+                            context.budget(false),
+                        )
+                        .await
+                        .map(|fetched| Served {
+                            fetched,
+                            region: failover.clone(),
+                        })
+                    }
+                    // A name has no replica ARN: the primary's failure stands.
+                    _ => Err(primary_failure),
+                };
                 ((id, stage), result)
             });
         }

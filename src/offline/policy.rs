@@ -94,6 +94,9 @@ pub struct Access {
     pub batch: bool,
     /// Parameters read with GetParameters.
     pub parameters: BTreeSet<String>,
+    /// Secrets (and replicas) the rotation sidecar asks about with DescribeSecret: those of
+    /// pods with a refresh interval, unless pinned to a version id.
+    pub described: BTreeSet<String>,
     /// Regions of its secrets and replicas (for the KMS note).
     secret_regions: BTreeSet<String>,
     /// Regions of its parameters (for the KMS note).
@@ -185,10 +188,19 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
                             .entry(arn.as_str().to_owned())
                             .or_insert_with(place);
                     }
+                    let watched = spec.refresh.is_some()
+                        && !matches!(secret.version, Some(crate::spec::VersionSelector::Id(_)));
+                    if watched {
+                        entry.described.insert(resource.clone());
+                    }
                     entry.secrets.insert(resource);
                     entry.secret_regions.insert(arn.region().to_owned());
                     if let Some(region) = &spec.failover_region {
-                        entry.replicas.insert(resource_of(&arn.in_region(region)));
+                        let replica = resource_of(&arn.in_region(region));
+                        if watched {
+                            entry.described.insert(replica.clone());
+                        }
+                        entry.replicas.insert(replica);
                         entry.secret_regions.insert(region.clone());
                     }
                 }
@@ -301,6 +313,13 @@ impl Access {
                 "BatchReadSecretsEachAlsoNeedsGetSecretValue",
                 "secretsmanager:BatchGetSecretValue",
                 Resource::Any("*"),
+            );
+        }
+        if !self.described.is_empty() {
+            allow(
+                "WatchSecretsForRotation",
+                "secretsmanager:DescribeSecret",
+                arns(&self.described),
             );
         }
         if !self.parameters.is_empty() {
@@ -897,6 +916,43 @@ mod tests {
             error.to_string(),
             "document 1 (Pod/p): /spec is not a valid PodSpec"
         );
+    }
+
+    #[test]
+    fn rotating_pods_may_describe_their_secrets_except_pinned_versions() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        let pinned = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tls-AbCdEf";
+        let p = policies(&[deployment(
+            "web",
+            "ns",
+            Some("sa"),
+            &[
+                ("secrets.k8s.aws/secret-arn.db", arn),
+                ("secrets.k8s.aws/secret-arn.tls", pinned),
+                (
+                    "secrets.k8s.aws/version-id.tls",
+                    "01234567-89ab-cdef-0123-456789abcdef",
+                ),
+                ("secrets.k8s.aws/refresh-interval", "5m"),
+            ],
+        )]);
+        let access = &p.access[&account("ns", "sa")];
+        assert_eq!(access.described.iter().collect::<Vec<_>>(), [arn]);
+        let document = access.document();
+        let watch = document
+            .statement
+            .iter()
+            .find(|s| s.action == "secretsmanager:DescribeSecret")
+            .unwrap();
+        assert_eq!(watch.sid, "WatchSecretsForRotation");
+        // Without an interval: no DescribeSecret.
+        let p = policies(&[deployment(
+            "web",
+            "ns",
+            Some("sa"),
+            &[("secrets.k8s.aws/secret-arn.db", arn)],
+        )]);
+        assert!(p.access[&account("ns", "sa")].described.is_empty());
     }
 
     #[test]

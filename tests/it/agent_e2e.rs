@@ -481,7 +481,7 @@ async fn a_pod_with_many_secrets_formats_and_env_vars_runs_end_to_end() {
     assert_eq!(listed, ["..data", "conf", "db", "tls"], "{stdout}");
     let termination = std::fs::read_to_string(scratch.path().join("termination-log")).unwrap();
     assert!(
-        termination.contains("wrote 5 file(s) for 3 secret(s)")
+        termination.contains("wrote 4 file(s) for 3 secret(s)")
             && termination.contains("3 env var(s)"),
         "{termination}"
     );

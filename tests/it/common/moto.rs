@@ -59,9 +59,15 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Call a JSON-protocol API (Secrets Manager) with an unsigned request in `region`.
+    /// Call a JSON-protocol API (Secrets Manager, Systems Manager) with an unsigned request in
+    /// `region`.
     pub fn json(&self, region: &str, target: &str, body: &Value) -> (u16, Value) {
-        let service = target.split('.').next().unwrap();
+        // The credential scope names the service as its endpoint does (`ssm`), the target as
+        // its API does (`AmazonSSM`).
+        let service = match target.split('.').next().unwrap() {
+            "AmazonSSM" => "ssm",
+            other => other,
+        };
         let (status, body) = self.post(
             region,
             service,
@@ -126,6 +132,81 @@ impl Moto {
             body = dechunk(&body);
         }
         (status, body)
+    }
+
+    /// Turn moto's IAM enforcement on after `free` more requests (`0`: from the next one).
+    pub fn reset_auth(&self, free: u32) {
+        let body = free.to_string();
+        let request = format!(
+            "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "reset-auth: {response}"
+        );
+    }
+
+    /// An IAM user with an inline policy (`Statement` as given) and an access key; returns
+    /// `(access key id, secret access key)`. Call before IAM enforcement is on.
+    pub fn iam_user(&self, name: &str, statements: &Value) -> (String, String) {
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": statements});
+        let policy = policy.to_string();
+        for params in [
+            vec![("Action", "CreateUser"), ("UserName", name)],
+            vec![
+                ("Action", "PutUserPolicy"),
+                ("UserName", name),
+                ("PolicyName", "secrets"),
+                ("PolicyDocument", policy.as_str()),
+            ],
+        ] {
+            let mut params = params;
+            params.push(("Version", "2010-05-08"));
+            let (status, body) = self.query("iam", &params);
+            assert_eq!(status, 200, "{params:?}: {body}");
+        }
+        let (status, keys) = self.query(
+            "iam",
+            &[
+                ("Action", "CreateAccessKey"),
+                ("UserName", name),
+                ("Version", "2010-05-08"),
+            ],
+        );
+        assert_eq!(status, 200, "{keys}");
+        let field = |tag: &str| {
+            keys.split(&format!("<{tag}>"))
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .unwrap_or_else(|| panic!("no {tag} in {keys}"))
+                .to_owned()
+        };
+        (field("AccessKeyId"), field("SecretAccessKey"))
+    }
+
+    /// Create a Systems Manager parameter (`String`, `StringList` or `SecureString`); returns
+    /// its ARN.
+    pub fn put_parameter(&self, region: &str, name: &str, kind: &str, value: &str) -> String {
+        let (status, body) = self.json(
+            region,
+            "AmazonSSM.PutParameter",
+            &serde_json::json!({ "Name": name, "Type": kind, "Value": value }),
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = self.json(
+            region,
+            "AmazonSSM.GetParameter",
+            &serde_json::json!({ "Name": name }),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["Parameter"]["ARN"].as_str().unwrap().to_owned()
     }
 
     /// Create a string secret; returns its ARN.
@@ -328,4 +409,370 @@ impl PodIdentityEndpoint {
         });
         PodIdentityEndpoint { port, seen }
     }
+}
+
+/// Where an [`AwsProxy`] sends the requests signed for one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward to this loopback port (moto). A port nobody listens on gets `502 Bad Gateway`
+    /// and the connection closed, as a load balancer in front of a dead region would answer.
+    Forward(u16),
+    /// Answer with this status and JSON body, never forwarding.
+    Answer(u16, String),
+}
+
+/// One request an [`AwsProxy`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// `X-Amz-Target` for the JSON protocols (`secretsmanager.BatchGetSecretValue`,
+    /// `AmazonSSM.GetParameters`); for the query protocols the service of the credential scope
+    /// and the `Action` (`sts.AssumeRoleWithWebIdentity`, or just the action when unsigned).
+    pub operation: String,
+    /// The region of the SigV4 credential scope (empty when unsigned).
+    pub region: String,
+    /// The status of the answer the client got.
+    pub status: u16,
+}
+
+/// A loopback HTTP/1.1 proxy in front of AWS stand-ins that records every request by operation
+/// and region, and routes it by the region its signature is scoped to.
+///
+/// It counts requests, not connections: a client may send several requests over one kept-alive
+/// connection, and each is read, recorded and answered in turn. Moto answers every request with
+/// `Connection: close`; that answer is passed on as it is, so the client then opens a new
+/// connection, exactly as it would talking to moto directly.
+pub struct AwsProxy {
+    pub port: u16,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Client connections accepted.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl AwsProxy {
+    /// Every region to `upstream`.
+    pub fn counting(upstream: u16) -> AwsProxy {
+        AwsProxy::routed(Vec::new(), Route::Forward(upstream))
+    }
+
+    /// Requests signed for a region in `routes` go its way, all others `otherwise`.
+    pub fn routed(routes: Vec<(&str, Route)>, otherwise: Route) -> AwsProxy {
+        let routes: Vec<(String, Route)> = routes
+            .into_iter()
+            .map(|(region, route)| (region.to_owned(), route))
+            .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (record, counter) = (calls.clone(), connections.clone());
+        let routes = Arc::new((routes, otherwise));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (record, routes) = (record.clone(), routes.clone());
+                std::thread::spawn(move || {
+                    serve_connection(stream, &routes.0, &routes.1, &record);
+                });
+            }
+        });
+        AwsProxy {
+            port,
+            calls,
+            connections,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far, in the order they arrived.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Requests per operation.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for call in self.calls() {
+            *counts.entry(call.operation).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Requests for `operation` (any region, any answer).
+    pub fn count(&self, operation: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count()
+    }
+
+    /// Forget the requests so far.
+    pub fn reset(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+/// A socket with what was read from it but not yet used.
+struct Wire {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    eof: bool,
+}
+
+/// One HTTP message as read: its head (start line and headers), its body, and its raw bytes.
+struct Message {
+    head: String,
+    body: Vec<u8>,
+    raw: Vec<u8>,
+    /// The body ran to the end of the stream (a response without a length).
+    until_close: bool,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+
+    fn closes(&self) -> bool {
+        self.until_close
+            || self
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        Wire {
+            stream,
+            buffer: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Read more; false at the end of the stream.
+    fn fill(&mut self) -> bool {
+        if self.eof {
+            return false;
+        }
+        let mut chunk = [0u8; 16384];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buffer.len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.buffer.drain(..n).collect())
+    }
+
+    fn take_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\r\n") {
+                return self.take(end + 2);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// The next message; `None` when the stream ends before a whole one arrived.
+    fn message(&mut self, response: bool) -> Option<Message> {
+        let end = loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let mut raw = self.take(end + 4)?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut message = Message {
+            head,
+            body: Vec::new(),
+            raw: Vec::new(),
+            until_close: false,
+        };
+        let status = message
+            .head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok());
+        let bodyless = response && matches!(status, Some(100..=199 | 204 | 304));
+        if message
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            loop {
+                let line = self.take_line()?;
+                raw.extend_from_slice(&line);
+                let size = String::from_utf8_lossy(&line);
+                let size = size.trim().split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size, 16).ok()?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        let line = self.take_line()?;
+                        raw.extend_from_slice(&line);
+                        if line == b"\r\n" {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let chunk = self.take(size + 2)?;
+                message.body.extend_from_slice(&chunk[..size]);
+                raw.extend_from_slice(&chunk);
+            }
+        } else if let Some(length) = message.header("content-length") {
+            let length: usize = length.parse().ok()?;
+            let body = self.take(length)?;
+            message.body.extend_from_slice(&body);
+            raw.extend_from_slice(&body);
+        } else if response && !bodyless {
+            while self.fill() {}
+            let rest = std::mem::take(&mut self.buffer);
+            message.body.extend_from_slice(&rest);
+            raw.extend_from_slice(&rest);
+            message.until_close = true;
+        }
+        message.raw = raw;
+        Some(message)
+    }
+}
+
+/// `(service, region)` of the SigV4 credential scope in an `Authorization` header.
+fn credential_scope(authorization: &str) -> Option<(String, String)> {
+    let scope = authorization.split("Credential=").nth(1)?;
+    let scope = scope.split([',', ' ']).next()?;
+    let mut parts = scope.split('/');
+    let (_key, _date, region, service) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((service.to_owned(), region.to_owned()))
+}
+
+/// What the request asks for: the JSON target, else the query `Action`.
+fn operation_of(request: &Message, service: Option<&str>) -> String {
+    if let Some(target) = request.header("x-amz-target") {
+        return target.to_owned();
+    }
+    let body = String::from_utf8_lossy(&request.body);
+    let query = request
+        .head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .map(|(_, query)| query.to_owned())
+        .unwrap_or_default();
+    let action = body
+        .split('&')
+        .chain(query.split('&'))
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map(str::to_owned);
+    match (service, action) {
+        (Some(service), Some(action)) => format!("{service}.{action}"),
+        (None, Some(action)) => action,
+        (_, None) => format!(
+            "UNKNOWN {}",
+            request.head.lines().next().unwrap_or_default()
+        ),
+    }
+}
+
+fn scripted(status: u16, reason: &str, body: &str, close: bool) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         Content-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+        body.len(),
+        if close { "close" } else { "keep-alive" }
+    )
+    .into_bytes()
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    routes: &[(String, Route)],
+    otherwise: &Route,
+    calls: &Mutex<Vec<Call>>,
+) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut client = Wire::new(stream);
+    while let Some(request) = client.message(false) {
+        let scope = request.header("authorization").and_then(credential_scope);
+        let operation = operation_of(&request, scope.as_ref().map(|(s, _)| s.as_str()));
+        let region = scope.map(|(_, r)| r).unwrap_or_default();
+        let route = routes
+            .iter()
+            .find(|(r, _)| *r == region)
+            .map(|(_, route)| route)
+            .unwrap_or(otherwise);
+        let client_closes = request.closes();
+        // (status, bytes for the client, close after them)
+        let (status, bytes, close) = match route {
+            Route::Answer(status, body) => (
+                *status,
+                scripted(*status, "Scripted", body, client_closes),
+                client_closes,
+            ),
+            Route::Forward(port) => match TcpStream::connect(("127.0.0.1", *port)) {
+                Err(_) => (
+                    502,
+                    scripted(502, "Bad Gateway", r#"{"message":"no upstream"}"#, true),
+                    true,
+                ),
+                Ok(mut upstream) => {
+                    let _ = upstream.write_all(&request.raw);
+                    match Wire::new(upstream).message(true) {
+                        // Upstream hung up without an answer: so does the proxy.
+                        None => (0, Vec::new(), true),
+                        Some(response) => {
+                            let status = response
+                                .head
+                                .split_whitespace()
+                                .nth(1)
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(0);
+                            let close = client_closes || response.closes();
+                            (status, response.raw, close)
+                        }
+                    }
+                }
+            },
+        };
+        // Recorded before the client has its answer: once the client is done, so is the count.
+        calls.lock().unwrap().push(Call {
+            operation,
+            region,
+            status,
+        });
+        if writer.write_all(&bytes).is_err() || close {
+            break;
+        }
+    }
+    let _ = writer.flush();
+    let _ = writer.shutdown(Shutdown::Both);
 }
