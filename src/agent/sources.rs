@@ -313,13 +313,7 @@ impl Context {
                 ((id, stage), result)
             });
         }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(result) = joined {
-                results.push(result);
-            }
-        }
-        results
+        join_all(tasks).await
     }
 
     /// Each secret's replica in the failover region with GetSecretValue, in parallel: the
@@ -369,13 +363,7 @@ impl Context {
                 ((id, stage), result)
             });
         }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(result) = joined {
-                results.push(result);
-            }
-        }
-        results
+        join_all(tasks).await
     }
 
     /// Up to ten parameters with one GetParameters call.
@@ -432,6 +420,18 @@ impl Context {
             })
             .collect()
     }
+}
+
+/// The results of every task (a task that panicked has none: its secret is then reported as
+/// not fetched).
+async fn join_all<T: 'static>(mut tasks: JoinSet<T>) -> Vec<T> {
+    let mut results = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(result) = joined {
+            results.push(result);
+        }
+    }
+    results
 }
 
 fn is_throttling(code: &str) -> bool {

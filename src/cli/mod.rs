@@ -6,6 +6,7 @@ mod agent;
 mod iam_policy;
 mod inject;
 mod logging;
+mod manifest;
 mod mutation;
 mod probe;
 mod webhook;

@@ -1,7 +1,6 @@
 //! `secret-inject agent` with the real AWS SDK against a moto server: values, identities,
 //! denials, faults, deadlines, modes, filesystems, signals, and no secret in any output.
 
-use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,54 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
+use crate::common::agent::{agent, ram_dir};
 use crate::common::moto::{Fault, FaultProxy, Moto, PodIdentityEndpoint};
-
-struct Run {
-    code: Option<i32>,
-    output: String,
-    termination: String,
-    elapsed: Duration,
-}
-
-/// A tmpfs directory for the secret (as the emptyDir with medium: Memory would be).
-fn ram_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("secret-inject-test-")
-        .tempdir_in("/dev/shm")
-        .expect("/dev/shm must exist (a tmpfs) for the agent tests");
-    secret_inject::agent::write::check_in_memory(dir.path(), false)
-        .expect("/dev/shm must be a tmpfs for the agent tests");
-    dir
-}
-
-/// Run the agent with exactly this environment (plus a termination log and a private HOME).
-fn agent<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)], args: &[&str]) -> Run {
-    let scratch = tempfile::tempdir().unwrap();
-    let termination = scratch.path().join("termination-log");
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-        .args(["--log-format", "plain", "agent"])
-        .args(args)
-        .env_clear()
-        // Tests never reach link-local addresses; cases about IMDS override this.
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", scratch.path())
-        .env("SECRET_INJECT_TERMINATION_LOG", &termination)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        termination: std::fs::read_to_string(&termination).unwrap_or_default(),
-        elapsed: started.elapsed(),
-    }
-}
 
 fn static_credentials(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![

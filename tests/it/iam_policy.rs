@@ -3,8 +3,7 @@
 //! real AWS SDK and the real agent.
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -292,61 +291,6 @@ fn parliament_finds_nothing_in_any_printed_policy() {
 // Resource rewritten to "*". That checks the action set (each one needed, none missing); the
 // resources are checked by parliament above and by the exact JSON of the first test.
 
-/// Turn moto's IAM enforcement on after `free` more requests (`0`: from the next one on).
-fn reset_auth(moto: &Moto, free: u32) {
-    let body = free.to_string();
-    let request = format!(
-        "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        moto.port,
-        body.len()
-    );
-    let mut stream = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
-        "reset-auth: {response}"
-    );
-}
-
-/// An IAM user with `policy` inline and an access key: `(access key id, secret access key)`.
-fn iam_user(moto: &Moto, name: &str, policy: &Value) -> (String, String) {
-    let policy = policy.to_string();
-    for params in [
-        vec![("Action", "CreateUser"), ("UserName", name)],
-        vec![
-            ("Action", "PutUserPolicy"),
-            ("UserName", name),
-            ("PolicyName", "secret-inject"),
-            ("PolicyDocument", policy.as_str()),
-        ],
-    ] {
-        let mut params = params;
-        params.push(("Version", "2010-05-08"));
-        let (status, body) = moto.query("iam", &params);
-        assert_eq!(status, 200, "{params:?}: {body}");
-    }
-    let (status, keys) = moto.query(
-        "iam",
-        &[
-            ("Action", "CreateAccessKey"),
-            ("UserName", name),
-            ("Version", "2010-05-08"),
-        ],
-    );
-    assert_eq!(status, 200, "{keys}");
-    let field = |tag: &str| {
-        keys.split(&format!("<{tag}>"))
-            .nth(1)
-            .and_then(|rest| rest.split('<').next())
-            .unwrap_or_else(|| panic!("no {tag} in {keys}"))
-            .to_owned()
-    };
-    (field("AccessKeyId"), field("SecretAccessKey"))
-}
-
 /// The actions of a policy's statements.
 fn actions(policy: &Value) -> BTreeSet<String> {
     policy["Statement"]
@@ -453,10 +397,10 @@ async fn moto_allows_each_generated_action_and_denies_it_without_its_statement()
         users.push((
             *without,
             actions(&policy),
-            iam_user(&moto, &format!("u{i}"), &policy),
+            moto.iam_user(&format!("u{i}"), &policy["Statement"]),
         ));
     }
-    reset_auth(&moto, 0);
+    moto.reset_auth(0);
     for (without, allowed, keys) in &users {
         let config = sdk_config(&moto, keys).await;
         let east = secret_inject::aws::secrets_manager_in(&config, "us-east-1");
@@ -601,9 +545,9 @@ fn the_agent_runs_on_exactly_the_generated_actions() {
                 (e["name"].as_str().unwrap().to_owned(), value.to_owned())
             })
             .collect();
-    let everything = iam_user(&moto, "everything", &for_moto(policy, None));
-    let no_batch = iam_user(&moto, "no-batch", &for_moto(policy, Some(BATCH)));
-    reset_auth(&moto, 0);
+    let everything = moto.iam_user("everything", &for_moto(policy, None)["Statement"]);
+    let no_batch = moto.iam_user("no-batch", &for_moto(policy, Some(BATCH))["Statement"]);
+    moto.reset_auth(0);
     let read = |out: &Path, name: &str| std::fs::read_to_string(out.join(name)).unwrap();
 
     // The generated actions are enough: every file written, and the batch call was not

@@ -8,14 +8,14 @@
 //! replica region, and no failover for a missing or denied secret.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
+use crate::common::agent::{agent, ram_dir};
 use crate::common::moto::{AwsProxy, Moto, Route};
 use crate::common::{controlplane, tool};
 
@@ -24,50 +24,6 @@ const GET: &str = "secretsmanager.GetSecretValue";
 const PARAMETERS: &str = "AmazonSSM.GetParameters";
 /// What the agent logs, once, when BatchGetSecretValue fails and it fetches one by one.
 const FALLBACK_LOG: &str = "BatchGetSecretValue failed; fetching each secret with GetSecretValue";
-
-struct Run {
-    code: Option<i32>,
-    output: String,
-    termination: String,
-}
-
-/// A tmpfs directory, as the emptyDir with `medium: Memory` would be.
-fn ram_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("secret-inject-many-")
-        .tempdir_in("/dev/shm")
-        .expect("/dev/shm must exist (a tmpfs) for the agent tests");
-    secret_inject::agent::write::check_in_memory(dir.path(), false)
-        .expect("/dev/shm must be a tmpfs for the agent tests");
-    dir
-}
-
-/// Run the real agent with exactly this environment (plus a termination log and a private
-/// HOME), at the default log level.
-fn agent<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)], args: &[&str]) -> Run {
-    let scratch = tempfile::tempdir().unwrap();
-    let termination = scratch.path().join("termination-log");
-    let output = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-        .args(["--log-format", "plain", "agent"])
-        .args(args)
-        .env_clear()
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", scratch.path())
-        .env("SECRET_INJECT_TERMINATION_LOG", &termination)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        termination: std::fs::read_to_string(&termination).unwrap_or_default(),
-    }
-}
 
 fn static_credentials(endpoint: &str) -> Vec<(String, String)> {
     [

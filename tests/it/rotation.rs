@@ -12,14 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::agent::ram_dir;
 use crate::common::moto::{AwsProxy, Moto};
-
-fn ram_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("secret-inject-rotation-")
-        .tempdir_in("/dev/shm")
-        .expect("/dev/shm must exist (a tmpfs) for the rotation tests")
-}
 
 /// The agent as a sidecar: files into `out`, checking every second.
 struct Sidecar {

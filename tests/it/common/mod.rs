@@ -206,6 +206,7 @@ pub fn admission_review(pod: &serde_json::Value, uid: &str) -> serde_json::Value
         }
     })
 }
+pub mod agent;
 pub mod controlplane;
 pub mod irsa_webhook;
 pub mod moto;
