@@ -128,17 +128,8 @@ fi
 [[ -x "$BIN" ]] || die "$BIN not found or not executable"
 
 # --- 3. moto and the secret -----------------------------------------------------------------
-say "starting: $MOTO -H 127.0.0.1 -p 0"
-"$MOTO" -H 127.0.0.1 -p 0 >"$TMP/moto.stdout" 2>"$TMP/moto.log" &
-MOTO_PID=$!
-PORT=""
-for _ in $(seq 300); do  # up to 30 s
-  kill -0 "$MOTO_PID" 2>/dev/null || die "moto_server exited during start-up"
-  PORT="$(sed -n 's#.*Running on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$TMP/moto.log" | head -n 1)"
-  [[ -n "$PORT" ]] && break
-  sleep 0.1
-done
-[[ -n "$PORT" ]] || die "moto_server printed no 'Running on http://127.0.0.1:PORT' within 30 s"
+start_moto "$TMP"   # bench/lib.sh
+PORT=$MOTO_PORT
 ENDPOINT="http://127.0.0.1:$PORT"
 say "moto $MOTO_VERSION ready: pid $MOTO_PID, $ENDPOINT"
 
@@ -238,7 +229,10 @@ def run(tool, label, rss=False):
         mode = os.stat(t["file"]).st_mode & 0o7777
         if mode != t["mode"]:
             fail(f"{tool} run {label}: {t['file']} has mode {mode:04o}, expected {t['mode']:04o}")
-    left = sorted(set(os.listdir(OUT)) - {"secret", "cli-secret"})
+    # The agent's set: `..data` and the directory it points to (the kubelet's layout).
+    data = os.path.join(OUT, "..data")
+    current = {"..data", os.readlink(data)} if os.path.islink(data) else set()
+    left = sorted(set(os.listdir(OUT)) - {"secret", "cli-secret"} - current)
     if left:
         fail(f"{tool} run {label}: unexpected files left in {OUT}: {left}")
     if tool == "agent" and stderr.strip():
