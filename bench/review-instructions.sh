@@ -11,7 +11,7 @@ source bench/lib.sh
 command -v valgrind >/dev/null || apt_install valgrind
 N=${N:-200}
 CASES=("$@")
-(( ${#CASES[@]} )) || CASES=(seed-webserver irsa-fsgroup istio-native-sidecar not-annotated denied-bad-arn)
+(( ${#CASES[@]} )) || CASES=(seed-webserver irsa-fsgroup istio-native-sidecar not-annotated denied-bad-arn many-secrets-formats-env)
 say "building the driver (release profile)"
 cargo build --release --locked --example review_driver -q
 DRIVER=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
