@@ -410,6 +410,173 @@ fn transient_faults_are_retried_to_success() {
     }
 }
 
+/// A response cut mid-body (the connection closes before Content-Length bytes arrived) is
+/// retried, and never written in part.
+#[test]
+fn a_response_cut_mid_body_is_retried_and_never_written_in_part() {
+    let moto = Moto::start();
+    let value = "a-value-long-enough-that-half-of-the-answer-holds-part-of-it".repeat(4);
+    let arn = moto.create_secret("us-east-1", "cut", &value);
+    let proxy = FaultProxy::start(moto.port, vec![Fault::CutBody, Fault::CutBody, Fault::Pass]);
+    let out = ram_dir();
+    let run = agent(
+        &basic_env(&proxy.endpoint(), &arn, out.path()),
+        &["--deadline", "20s"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        value
+    );
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    // Cut every time: the deadline ends it with exit 7 and nothing written.
+    let proxy = FaultProxy::start(moto.port, vec![Fault::CutBody; 1000]);
+    let out = ram_dir();
+    let run = agent(
+        &basic_env(&proxy.endpoint(), &arn, out.path()),
+        &["--deadline", "2s"],
+    );
+    assert_eq!(run.code, Some(7), "{}", run.output);
+    assert!(entries(out.path()).is_empty());
+    assert!(!run.output.contains(&value[..40]) && !run.termination.contains(&value[..40]));
+}
+
+/// STS failing (5xx, a reset) before it answers: the credentials are fetched again on the next
+/// attempt, and the secret arrives within the deadline.
+#[test]
+fn sts_failing_for_a_while_is_retried_to_success() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "sts-flaky", "after-sts");
+    let out = ram_dir();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token = token_dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    let sts = FaultProxy::start(
+        moto.port,
+        vec![Fault::ServerError, Fault::Reset, Fault::Pass],
+    );
+    let (endpoint, sts_endpoint) = (moto.endpoint(), sts.endpoint());
+    let run = agent(
+        &[
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/flaky"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_STS", sts_endpoint.as_str()),
+        ],
+        &["--deadline", "20s", "--attempt-timeout", "2s"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        "after-sts"
+    );
+    assert!(
+        sts.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "STS was not asked again"
+    );
+}
+
+/// A name that does not resolve (a network namespace of the test's own, with only loopback, so
+/// no DNS query leaves the machine): retried until the deadline, then exit 7 naming the network.
+#[test]
+fn a_dns_failure_is_retried_until_the_deadline_then_fails_cleanly() {
+    let out = ram_dir();
+    let output = std::process::Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(env!("CARGO_BIN_EXE_secret-inject"))
+        .args([
+            "--log-format",
+            "plain",
+            "agent",
+            "--deadline",
+            "2s",
+            "--attempt-timeout",
+            "500ms",
+        ])
+        .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", "http://secrets.nowhere.invalid:443")
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env(
+            "SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        )
+        .env("SECRET_INJECT_OUTPUT_DIR", out.path())
+        .env(
+            "SECRET_INJECT_TERMINATION_LOG",
+            out.path().join("..termination"),
+        )
+        .output()
+        .expect("unshare (util-linux) must be installed; the test needs root");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(7), "{log}");
+    let termination = std::fs::read_to_string(out.path().join("..termination")).unwrap();
+    assert!(termination.contains("ConnectionError"), "{termination}");
+    assert!(
+        termination.contains("DNS"),
+        "the fix names DNS: {termination}"
+    );
+    assert!(
+        log.matches("transient error; retrying").count() >= 2,
+        "not retried:\n{log}"
+    );
+    std::fs::remove_file(out.path().join("..termination")).unwrap();
+    assert!(entries(out.path()).is_empty());
+}
+
+/// Credentials that expire between retries: each attempt gets fresh ones from the Pod Identity
+/// agent, and the secret arrives.
+#[test]
+fn credentials_expiring_between_retries_are_fetched_again() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "short-lived", "fresh-creds");
+    let out = ram_dir();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "pod-identity-token").unwrap();
+    // Expiring within the SDK's refresh margin: stale by the next attempt.
+    let identity = PodIdentityEndpoint::start_with_lifetime(
+        "pod-identity-token",
+        Some(Duration::from_secs(2)),
+    );
+    let uri = format!("http://127.0.0.1:{}/v1/credentials", identity.port);
+    let proxy = FaultProxy::start(
+        moto.port,
+        vec![Fault::Throttle, Fault::Throttle, Fault::Pass],
+    );
+    let endpoint = proxy.endpoint();
+    let run = agent(
+        &[
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+            ("AWS_ENDPOINT_URL", &endpoint),
+        ],
+        &["--deadline", "20s"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("secret")).unwrap(),
+        "fresh-creds"
+    );
+    let asked = identity.seen.lock().unwrap().len();
+    assert!(
+        asked >= 2,
+        "the expiring credentials were not fetched again ({asked} times)"
+    );
+}
+
 #[test]
 fn past_the_deadline_fails_cleanly_without_a_file() {
     let moto = Moto::start();

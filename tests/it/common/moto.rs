@@ -265,6 +265,8 @@ pub enum Fault {
     Reset,
     /// Read the request, then answer nothing for this long.
     Stall(Duration),
+    /// Forward to moto, then pass on the answer's head and only half of its body, and close.
+    CutBody,
     /// Forward to moto.
     Pass,
 }
@@ -352,6 +354,21 @@ fn handle(mut stream: TcpStream, fault: Fault, upstream: u16) {
             std::thread::sleep(duration);
             drop(stream);
         }
+        Fault::CutBody => {
+            let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            let _ = upstream.write_all(&request);
+            let mut response = Vec::new();
+            let _ = upstream.read_to_end(&mut response);
+            let head_end = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(response.len(), |at| at + 4);
+            let cut = head_end + (response.len() - head_end) / 2;
+            let _ = stream.write_all(&response[..cut]);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
         Fault::Pass => {
             let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream)) else {
                 return;
@@ -374,6 +391,11 @@ pub struct PodIdentityEndpoint {
 
 impl PodIdentityEndpoint {
     pub fn start(token: &str) -> PodIdentityEndpoint {
+        PodIdentityEndpoint::start_with_lifetime(token, None)
+    }
+
+    /// Credentials that expire `lifetime` after each answer (`None`: in 2099).
+    pub fn start_with_lifetime(token: &str, lifetime: Option<Duration>) -> PodIdentityEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -393,10 +415,15 @@ impl PodIdentityEndpoint {
                     .to_owned();
                 record.lock().unwrap().push(auth.clone());
                 if auth == token {
+                    let expiration = lifetime
+                        .map(|l| rfc3339(std::time::SystemTime::now() + l))
+                        .unwrap_or_else(|| "2099-01-01T00:00:00Z".to_owned());
                     respond(
                         &mut stream,
                         "200 OK",
-                        r#"{"AccessKeyId":"AKIAPODIDENTITY","SecretAccessKey":"pod-identity-secret","Token":"pod-identity-session","AccountId":"123456789012","Expiration":"2099-01-01T00:00:00Z"}"#,
+                        &format!(
+                            r#"{{"AccessKeyId":"AKIAPODIDENTITY","SecretAccessKey":"pod-identity-secret","Token":"pod-identity-session","AccountId":"123456789012","Expiration":"{expiration}"}}"#
+                        ),
                     );
                 } else {
                     respond(
@@ -409,6 +436,30 @@ impl PodIdentityEndpoint {
         });
         PodIdentityEndpoint { port, seen }
     }
+}
+
+/// `2026-12-02T01:02:03Z` for a time (UTC; days to a civil date by Howard Hinnant's method).
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// Where an [`AwsProxy`] sends the requests signed for one region.
