@@ -548,3 +548,75 @@ fn restart_on_change_exits_with_the_restart_code_after_writing_the_change() {
     let termination = read(&sidecar.termination).unwrap();
     assert!(termination.contains("Exited with 42"), "{termination}");
 }
+
+/// The audit at trace level: many secrets (a key, the env and split formats, env vars, a
+/// SecureString parameter) fetched, then rotated, by the sidecar logging everything it can.
+/// No value, old or new, whole or selected, appears in its log or termination message.
+#[test]
+fn no_value_of_many_rotating_secrets_reaches_any_output_at_trace_level() {
+    let moto = Moto::start();
+    let values = [
+        r#"{"user":"audit-user-7f3a","password":"audit-pw-9c1e-old"}"#,
+        r#"{"API_KEY":"audit-apikey-22b8","SIGNING":"audit-signing-5d0f"}"#,
+    ];
+    let db = moto.create_secret("us-east-1", "audit/db", values[0]);
+    let app = moto.create_secret("us-east-1", "audit/app", values[1]);
+    let parameter = moto.put_parameter(
+        "us-east-1",
+        "/audit/token",
+        "SecureString",
+        "audit-param-61aa",
+    );
+    let out = ram_dir();
+    let secrets = json!([
+        {"name": "db", "arn": db, "key": "password"},
+        {"name": "dbenv", "arn": db, "format": "json", "env": "DB_USER=user"},
+        {"name": "app", "arn": app, "format": "env"},
+        {"name": "cfg", "arn": app, "format": "split", "file": "cfg"},
+        {"name": "token", "arn": parameter},
+    ])
+    .to_string();
+    let sidecar = Sidecar::start(
+        &moto.endpoint(),
+        out.path(),
+        &[("SECRET_INJECT_SECRETS", &secrets), ("RUST_LOG", "trace")],
+    );
+    let mut sidecar = sidecar;
+    eventually(Duration::from_secs(20), "first write", || {
+        assert!(sidecar.running(), "the sidecar exited:\n{}", sidecar.log());
+        read(&out.path().join("db")).as_deref() == Some("audit-pw-9c1e-old")
+    });
+    rotate(
+        &moto,
+        &db,
+        r#"{"user":"audit-user-7f3a","password":"audit-pw-4b2d-new"}"#,
+        &token(1),
+    );
+    eventually(Duration::from_secs(5), "rotated", || {
+        read(&out.path().join("db")).as_deref() == Some("audit-pw-4b2d-new")
+    });
+    assert_eq!(
+        read(&out.path().join("token")).as_deref(),
+        Some("audit-param-61aa")
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let termination = read(&sidecar.termination).unwrap_or_default();
+    let log = sidecar.log();
+    assert_eq!(sidecar.stop(), Some(0));
+    assert!(log.lines().count() > 100, "trace logging is not on:\n{log}");
+    for needle in [
+        "audit-user-7f3a",
+        "audit-pw-9c1e-old",
+        "audit-pw-4b2d-new",
+        "audit-apikey-22b8",
+        "audit-signing-5d0f",
+        "audit-param-61aa",
+        "test-secret-key",
+    ] {
+        assert!(!log.contains(needle), "{needle} leaked into the log");
+        assert!(
+            !termination.contains(needle),
+            "{needle} leaked into the termination log"
+        );
+    }
+}
