@@ -128,8 +128,12 @@ async fn fetch_and_write(
     if plan.refresh.is_some() {
         return refresh::run(plan, &config, options).await;
     }
-    let served =
-        sources::fetch_all(plan, &config, fetch_options(options, options.deadline)).await?;
+    let served = sources::fetch_all(
+        plan,
+        &config,
+        fetch_options(options, budget_until(options, options.deadline)),
+    )
+    .await?;
     sources::log_served(plan, &served);
     write_all(plan, &served, options)
 }
@@ -182,11 +186,17 @@ async fn prepare(
     Ok(config)
 }
 
-fn fetch_options(options: &Options, deadline: Duration) -> FetchOptions {
+/// How the fetches of one run (or one rotation round) go: the agent's batch rule, `budget`.
+fn fetch_options(options: &Options, budget: RetryBudget) -> FetchOptions {
     FetchOptions {
         batch_threshold: options.batch_threshold,
-        budget: RetryBudget::new(Instant::now() + deadline, options.attempt_timeout),
+        budget,
     }
+}
+
+/// The budget of a run that ends `deadline` from now.
+fn budget_until(options: &Options, deadline: Duration) -> RetryBudget {
+    RetryBudget::new(Instant::now() + deadline, options.attempt_timeout)
 }
 
 /// Render every secret of the plan from the fetched values and write them as one set, with the

@@ -11,14 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::failure::{Failure, FailureKind};
-use super::fetch::{self, RetryBudget};
+use super::fetch;
 use super::sources::{self, FetchKey, Served};
 use super::{Options, Written, fetch_options, reload, write_all};
 use crate::aws;
@@ -67,7 +67,7 @@ pub(crate) async fn run(
     let dir = Path::new(plan.output_dir.as_str());
     let mut stop = std::pin::pin!(crate::signal::shutdown_signal());
     let first = tokio::select! {
-        result = sources::fetch_all(plan, config, fetch_options(options, options.deadline)) => result?,
+        result = sources::fetch_all(plan, config, fetch_options(options, super::budget_until(options, options.deadline))) => result?,
         signal = &mut stop => return Err(Failure::new(
             FailureKind::Interrupted,
             signal,
@@ -193,7 +193,7 @@ async fn check(
     options: &Options,
     deadline: Duration,
 ) -> Round {
-    let budget = RetryBudget::new(Instant::now() + deadline, options.attempt_timeout);
+    let budget = super::budget_until(options, deadline);
     let mut round = Round {
         changed: HashMap::new(),
         versions: Vec::new(),
@@ -248,7 +248,7 @@ async fn check(
             .map(|(k, _)| k.clone())
             .collect();
         let sub = sub_plan(plan, &keys, region);
-        match sources::fetch_all(&sub, config, FetchOptions::from(options, budget)).await {
+        match sources::fetch_all(&sub, config, fetch_options(options, budget)).await {
             Ok(fetched) => {
                 for (key, served) in fetched {
                     let known = values[&key].fetched.version.clone().unwrap_or_default();
@@ -275,7 +275,7 @@ async fn check(
             refresh: None,
             ..plan.clone()
         };
-        match sources::fetch_all(&sub, config, FetchOptions::from(options, budget)).await {
+        match sources::fetch_all(&sub, config, fetch_options(options, budget)).await {
             Ok(fetched) => round.changed.extend(fetched),
             Err(failure) => {
                 // Not fetched: not changed this round, tried again at the next.
@@ -285,17 +285,6 @@ async fn check(
         }
     }
     round
-}
-
-use sources::FetchOptions;
-
-impl FetchOptions {
-    fn from(options: &Options, budget: RetryBudget) -> Self {
-        Self {
-            batch_threshold: options.batch_threshold,
-            budget,
-        }
-    }
 }
 
 /// The plan's secrets among `keys`, fetched from `region` (where they were served last).
