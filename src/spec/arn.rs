@@ -8,10 +8,45 @@ use super::{AnnotationError, SECRET_ARN, quote};
 /// The ARN of a Secrets Manager secret:
 /// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretArn {
+pub struct SecretArn(RegionalArn);
+
+/// A validated ARN's text and where its region field is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RegionalArn {
     arn: String,
-    region_start: usize,
-    region_end: usize,
+    region: std::ops::Range<usize>,
+}
+
+impl RegionalArn {
+    /// `value`, whose `:`-separated `fields` put the region fourth.
+    fn new(value: &str, fields: &[&str]) -> Self {
+        let start = fields[..3].iter().map(|f| f.len() + 1).sum();
+        Self {
+            arn: value.to_owned(),
+            region: start..start + fields[3].len(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    fn region(&self) -> &str {
+        &self.arn[self.region.clone()]
+    }
+
+    /// The same ARN with another region.
+    fn in_region(&self, region: &str) -> Self {
+        let start = self.region.start;
+        Self {
+            arn: format!(
+                "{}{region}{}",
+                &self.arn[..start],
+                &self.arn[self.region.end..]
+            ),
+            region: start..start + region.len(),
+        }
+    }
 }
 
 impl SecretArn {
@@ -58,28 +93,23 @@ impl SecretArn {
                 quote(name)
             )));
         }
-        let region_start = fields[..3].iter().map(|f| f.len() + 1).sum();
-        Ok(Self {
-            arn: value.to_owned(),
-            region_start,
-            region_end: region_start + region.len(),
-        })
+        Ok(Self(RegionalArn::new(value, &fields)))
     }
 
     /// The whole ARN.
     pub fn as_str(&self) -> &str {
-        &self.arn
+        self.0.as_str()
     }
 
     /// The region the secret lives in.
     pub fn region(&self) -> &str {
-        &self.arn[self.region_start..self.region_end]
+        self.0.region()
     }
 }
 
 impl fmt::Display for SecretArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.arn)
+        f.write_str(self.as_str())
     }
 }
 
@@ -87,27 +117,14 @@ impl SecretArn {
     /// The same secret's replica in `region` (Secrets Manager replication keeps the ARN and
     /// changes only its region).
     pub fn in_region(&self, region: &str) -> SecretArn {
-        let arn = format!(
-            "{}{region}{}",
-            &self.arn[..self.region_start],
-            &self.arn[self.region_end..]
-        );
-        SecretArn {
-            region_end: self.region_start + region.len(),
-            region_start: self.region_start,
-            arn,
-        }
+        SecretArn(self.0.in_region(region))
     }
 }
 
 /// The ARN of a Systems Manager parameter:
 /// `arn:<partition>:ssm:<region>:<account>:parameter/<name without its leading slash>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ParameterArn {
-    arn: String,
-    region_start: usize,
-    region_end: usize,
-}
+pub struct ParameterArn(RegionalArn);
 
 impl ParameterArn {
     /// Validate a parameter ARN.
@@ -155,28 +172,23 @@ impl ParameterArn {
                 quote(name)
             )));
         }
-        let region_start = fields[..3].iter().map(|f| f.len() + 1).sum();
-        Ok(Self {
-            arn: value.to_owned(),
-            region_start,
-            region_end: region_start + region.len(),
-        })
+        Ok(Self(RegionalArn::new(value, &fields)))
     }
 
     /// The whole ARN.
     pub fn as_str(&self) -> &str {
-        &self.arn
+        self.0.as_str()
     }
 
     /// The region the parameter lives in.
     pub fn region(&self) -> &str {
-        &self.arn[self.region_start..self.region_end]
+        self.0.region()
     }
 }
 
 impl fmt::Display for ParameterArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.arn)
+        f.write_str(self.as_str())
     }
 }
 
