@@ -3,13 +3,13 @@
 //! real AWS SDK and the real agent.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
+use crate::common::secret_inject;
 use crate::common::{self, moto::Moto};
 
 const EXAMPLE: &str = "examples/many-secrets.yaml";
@@ -18,23 +18,6 @@ const BATCH: &str = "secretsmanager:BatchGetSecretValue";
 const PARAMETERS: &str = "ssm:GetParameters";
 /// What the agent logs when its BatchGetSecretValue call is denied and it reads one by one.
 const FALLBACK_LOG: &str = "BatchGetSecretValue failed; fetching each secret with GetSecretValue";
-
-/// Run `secret-inject <args>` with `stdin`.
-fn secret_inject(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(input).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
 
 /// The policies `iam-policy` prints for `input` (a path or `-`), with its stderr.
 fn iam_policy(file: &str, stdin: Option<&[u8]>) -> (Value, String) {

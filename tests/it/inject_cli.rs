@@ -10,21 +10,9 @@ use crate::common;
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 
 fn inject(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
-        .arg("inject")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(input).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    let mut all = vec!["inject"];
+    all.extend_from_slice(args);
+    common::secret_inject(&all, stdin)
 }
 
 fn documents(yaml: &[u8]) -> Vec<Value> {

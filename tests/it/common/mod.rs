@@ -211,3 +211,22 @@ pub mod controlplane;
 pub mod irsa_webhook;
 pub mod moto;
 pub mod webhook;
+
+/// Run `secret-inject ARGS` with `stdin` (empty when `None`), as a user runs it.
+pub fn secret_inject(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
