@@ -233,3 +233,162 @@ proptest! {
         prop_assert_eq!(back.unwrap(), value, "{}", yaml);
     }
 }
+
+mod random_pods {
+    //! Random pods (0-5 containers and init containers, native sidecars, volumes, mounts, env,
+    //! annotations, security contexts, pod-level resources, an IRSA identity) with random
+    //! annotation sets, valid or broken on purpose (`common::random_pod`).
+
+    use k8s_openapi::api::core::v1::Pod;
+    use proptest::prelude::*;
+
+    use super::run;
+    use crate::common::random_pod::{self, Case, Outcome};
+
+    fn check(case: &Case) -> Result<(), String> {
+        match (&case.outcome, run(&case.pod)) {
+            (Outcome::Inject(injection), Ok(Some(patch))) => {
+                let mut patched = case.pod.clone();
+                json_patch::patch(&mut patched, &patch)
+                    .map_err(|e| format!("the patch does not apply: {e}"))?;
+                serde_json::from_value::<Pod>(patched.clone())
+                    .map_err(|e| format!("the patched pod is not a Pod: {e}"))?;
+                let expected = random_pod::expected_pod(case, &patched)?;
+                if patched != expected {
+                    return Err(format!(
+                        "patched pod differs from the expected one\npatched:  {patched}\nexpected: {expected}"
+                    ));
+                }
+                let mounts = random_pod::secret_mounts(&patched);
+                if mounts != random_pod::expected_secret_mounts(case, injection) {
+                    return Err(format!("secret-vol mounts {mounts:?}"));
+                }
+                random_pod::check_agent(injection, &patched)?;
+                match run(&patched) {
+                    Ok(None) => Ok(()),
+                    other => Err(format!("a second pass gave {other:?}")),
+                }
+            }
+            (Outcome::Deny(key), Err(message)) => {
+                let prefix = format!("annotation {key}: ");
+                if message.starts_with(&prefix) {
+                    Ok(())
+                } else {
+                    Err(format!("denied, but not naming {key}: {message}"))
+                }
+            }
+            (Outcome::Inject(_), other) => Err(format!("a valid set gave {other:?}")),
+            (Outcome::Deny(key), other) => {
+                Err(format!("a set broken at {key} was not denied: {other:?}"))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// A valid set gives a patch that applies, yields a Pod, and changes the pod exactly as
+        /// asked (every selected container mounts secret-vol once; what existed is still there,
+        /// unchanged and in order); a second pass gives no patch. A broken set is denied, naming
+        /// the broken annotation, and never patched.
+        #[test]
+        fn random_pods_with_random_annotation_sets_inject_as_asked_or_deny_naming_the_annotation(
+            case in random_pod::case(),
+        ) {
+            let result = check(&case);
+            prop_assert!(result.is_ok(), "{}\npod: {}", result.unwrap_err(), case.pod);
+        }
+    }
+
+    /// The generator reaches what it claims: valid and broken sets, pods without app
+    /// containers, native sidecars, selections, rotation, pod-level resources.
+    #[test]
+    fn the_generator_covers_every_dimension() {
+        use proptest::strategy::ValueTree as _;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = random_pod::case();
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for _ in 0..2000 {
+            let case = strategy.new_tree(&mut runner).unwrap().current();
+            let spec = &case.pod["spec"];
+            let text = case.pod.to_string();
+            let mut count = |what, yes: bool| *seen.entry(what).or_default() += usize::from(yes);
+            count("valid", case.valid());
+            count("invalid", !case.valid());
+            count("no app containers", case.app_containers() == 0);
+            count("5 app containers", case.app_containers() == 5);
+            count(
+                "5 init containers",
+                spec["initContainers"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 5),
+            );
+            count(
+                "native sidecar",
+                text.contains("\"restartPolicy\":\"Always\""),
+            );
+            count("volumes", spec["volumes"].is_array());
+            count("mounts", text.contains("volumeMounts"));
+            count("pod resources", spec["resources"].is_object());
+            count("pod securityContext", spec["securityContext"].is_object());
+            count(
+                "container securityContext",
+                text.contains("allowPrivilegeEscalation"),
+            );
+            count("irsa", text.contains("AWS_ROLE_ARN"));
+            count(
+                "selection",
+                case.ours.contains_key("secrets.k8s.aws/containers"),
+            );
+            count(
+                "named secrets",
+                case.ours
+                    .keys()
+                    .any(|k| k.starts_with("secrets.k8s.aws/secret-arn.")),
+            );
+            count(
+                "rotation",
+                case.ours.contains_key("secrets.k8s.aws/refresh-interval"),
+            );
+            count(
+                "env vars",
+                case.ours
+                    .keys()
+                    .any(|k| k.starts_with("secrets.k8s.aws/env")),
+            );
+            count(
+                "position last",
+                case.ours
+                    .get("secrets.k8s.aws/init-container-position")
+                    .is_some_and(|v| v == "last"),
+            );
+            if let Outcome::Deny(key) = &case.outcome {
+                *seen
+                    .entry(Box::leak(format!("deny {key}").into_boxed_str()))
+                    .or_default() += 1;
+            }
+        }
+        eprintln!("{seen:#?}");
+        for (what, n) in &seen {
+            assert!(*n >= 5, "only {n} of 2000 cases: {what}");
+        }
+        for what in [
+            "no app containers",
+            "native sidecar",
+            "pod resources",
+            "irsa",
+            "selection",
+            "position last",
+        ] {
+            assert!(
+                seen.get(what).copied().unwrap_or(0) >= 20,
+                "{what}: {seen:?}"
+            );
+        }
+        let denials = seen.keys().filter(|k| k.starts_with("deny ")).count();
+        assert!(
+            denials >= 20,
+            "only {denials} distinct denied keys: {seen:#?}"
+        );
+    }
+}

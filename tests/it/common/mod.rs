@@ -210,6 +210,7 @@ pub mod agent;
 pub mod controlplane;
 pub mod irsa_webhook;
 pub mod moto;
+pub mod random_pod;
 pub mod webhook;
 
 /// Run `secret-inject ARGS` with `stdin` (empty when `None`), as a user runs it.
