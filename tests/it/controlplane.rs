@@ -1021,3 +1021,116 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
     assert!(!plane.exists("secret", "late", &ns.app));
     release.stop_webhook();
 }
+
+/// `stored` without what the API server's ServiceAccount admission adds on its own: the token
+/// volume and its mounts.
+fn without_token_volume(mut stored: Value) -> Value {
+    let ours = |v: &Value| {
+        v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    };
+    if let Some(volumes) = stored["spec"]["volumes"].as_array_mut() {
+        volumes.retain(|v| !ours(v));
+    }
+    for field in ["containers", "initContainers"] {
+        for container in stored["spec"][field].as_array_mut().into_iter().flatten() {
+            if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+                mounts.retain(|m| !ours(m));
+            }
+        }
+    }
+    stored
+}
+
+/// Whether `stored` holds `expected` with only server defaults added: every field of an object
+/// kept with the same value (an empty string may be omitted), arrays of the same length and
+/// order.
+fn kept(expected: &Value, stored: &Value, at: &str) -> Result<(), String> {
+    match (expected, stored) {
+        (Value::Object(e), Value::Object(s)) => e
+            .iter()
+            .try_for_each(|(k, v)| kept(v, s.get(k).unwrap_or(&Value::Null), &format!("{at}.{k}"))),
+        (Value::Array(e), Value::Array(s)) if e.len() == s.len() => e
+            .iter()
+            .zip(s)
+            .enumerate()
+            .try_for_each(|(i, (e, s))| kept(e, s, &format!("{at}[{i}]"))),
+        (e, s) if e == s => Ok(()),
+        // The API omits empty strings (`env[].value: ""`).
+        (Value::String(e), Value::Null) if e.is_empty() => Ok(()),
+        (e, s) => Err(format!("{at}: expected {e}, stored {s}")),
+    }
+}
+
+/// A fixed sample of the property tests' generated cases (`common::random_pod::sample`) through
+/// the real API server and our webhook installed by the chart: each valid pod is stored
+/// injected exactly as the properties say (the agent first or last, the volume, one mount in
+/// each selected container and none elsewhere, the env vars; every original container, init
+/// container, volume, mount, env var and annotation still there, unchanged and in order, with
+/// only the API server's defaults added), and each broken set is refused naming its annotation.
+#[test]
+fn a_sample_of_generated_pods_is_stored_injected_and_broken_annotation_sets_are_refused() {
+    use crate::common::random_pod::{self, Outcome};
+    let ns = Namespaces::new("generated", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let names = |pod: &Value, field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for case in random_pod::sample(5, 2) {
+        let name = case.pod["metadata"]["name"].as_str().unwrap().to_owned();
+        eprintln!(
+            "{name}: {} containers, {} init containers, {:?}",
+            names(&case.pod, "containers").len(),
+            names(&case.pod, "initContainers").len(),
+            case.ours
+        );
+        match &case.outcome {
+            Outcome::Inject(injection) => {
+                create_ok(plane, &ns.app, &case.pod);
+                let stored = plane.get_json(&["pod", &name, "-n", &ns.app]);
+                assert_eq!(
+                    names(&stored, "containers"),
+                    names(&case.pod, "containers"),
+                    "{name}"
+                );
+                let mut inits = names(&case.pod, "initContainers");
+                let agent = "secrets-init-container".to_owned();
+                if injection.last {
+                    inits.push(agent);
+                } else {
+                    inits.insert(0, agent);
+                }
+                assert_eq!(names(&stored, "initContainers"), inits, "{name}");
+                let stored = without_token_volume(stored);
+                assert_eq!(
+                    random_pod::secret_mounts(&stored),
+                    random_pod::expected_secret_mounts(&case, injection),
+                    "{name}"
+                );
+                random_pod::check_agent(injection, &stored)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let expected = random_pod::expected_pod(&case, &stored)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                kept(&expected, &stored, &name)
+                    .unwrap_or_else(|e| panic!("{e}\nexpected: {expected}\nstored:   {stored}"));
+            }
+            Outcome::Deny { key, broken } => {
+                let output = create(plane, &ns.app, &case.pod);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(!output.status.success(), "{name} ({broken}) was admitted");
+                assert!(
+                    stderr.contains(&format!("denied the request: annotation {key}: ")),
+                    "{name} ({broken}): {stderr}"
+                );
+                assert!(!plane.exists("pod", &name, &ns.app), "{name} was stored");
+            }
+        }
+    }
+}
