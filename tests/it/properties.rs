@@ -72,61 +72,6 @@ proptest! {
             }
         }
     }
-
-    #[test]
-    fn any_pod_shape_gets_one_mount_per_container_and_keeps_its_order(
-        containers in 1usize..4,
-        inits in 0usize..4,
-        has_volumes in any::<bool>(),
-        has_mounts in proptest::collection::vec(any::<bool>(), 8),
-        native_sidecar in any::<bool>(),
-    ) {
-        let mut pod = pod_with(json!({ "secrets.k8s.aws/secret-arn": ARN }));
-        let container = |name: String, i: usize| {
-            let mut c = json!({ "name": name, "image": "x" });
-            if has_mounts[i] {
-                c["volumeMounts"] = json!([{ "name": "data", "mountPath": format!("/data{i}") }]);
-            }
-            c
-        };
-        pod["spec"]["containers"] = (0..containers).map(|i| container(format!("app{i}"), i)).collect();
-        if inits > 0 {
-            pod["spec"]["initContainers"] = (0..inits).map(|i| {
-                let mut c = container(format!("init{i}"), 4 + i % 4);
-                if native_sidecar && i == 0 {
-                    c["restartPolicy"] = json!("Always");
-                }
-                c
-            }).collect();
-        }
-        if has_volumes {
-            pod["spec"]["volumes"] = json!([{ "name": "data", "emptyDir": {} }]);
-        }
-        let patch = run(&pod).unwrap().unwrap();
-        let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &patch).unwrap();
-
-        let names = |field: &str| -> Vec<String> {
-            patched["spec"][field].as_array().map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()).unwrap_or_default()
-        };
-        let mut expected_inits = vec!["secrets-init-container".to_owned()];
-        expected_inits.extend((0..inits).map(|i| format!("init{i}")));
-        prop_assert_eq!(names("initContainers"), expected_inits);
-        prop_assert_eq!(names("containers"), (0..containers).map(|i| format!("app{i}")).collect::<Vec<_>>());
-        for field in ["containers", "initContainers"] {
-            for c in patched["spec"][field].as_array().unwrap() {
-                let ours = c["volumeMounts"].as_array().unwrap().iter().filter(|m| m["name"] == "secret-vol").count();
-                prop_assert_eq!(ours, 1, "{}", c);
-            }
-        }
-        if native_sidecar && inits > 0 {
-            prop_assert_eq!(&patched["spec"]["initContainers"][1]["restartPolicy"], "Always");
-        }
-        let volumes = patched["spec"]["volumes"].as_array().unwrap();
-        prop_assert_eq!(volumes.iter().filter(|v| v["name"] == "secret-vol").count(), 1);
-        prop_assert_eq!(volumes.len(), 1 + usize::from(has_volumes));
-        prop_assert_eq!(run(&patched), Ok(None));
-    }
 }
 
 /// A pod without app containers (which the API server refuses after admission: a Pod needs
