@@ -23,8 +23,8 @@ fn review() -> Vec<u8> {
 fn benches(c: &mut Criterion) {
     let body = review();
     let config = MutationConfig::default();
-    let parsed: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
-    let pod = parsed.request.as_ref().unwrap().object.clone().unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let pod = secret_inject::mutate::Pod::from_value(&value["request"]["object"]).unwrap();
     let spec = pod.spec.clone().unwrap();
     assert!(mutate(&pod.metadata, &spec, &config).unwrap().is_some());
 

@@ -43,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
     }))
     .unwrap();
     let spec = pod.spec.unwrap();
-    if let Ok(Some(mutation)) = mutate(&pod.metadata, &spec, &MutationConfig::default()) {
+    if let Ok(Some(mutation)) = mutate(
+        &(&pod.metadata).into(),
+        &(&spec).into(),
+        &MutationConfig::default(),
+    ) {
         let mut object = serde_json::json!({"metadata": pod.metadata, "spec": spec});
         json_patch::patch(&mut object, &mutation.patch).expect("the patch applies");
     }

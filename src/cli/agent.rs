@@ -234,9 +234,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mutation = mutate(&metadata, &spec, &MutationConfig::default())
-            .unwrap()
-            .unwrap();
+        let mutation = mutate(
+            &(&metadata).into(),
+            &(&spec).into(),
+            &MutationConfig::default(),
+        )
+        .unwrap()
+        .unwrap();
         let patch = serde_json::to_value(&mutation.patch).unwrap();
         let op = patch
             .as_array()

@@ -10,16 +10,19 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, PodSpec, Probe,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, Probe,
     ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::contract::{self, FileMode, Plan, SecretPlan};
 use crate::spec::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
+
+pub mod pod;
+
+pub use pod::{ObjectMeta, Pod, PodSpec};
 
 /// The defaults of [`MutationConfig`], which the command line shows.
 pub mod defaults {
@@ -212,8 +215,8 @@ pub enum MutationError {
 /// Returns `Ok(None)` when the pod does not ask for injection, or was injected already and
 /// needs nothing more.
 pub fn mutate(
-    metadata: &ObjectMeta,
-    spec: &PodSpec,
+    metadata: &ObjectMeta<'_>,
+    spec: &PodSpec<'_>,
     config: &MutationConfig,
 ) -> Result<Option<Mutation>, MutationError> {
     match InjectionSpec::from_annotations(metadata.annotations.as_ref())? {
@@ -224,8 +227,8 @@ pub fn mutate(
 }
 
 fn inject(
-    metadata: &ObjectMeta,
-    spec: &PodSpec,
+    metadata: &ObjectMeta<'_>,
+    spec: &PodSpec<'_>,
     injection: &InjectionSpec,
     config: &MutationConfig,
 ) -> Result<Mutation, MutationError> {
@@ -365,7 +368,7 @@ fn inject(
 /// An injected pod gets our mount in containers added since (e.g. by a webhook that ran after
 /// us, on reinvocation). Everything else is left as it is.
 fn reconcile_mounts(
-    spec: &PodSpec,
+    spec: &PodSpec<'_>,
     injection: &InjectionSpec,
 ) -> Result<Option<Mutation>, MutationError> {
     if !has_secret_volume(spec) {
@@ -382,7 +385,7 @@ fn reconcile_mounts(
             continue;
         }
         if let Some(names) = &injection.containers
-            && !names.contains(&container.name)
+            && !names.iter().any(|n| container.name == *n)
         {
             continue;
         }
@@ -400,10 +403,10 @@ fn reconcile_mounts(
 /// The containers that get the volume (and the env vars), as (field, index, container): those the
 /// `containers` annotation names, else every app container and the init containers that run
 /// after ours.
-fn selected_containers<'a>(
-    spec: &'a PodSpec,
+fn selected_containers<'a, 'b>(
+    spec: &'a PodSpec<'b>,
     injection: &InjectionSpec,
-) -> Result<Vec<(&'static str, usize, &'a Container)>, MutationError> {
+) -> Result<Vec<(&'static str, usize, &'a pod::Container<'b>)>, MutationError> {
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     // Init containers that run after ours.
     let after_ours = match injection.position {
@@ -426,7 +429,7 @@ fn selected_containers<'a>(
         return Ok(candidates.collect());
     };
     let selected: Vec<_> = candidates
-        .filter(|(_, _, c)| names.contains(&c.name))
+        .filter(|(_, _, c)| names.iter().any(|n| c.name == *n))
         .collect();
     if let Some(missing) = names
         .iter()
@@ -444,7 +447,7 @@ fn selected_containers<'a>(
             .containers
             .iter()
             .chain(init_containers.iter().take(after_ours))
-            .map(|c| c.name.as_str())
+            .map(|c| &*c.name)
             .collect();
         return Err(AnnotationError {
             key: spec::CONTAINERS.to_owned(),
@@ -479,7 +482,7 @@ fn file_env(injection: &InjectionSpec) -> Vec<EnvVar> {
 
 fn check_env_collision(
     field: &str,
-    container: &Container,
+    container: &pod::Container<'_>,
     injection: &InjectionSpec,
 ) -> Result<(), MutationError> {
     for (secret, binding) in injection.env_bindings() {
@@ -507,7 +510,7 @@ fn check_env_collision(
 fn append_env(
     field: &str,
     index: usize,
-    container: &Container,
+    container: &pod::Container<'_>,
     env: &[EnvVar],
 ) -> Vec<PatchOperation> {
     if env.is_empty() {
@@ -535,7 +538,7 @@ fn append_env(
     }
 }
 
-fn has_secret_volume(spec: &PodSpec) -> bool {
+fn has_secret_volume(spec: &PodSpec<'_>) -> bool {
     spec.volumes
         .iter()
         .flatten()
@@ -553,7 +556,7 @@ fn secret_mount(mount_path: &str) -> VolumeMount {
 
 fn check_mount_collision(
     field: &str,
-    container: &Container,
+    container: &pod::Container<'_>,
     mount_path: &str,
 ) -> Result<(), MutationError> {
     for existing in container.volume_mounts.iter().flatten() {
@@ -573,9 +576,9 @@ fn check_mount_collision(
 }
 
 /// The injected container's security context and the secret's file mode (see [`FileMode`]).
-fn security_for<'a>(
-    spec: &PodSpec,
-    mounted: impl Iterator<Item = &'a Container>,
+fn security_for<'a, 'b: 'a>(
+    spec: &PodSpec<'_>,
+    mounted: impl Iterator<Item = &'a pod::Container<'b>>,
 ) -> (SecurityContext, FileMode) {
     let pod = spec.security_context.as_ref();
     let pod_uid = pod.and_then(|p| p.run_as_user);
@@ -627,7 +630,7 @@ fn security_for<'a>(
 /// Rotation needs a pod that lets our sidecar run: with classic sidecars, a pod that runs to
 /// completion would never complete; a signal needs the process namespace shared.
 fn check_refresh(
-    spec: &PodSpec,
+    spec: &PodSpec<'_>,
     refresh: &spec::Refresh,
     config: &MutationConfig,
 ) -> Result<(), MutationError> {
@@ -692,7 +695,7 @@ fn startup_probe() -> Probe {
 }
 
 fn agent_container(
-    spec: &PodSpec,
+    spec: &PodSpec<'_>,
     injection: &InjectionSpec,
     config: &MutationConfig,
     security_context: SecurityContext,
@@ -727,7 +730,7 @@ fn agent_container(
 }
 
 /// Copy the AWS identity env and token mounts from the first app container that carries each.
-fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) {
+fn copy_aws_identity(spec: &PodSpec<'_>, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) {
     let containers = || {
         spec.containers
             .iter()
@@ -743,7 +746,11 @@ fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<Vol
         }) else {
             continue;
         };
-        env.push(var.clone());
+        env.push(EnvVar {
+            name: var.name.to_string(),
+            value: var.value.as_ref().map(|v| v.to_string()),
+            value_from: var.value_from.clone(),
+        });
         if !contract::AWS_TOKEN_FILE_ENV.contains(name) {
             continue;
         }
@@ -765,11 +772,11 @@ fn copy_aws_identity(spec: &PodSpec, env: &mut Vec<EnvVar>, mounts: &mut Vec<Vol
         if let Some(holder) = holder
             && !mounts
                 .iter()
-                .any(|m| m.mount_path == holder.mount_path || m.name == holder.name)
+                .any(|m| holder.mount_path == m.mount_path || holder.name == m.name)
         {
             mounts.push(VolumeMount {
-                name: holder.name.clone(),
-                mount_path: holder.mount_path.clone(),
+                name: holder.name.to_string(),
+                mount_path: holder.mount_path.to_string(),
                 read_only: Some(true),
                 ..Default::default()
             });
@@ -816,7 +823,7 @@ fn append(tokens: &[&str], exists: bool, item: impl Serialize) -> PatchOperation
 fn append_mount(
     field: &str,
     index: usize,
-    container: &Container,
+    container: &pod::Container<'_>,
     mount: &VolumeMount,
 ) -> PatchOperation {
     let mut path = PointerBuf::from_tokens(["spec", field]);

@@ -4,16 +4,31 @@ use super::*;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 
-fn parts(pod: &Value) -> (ObjectMeta, PodSpec) {
+/// The pod as k8s-openapi's typed objects (so every test pod is a valid Pod).
+fn parts(
+    pod: &Value,
+) -> (
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    k8s_openapi::api::core::v1::PodSpec,
+) {
     (
         serde_json::from_value(pod["metadata"].clone()).unwrap(),
         serde_json::from_value(pod["spec"].clone()).unwrap(),
     )
 }
 
+/// [`mutate`] of the typed objects [`parts`] gives.
+fn mutate_typed(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    config: &MutationConfig,
+) -> Result<Option<Mutation>, MutationError> {
+    mutate(&metadata.into(), &spec.into(), config)
+}
+
 fn run(pod: &Value) -> Result<Option<Mutation>, MutationError> {
     let (metadata, spec) = parts(pod);
-    mutate(&metadata, &spec, &MutationConfig::default())
+    mutate_typed(&metadata, &spec, &MutationConfig::default())
 }
 
 /// Mutate and apply the patch; returns the patched pod.
@@ -450,7 +465,7 @@ fn named_containers_get_the_mount_and_file_env_vars_others_nothing() {
     // Injected twice: nothing more.
     let (metadata, spec) = parts(&patched);
     assert_eq!(
-        mutate(&metadata, &spec, &MutationConfig::default()),
+        mutate_typed(&metadata, &spec, &MutationConfig::default()),
         Ok(None)
     );
 }
@@ -486,7 +501,9 @@ fn env_vars_are_denied_where_they_would_clash_or_the_cluster_lacks_env_files() {
         env_files: false,
         ..MutationConfig::default()
     };
-    let err = mutate(&metadata, &spec, &config).unwrap_err().to_string();
+    let err = mutate_typed(&metadata, &spec, &config)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("annotation secrets.k8s.aws/env.db:"),
         "{err}"
@@ -499,7 +516,7 @@ fn env_vars_are_denied_where_they_would_clash_or_the_cluster_lacks_env_files() {
         .unwrap()
         .remove("secrets.k8s.aws/env.db");
     let (metadata, spec) = parts(&pod);
-    assert!(mutate(&metadata, &spec, &config).unwrap().is_some());
+    assert!(mutate_typed(&metadata, &spec, &config).unwrap().is_some());
 }
 
 fn rotating_pod(extra: &[(&str, &str)]) -> Value {
@@ -517,7 +534,7 @@ fn run_with(pod: &Value, native: bool) -> Result<Option<Mutation>, MutationError
         native_sidecars: native,
         ..MutationConfig::default()
     };
-    mutate(&metadata, &spec, &config)
+    mutate_typed(&metadata, &spec, &config)
 }
 
 #[test]
@@ -593,7 +610,7 @@ fn rotation_with_classic_sidecars_is_an_init_container_and_a_sidecar_and_jobs_ar
         native_sidecars: false,
         ..MutationConfig::default()
     };
-    assert_eq!(mutate(&metadata, &spec, &config), Ok(None));
+    assert_eq!(mutate_typed(&metadata, &spec, &config), Ok(None));
 
     for policy in ["Never", "OnFailure"] {
         let mut job = rotating_pod(&[]);

@@ -140,14 +140,16 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
         // templates' pointers stay valid.
         let mut mutations = Vec::new();
         walk(number, &value, &PointerBuf::new(), &mut |template| {
-            let mutation =
-                mutate(&template.metadata, &template.spec, config).map_err(|source| {
-                    InjectError::Mutation {
-                        document: number,
-                        object: template.object.clone(),
-                        source,
-                    }
-                })?;
+            let mutation = mutate(
+                &(&template.metadata).into(),
+                &(&template.spec).into(),
+                config,
+            )
+            .map_err(|source| InjectError::Mutation {
+                document: number,
+                object: template.object.clone(),
+                source,
+            })?;
             if let Some(mutation) = mutation {
                 mutations.push((template, mutation));
             }

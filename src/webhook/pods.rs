@@ -1,12 +1,16 @@
 //! `POST /mutating-pods`: AdmissionReviews of Pods in, the [`mutate`] patch out. Parses,
 //! calls the pure mutation, and answers; no I/O.
 
-use k8s_openapi::api::core::v1::Pod;
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::Deserialize;
 
-use super::review::{API_VERSION, Envelope, Outcome, Reviewed, answer, deny, invalid, summarize};
+use super::review::{
+    API_VERSION, Envelope, Outcome, ReviewSummary, Reviewed, Verdict, answer, check_envelope,
+    invalid, operation_name, respond, summarize,
+};
 use super::router::{Endpoint, EndpointFuture};
+use crate::mutate::pod::{Pod, Text};
 use crate::mutate::{MutationConfig, mutate};
 
 /// Path of the pod-mutating webhook (seed contract).
@@ -35,39 +39,94 @@ impl Endpoint for Pods {
     }
 }
 
+/// An AdmissionReview of a pod as it arrives, read borrowed: the request's identifying fields
+/// and the parts of the pod the mutation reads; everything else (`oldObject`, `userInfo`, the
+/// pod's other fields) is skipped unbuilt.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodReview<'a> {
+    #[serde(default, borrow)]
+    api_version: Text<'a>,
+    #[serde(default, borrow)]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    request: Option<PodRequest<'a>>,
+}
+
+/// `request`, as admission.k8s.io/v1 defines it (the fields read).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRequest<'a> {
+    #[serde(borrow)]
+    uid: Text<'a>,
+    #[serde(borrow)]
+    resource: GroupVersionResource<'a>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    namespace: Option<Text<'a>>,
+    operation: Operation,
+    #[serde(default, borrow)]
+    object: Option<Pod<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionResource<'a> {
+    #[serde(default, borrow)]
+    group: Text<'a>,
+    #[serde(default, borrow)]
+    version: Text<'a>,
+    #[serde(default, borrow)]
+    resource: Text<'a>,
+}
+
 /// Review a pod admission request body.
 pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
-    // Fast path: a pod review parses straight into typed Pods. Anything else (another resource,
-    // a malformed body) takes the slow path, which tells which it is.
-    let request = match serde_json::from_slice::<Envelope<Pod>>(body) {
-        Ok(review) => match review.into_request() {
-            Ok(request) => request,
+    // Fast path: a pod review parses straight into what the mutation reads. Anything else
+    // (another resource, a malformed body) takes the slow path, which tells which it is.
+    let request = match serde_json::from_slice::<PodReview>(body) {
+        Ok(review) => match check_envelope(&review.api_version, &review.kind) {
+            Ok(()) => match review.request {
+                Some(request) => request,
+                None => return invalid("request is missing".to_owned(), Default::default()),
+            },
             Err(reason) => return invalid(reason, Default::default()),
         },
         Err(pod_error) => return review_other(body, &pod_error),
     };
 
-    let summary = summarize(&request);
-    let response = AdmissionResponse::from(&request);
-    if request.operation != Operation::Create || !is_pod_request(&request) {
-        return answer(Outcome::Skipped, response, None, summary);
+    let pod = request.object.as_ref();
+    let summary = ReviewSummary::new(
+        &request.uid,
+        request.namespace.as_deref(),
+        request.name.as_deref().unwrap_or_default(),
+        pod.and_then(|p| p.metadata.generate_name.as_deref()),
+        operation_name(&request.operation),
+    );
+    let is_pod = request.resource.group.is_empty()
+        && request.resource.version == "v1"
+        && request.resource.resource == "pods"
+        && request.sub_resource.is_none();
+    let uid = &*request.uid;
+    if request.operation != Operation::Create || !is_pod {
+        return respond::<String>(uid, Verdict::Allow(None, &[]), summary);
     }
-    let Some(pod) = &request.object else {
+    let Some(pod) = pod else {
         return invalid("request.object is missing for a CREATE".to_owned(), summary);
     };
     let Some(spec) = &pod.spec else {
         return invalid("request.object.spec is missing".to_owned(), summary);
     };
     match mutate(&pod.metadata, spec, config) {
-        Ok(None) => answer(Outcome::Skipped, response, None, summary),
-        Ok(Some(mutation)) => {
-            let mut response = response;
-            if !mutation.warnings.is_empty() {
-                response.warnings = Some(mutation.warnings);
-            }
-            answer(Outcome::Mutated, response, Some(&mutation.patch), summary)
-        }
-        Err(error) => deny(response, error.to_string(), summary),
+        Ok(None) => respond::<String>(uid, Verdict::Allow(None, &[]), summary),
+        Ok(Some(mutation)) => respond::<String>(
+            uid,
+            Verdict::Allow(Some(&mutation.patch), &mutation.warnings),
+            summary,
+        ),
+        Err(error) => respond(uid, Verdict::Deny(error.to_string()), summary),
     }
 }
 

@@ -1,9 +1,7 @@
 //! The AdmissionReview wire format, for every endpoint: the envelope in (kube-core's request
-//! types, read without serde `flatten`), the response out in the API's format.
-//!
-//! The response starts from the request (`AdmissionResponse::from(&request)`, which keeps the
-//! uid), but its patch is serialized here: the API requires `response.patch` to be a base64
-//! string, while kube-core serializes its `Vec<u8>` as an array of numbers (kube-rs issue #1781).
+//! types, read without serde `flatten`; the pods endpoint reads its own borrowed subset), and
+//! the response out in the API's format, written by [`respond`] from the request's uid and a
+//! [`Verdict`] without building a tree first.
 
 use base64::Engine as _;
 use json_patch::Patch;
@@ -88,56 +86,78 @@ impl<T: kube_core::Resource + serde::de::DeserializeOwned> Envelope<T> {
 impl<T: kube_core::Resource> Envelope<T> {
     /// The request, once the envelope is an AdmissionReview of the version we speak.
     pub fn into_request(self) -> Result<AdmissionRequest<T>, String> {
-        if self.kind != "AdmissionReview" {
-            return Err(format!(
-                "kind is {:?}, expected AdmissionReview ({API_VERSION})",
-                self.kind
-            ));
-        }
-        if self.api_version != API_VERSION {
-            return Err(format!(
-                "apiVersion {:?} is not supported; configure the webhook with \
-                 admissionReviewVersions: [\"v1\"]",
-                self.api_version
-            ));
-        }
+        check_envelope(&self.api_version, &self.kind)?;
         self.request.ok_or_else(|| "request is missing".to_owned())
     }
 }
 
+/// Whether `apiVersion` and `kind` are those of the AdmissionReview we speak, or why not.
+pub fn check_envelope(api_version: &str, kind: &str) -> Result<(), String> {
+    if kind != "AdmissionReview" {
+        return Err(format!(
+            "kind is {kind:?}, expected AdmissionReview ({API_VERSION})"
+        ));
+    }
+    if api_version != API_VERSION {
+        return Err(format!(
+            "apiVersion {api_version:?} is not supported; configure the webhook with \
+             admissionReviewVersions: [\"v1\"]"
+        ));
+    }
+    Ok(())
+}
+
+/// The log line's fields of a kube-core request.
 pub fn summarize<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> ReviewSummary {
-    let name = if request.name.is_empty() {
+    ReviewSummary::new(
+        &request.uid,
+        request.namespace.as_deref(),
+        &request.name,
         request
             .object
             .as_ref()
-            .and_then(|o| o.meta().generate_name.as_deref())
-            .map(|g| format!("{g}*"))
-            .unwrap_or_default()
-    } else {
-        request.name.clone()
-    };
-    ReviewSummary {
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name,
-        operation: match request.operation {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        },
-        reason: None,
+            .and_then(|o| o.meta().generate_name.as_deref()),
+        operation_name(&request.operation),
+    )
+}
+
+/// `request.operation` as the API spells it.
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+impl ReviewSummary {
+    /// The summary of a request: the object's `generateName` followed by `*` stands in for a
+    /// name it does not have yet.
+    pub fn new(
+        uid: &str,
+        namespace: Option<&str>,
+        name: &str,
+        generate_name: Option<&str>,
+        operation: &'static str,
+    ) -> Self {
+        let name = match (name, generate_name) {
+            ("", Some(generate_name)) => format!("{generate_name}*"),
+            (name, _) => name.to_owned(),
+        };
+        ReviewSummary {
+            uid: uid.to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
+            name,
+            operation,
+            reason: None,
+        }
     }
 }
 
 /// Deny the request with `message`, shown to the user by `kubectl`.
-pub fn deny(response: AdmissionResponse, message: String, mut summary: ReviewSummary) -> Reviewed {
-    summary.reason = Some(message.clone());
-    let mut response = response.deny(message);
-    response.result.status = Some(kube_core::response::StatusSummary::Failure);
-    response.result.code = 400;
-    response.result.reason = "BadRequest".to_owned();
-    answer(Outcome::Denied, response, None, summary)
+pub fn deny(response: AdmissionResponse, message: String, summary: ReviewSummary) -> Reviewed {
+    respond(&response.uid, Verdict::Deny(message), summary)
 }
 
 /// An unusable body: HTTP 400 with the reason.
@@ -165,7 +185,19 @@ pub struct Envelope<T: kube_core::Resource> {
     request: Option<AdmissionRequest<T>>,
 }
 
-/// The AdmissionReview on the wire.
+/// What the webhook answers to one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Verdict<'a, M = String> {
+    /// Allowed, with a JSON Patch ([`Outcome::Mutated`]) or without ([`Outcome::Skipped`]),
+    /// and warnings for the user.
+    Allow(Option<&'a Patch>, &'a [String]),
+    /// Denied with this message, shown to the user by `kubectl` ([`Outcome::Denied`]).
+    Deny(M),
+}
+
+/// The AdmissionReview on the wire, written straight from the verdict: `response.patch` is the
+/// base64 of the JSON Patch, as the API requires (kube-core would write its `Vec<u8>` as an
+/// array of numbers, kube-rs issue #1781).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireReview<'a> {
@@ -177,16 +209,98 @@ struct WireReview<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireResponse<'a> {
-    /// uid, allowed, status, warnings from kube-core's response (its `patch` is always `None`).
-    #[serde(flatten)]
-    base: &'a AdmissionResponse,
-    /// base64 of the JSON Patch, as the API requires.
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WireStatus<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
 }
 
+/// The `metav1.Status` of a denial.
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// The response to the request with `uid`.
+pub fn respond<M: AsRef<str> + Into<String>>(
+    uid: &str,
+    verdict: Verdict<'_, M>,
+    mut summary: ReviewSummary,
+) -> Reviewed {
+    let (outcome, response) = match &verdict {
+        Verdict::Allow(patch, warnings) => (
+            if patch.is_some() {
+                Outcome::Mutated
+            } else {
+                Outcome::Skipped
+            },
+            WireResponse {
+                uid,
+                allowed: true,
+                status: None,
+                warnings,
+                // A Patch of operations with string pointers and JSON values always serializes.
+                patch: patch.map(|p| {
+                    // Serialized whole, then encoded: serde_json's many small writes straight
+                    // into a base64 writer cost more than the copy.
+                    let json = serde_json::to_vec(p).unwrap_or_default();
+                    base64::engine::general_purpose::STANDARD.encode(json)
+                }),
+                patch_type: patch.map(|_| "JSONPatch"),
+            },
+        ),
+        Verdict::Deny(message) => (
+            Outcome::Denied,
+            WireResponse {
+                uid,
+                allowed: false,
+                status: Some(WireStatus {
+                    status: "Failure",
+                    message: message.as_ref(),
+                    reason: "BadRequest",
+                    code: 400,
+                }),
+                warnings: &[],
+                patch: None,
+                patch_type: None,
+            },
+        ),
+    };
+    let wire = WireReview {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response,
+    };
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, &wire) {
+        Ok(()) => {
+            if let Verdict::Deny(message) = verdict {
+                summary.reason = Some(message.into());
+            }
+            Reviewed {
+                outcome,
+                status: 200,
+                body,
+                summary,
+            }
+        }
+        Err(error) => invalid(
+            format!("could not serialize the response: {error}"),
+            summary,
+        ),
+    }
+}
+
+/// Allow the request answered by kube-core's `response` (its uid and warnings), with `patch`.
 pub fn answer(
     outcome: Outcome,
     response: AdmissionResponse,
@@ -194,30 +308,7 @@ pub fn answer(
     summary: ReviewSummary,
 ) -> Reviewed {
     debug_assert!(response.patch.is_none());
-    let patch = patch.map(|p| {
-        // A Patch of operations with string pointers and JSON values always serializes.
-        let json = serde_json::to_vec(p).unwrap_or_default();
-        base64::engine::general_purpose::STANDARD.encode(json)
-    });
-    let wire = WireReview {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response: WireResponse {
-            base: &response,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-        },
-    };
-    match serde_json::to_vec(&wire) {
-        Ok(body) => Reviewed {
-            outcome,
-            status: 200,
-            body,
-            summary,
-        },
-        Err(error) => invalid(
-            format!("could not serialize the response: {error}"),
-            summary,
-        ),
-    }
+    debug_assert_eq!(outcome == Outcome::Mutated, patch.is_some());
+    let warnings = response.warnings.as_deref().unwrap_or_default();
+    respond::<String>(&response.uid, Verdict::Allow(patch, warnings), summary)
 }

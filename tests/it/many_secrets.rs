@@ -100,8 +100,8 @@ fn webhook(annotations: &[(String, String)]) -> Injected {
         ..Default::default()
     };
     let mutation = secret_inject::mutate::mutate(
-        &metadata,
-        &spec,
+        &(&metadata).into(),
+        &(&spec).into(),
         &secret_inject::mutate::MutationConfig::default(),
     )
     .unwrap_or_else(|e| panic!("the webhook denies the pod: {e}"))

@@ -13,9 +13,13 @@ const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database
 fn run(pod: &Value) -> Result<Option<Patch>, String> {
     let metadata: ObjectMeta = serde_json::from_value(pod["metadata"].clone()).unwrap();
     let spec: PodSpec = serde_json::from_value(pod["spec"].clone()).unwrap();
-    mutate(&metadata, &spec, &MutationConfig::default())
-        .map(|m| m.map(|m| m.patch))
-        .map_err(|e| e.to_string())
+    mutate(
+        &(&metadata).into(),
+        &(&spec).into(),
+        &MutationConfig::default(),
+    )
+    .map(|m| m.map(|m| m.patch))
+    .map_err(|e| e.to_string())
 }
 
 fn paths(patch: &Patch) -> Vec<String> {
