@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         &MutationConfig::default(),
     ) {
         let mut object = serde_json::json!({"metadata": pod.metadata, "spec": spec});
-        json_patch::patch(&mut object, &mutation.patch).expect("the patch applies");
+        json_patch::patch(&mut object, &mutation.patch.to_patch()).expect("the patch applies");
     }
 });
 

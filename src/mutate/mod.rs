@@ -7,7 +7,6 @@
 //! added survives.
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, Probe,
@@ -15,13 +14,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::contract::{self, FileMode, Plan, SecretPlan};
 use crate::spec::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
 
+pub mod patch;
 pub mod pod;
 
+pub use patch::JsonPatch;
 pub use pod::{ObjectMeta, Pod, PodSpec};
 
 /// The defaults of [`MutationConfig`], which the command line shows.
@@ -194,7 +194,7 @@ fn is_quantity(value: &str) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mutation {
     /// JSON Patch rooted at the pod (`/metadata`, `/spec`).
-    pub patch: Patch,
+    pub patch: JsonPatch,
     /// Warnings for the user who created the pod (shown by `kubectl`).
     pub warnings: Vec<String>,
 }
@@ -286,17 +286,19 @@ fn inject(
         );
     }
 
-    let mut ops = Vec::with_capacity(mounted.len() + 4);
+    let mut ops = JsonPatch(Vec::with_capacity(2 * mounted.len() + 4));
     // 1. Mark the pod as injected.
     match &metadata.annotations {
-        Some(_) => ops.push(add(
-            &["metadata", "annotations", spec::STATUS],
-            spec::STATUS_INJECTED,
-        )),
-        None => ops.push(add(
-            &["metadata", "annotations"],
-            serde_json::json!({ spec::STATUS: spec::STATUS_INJECTED }),
-        )),
+        Some(_) => ops.add(
+            ["metadata", "annotations", spec::STATUS],
+            &spec::STATUS_INJECTED,
+        ),
+        None => ops.add(
+            ["metadata", "annotations"],
+            &[(spec::STATUS, spec::STATUS_INJECTED)]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
     }
     // 2. The in-memory volume.
     let volume = Volume {
@@ -308,14 +310,19 @@ fn inject(
         }),
         ..Default::default()
     };
-    ops.push(append(&["spec", "volumes"], spec.volumes.is_some(), volume));
+    append(
+        &mut ops,
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        &volume,
+    );
     // 3. The mounts and env vars, with the original indices (before our init container
     // shifts them).
     let mount = secret_mount(mount_path);
     let env = file_env(injection);
     for (field, index, container) in &mounted {
-        ops.push(append_mount(field, *index, container, &mount));
-        ops.extend(append_env(field, *index, container, &env));
+        append_mount(&mut ops, field, *index, container, &mount);
+        append_env(&mut ops, field, *index, container, &env);
     }
     // 4. The init container; with rotation, it is a native sidecar, or a regular sidecar
     // container keeps the files current.
@@ -348,19 +355,21 @@ fn inject(
         } else {
             let mut sidecar = agent_container(spec, injection, config, security_context, &rotating);
             sidecar.name = contract::SIDECAR_NAME.to_owned();
-            ops.push(add(&["spec", "containers", "-"], sidecar));
+            ops.add(["spec", "containers", "-"], &sidecar);
         }
         if refresh.signal.is_some() && spec.share_process_namespace != Some(true) {
-            ops.push(add(&["spec", "shareProcessNamespace"], true));
+            ops.add(["spec", "shareProcessNamespace"], &true);
         }
     }
-    ops.push(match (spec.init_containers.is_some(), injection.position) {
-        (false, _) => add(&["spec", "initContainers"], vec![container]),
-        (true, InitContainerPosition::First) => add_at(&["spec", "initContainers"], 0, container),
-        (true, InitContainerPosition::Last) => add(&["spec", "initContainers", "-"], container),
-    });
+    match (spec.init_containers.is_some(), injection.position) {
+        (false, _) => ops.add(["spec", "initContainers"], &[container]),
+        (true, InitContainerPosition::First) => {
+            ops.add(["spec", "initContainers", "0"], &container)
+        }
+        (true, InitContainerPosition::Last) => ops.add(["spec", "initContainers", "-"], &container),
+    }
     Ok(Mutation {
-        patch: Patch(ops),
+        patch: ops,
         warnings,
     })
 }
@@ -376,7 +385,7 @@ fn reconcile_mounts(
         return Ok(None);
     }
     let mount_path = injection.mount_path.as_str();
-    let mut ops = Vec::new();
+    let mut ops = JsonPatch::default();
     let mount = secret_mount(mount_path);
     let env = file_env(injection);
     for (index, container) in spec.containers.iter().enumerate() {
@@ -391,11 +400,11 @@ fn reconcile_mounts(
         }
         check_mount_collision("containers", container, mount_path)?;
         check_env_collision("containers", container, injection)?;
-        ops.push(append_mount("containers", index, container, &mount));
-        ops.extend(append_env("containers", index, container, &env));
+        append_mount(&mut ops, "containers", index, container, &mount);
+        append_env(&mut ops, "containers", index, container, &env);
     }
     Ok((!ops.is_empty()).then(|| Mutation {
-        patch: Patch(ops),
+        patch: ops,
         warnings: Vec::new(),
     }))
 }
@@ -508,33 +517,26 @@ fn check_env_collision(
 }
 
 fn append_env(
+    ops: &mut JsonPatch,
     field: &str,
     index: usize,
     container: &pod::Container<'_>,
     env: &[EnvVar],
-) -> Vec<PatchOperation> {
+) {
     if env.is_empty() {
-        return Vec::new();
+        return;
     }
     let mut path = PointerBuf::from_tokens(["spec", field]);
     path.push_back(index);
     path.push_back("env");
     if container.env.is_some() {
-        env.iter()
-            .map(|var| {
-                let mut path = path.clone();
-                path.push_back("-");
-                PatchOperation::Add(AddOperation {
-                    path,
-                    value: to_value(var),
-                })
-            })
-            .collect()
+        for var in env {
+            let mut path = path.clone();
+            path.push_back("-");
+            ops.push(path, var);
+        }
     } else {
-        vec![PatchOperation::Add(AddOperation {
-            path,
-            value: to_value(env),
-        })]
+        ops.push(path, &env);
     }
 }
 
@@ -784,62 +786,32 @@ fn copy_aws_identity(spec: &PodSpec<'_>, env: &mut Vec<EnvVar>, mounts: &mut Vec
     }
 }
 
-fn to_value(value: impl Serialize) -> Value {
-    // Serializing k8s-openapi types and strings into a Value cannot fail: they have string keys
-    // and no non-finite floats.
-    serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-fn add(tokens: &[&str], value: impl Serialize) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
-        value: to_value(value),
-    })
-}
-
-fn add_at(tokens: &[&str], index: usize, value: impl Serialize) -> PatchOperation {
+/// Append `item` to the array at `tokens`, creating it when it is absent.
+fn append(ops: &mut JsonPatch, tokens: &[&str], exists: bool, item: &impl Serialize) {
     let mut path = PointerBuf::from_tokens(tokens.iter().copied());
-    path.push_back(index);
-    PatchOperation::Add(AddOperation {
-        path,
-        value: to_value(value),
-    })
-}
-
-/// Append to the array at `tokens`, creating it when it is absent.
-fn append(tokens: &[&str], exists: bool, item: impl Serialize) -> PatchOperation {
     if exists {
-        let mut path = PointerBuf::from_tokens(tokens.iter().copied());
         path.push_back("-");
-        PatchOperation::Add(AddOperation {
-            path,
-            value: to_value(item),
-        })
+        ops.push(path, item);
     } else {
-        add(tokens, [item])
+        ops.push(path, &[item]);
     }
 }
 
 fn append_mount(
+    ops: &mut JsonPatch,
     field: &str,
     index: usize,
     container: &pod::Container<'_>,
     mount: &VolumeMount,
-) -> PatchOperation {
+) {
     let mut path = PointerBuf::from_tokens(["spec", field]);
     path.push_back(index);
     path.push_back("volumeMounts");
     if container.volume_mounts.is_some() {
         path.push_back("-");
-        PatchOperation::Add(AddOperation {
-            path,
-            value: to_value(mount),
-        })
+        ops.push(path, mount);
     } else {
-        PatchOperation::Add(AddOperation {
-            path,
-            value: to_value([mount]),
-        })
+        ops.push(path, &[mount]);
     }
 }
 

@@ -156,7 +156,7 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
             Ok(())
         })?;
         for (template, mutation) in mutations {
-            let patch = rebase(mutation.patch, &template.pointer);
+            let patch = rebase(mutation.patch.to_patch(), &template.pointer);
             json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
                 document: number,
                 object: template.object.clone(),

@@ -111,7 +111,7 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
         && request.sub_resource.is_none();
     let uid = &*request.uid;
     if request.operation != Operation::Create || !is_pod {
-        return respond::<String>(uid, Verdict::Allow(None, &[]), summary);
+        return respond(uid, Verdict::Allow(None, &[]), summary);
     }
     let Some(pod) = pod else {
         return invalid("request.object is missing for a CREATE".to_owned(), summary);
@@ -120,10 +120,14 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
         return invalid("request.object.spec is missing".to_owned(), summary);
     };
     match mutate(&pod.metadata, spec, config) {
-        Ok(None) => respond::<String>(uid, Verdict::Allow(None, &[]), summary),
-        Ok(Some(mutation)) => respond::<String>(
+        Ok(None) => respond(uid, Verdict::Allow(None, &[]), summary),
+        Ok(Some(mutation)) => respond(
             uid,
-            Verdict::Allow(Some(&mutation.patch), &mutation.warnings),
+            // Add operations with string pointers and serialized values always serialize.
+            Verdict::Allow(
+                Some(serde_json::to_vec(&mutation.patch).unwrap_or_default()),
+                &mutation.warnings,
+            ),
             summary,
         ),
         Err(error) => respond(uid, Verdict::Deny(error.to_string()), summary),

@@ -186,13 +186,13 @@ pub struct Envelope<T: kube_core::Resource> {
 }
 
 /// What the webhook answers to one request.
-#[derive(Debug, Clone, Copy)]
-pub enum Verdict<'a, M = String> {
-    /// Allowed, with a JSON Patch ([`Outcome::Mutated`]) or without ([`Outcome::Skipped`]),
-    /// and warnings for the user.
-    Allow(Option<&'a Patch>, &'a [String]),
+#[derive(Debug, Clone)]
+pub enum Verdict<'a> {
+    /// Allowed, with the JSON text of a JSON Patch ([`Outcome::Mutated`]) or without
+    /// ([`Outcome::Skipped`]), and warnings for the user.
+    Allow(Option<Vec<u8>>, &'a [String]),
     /// Denied with this message, shown to the user by `kubectl` ([`Outcome::Denied`]).
-    Deny(M),
+    Deny(String),
 }
 
 /// The AdmissionReview on the wire, written straight from the verdict: `response.patch` is the
@@ -231,11 +231,7 @@ struct WireStatus<'a> {
 }
 
 /// The response to the request with `uid`.
-pub fn respond<M: AsRef<str> + Into<String>>(
-    uid: &str,
-    verdict: Verdict<'_, M>,
-    mut summary: ReviewSummary,
-) -> Reviewed {
+pub fn respond(uid: &str, verdict: Verdict<'_>, mut summary: ReviewSummary) -> Reviewed {
     let (outcome, response) = match &verdict {
         Verdict::Allow(patch, warnings) => (
             if patch.is_some() {
@@ -248,14 +244,10 @@ pub fn respond<M: AsRef<str> + Into<String>>(
                 allowed: true,
                 status: None,
                 warnings,
-                // A Patch of operations with string pointers and JSON values always serializes.
-                patch: patch.map(|p| {
-                    // Serialized whole, then encoded: serde_json's many small writes straight
-                    // into a base64 writer cost more than the copy.
-                    let json = serde_json::to_vec(p).unwrap_or_default();
-                    base64::engine::general_purpose::STANDARD.encode(json)
-                }),
-                patch_type: patch.map(|_| "JSONPatch"),
+                patch: patch
+                    .as_ref()
+                    .map(|json| base64::engine::general_purpose::STANDARD.encode(json)),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
             },
         ),
         Verdict::Deny(message) => (
@@ -265,7 +257,7 @@ pub fn respond<M: AsRef<str> + Into<String>>(
                 allowed: false,
                 status: Some(WireStatus {
                     status: "Failure",
-                    message: message.as_ref(),
+                    message,
                     reason: "BadRequest",
                     code: 400,
                 }),
@@ -284,7 +276,7 @@ pub fn respond<M: AsRef<str> + Into<String>>(
     match serde_json::to_writer(&mut body, &wire) {
         Ok(()) => {
             if let Verdict::Deny(message) = verdict {
-                summary.reason = Some(message.into());
+                summary.reason = Some(message);
             }
             Reviewed {
                 outcome,
@@ -310,5 +302,7 @@ pub fn answer(
     debug_assert!(response.patch.is_none());
     debug_assert_eq!(outcome == Outcome::Mutated, patch.is_some());
     let warnings = response.warnings.as_deref().unwrap_or_default();
-    respond::<String>(&response.uid, Verdict::Allow(patch, warnings), summary)
+    // A Patch of operations with string pointers and JSON values always serializes.
+    let patch = patch.map(|p| serde_json::to_vec(p).unwrap_or_default());
+    respond(&response.uid, Verdict::Allow(patch, warnings), summary)
 }
