@@ -333,14 +333,14 @@ fn inject(
         failover_region: injection.failover_region.clone(),
         refresh: None,
     };
-    let mut container = agent_container(spec, injection, config, security_context.clone(), &plan);
+    let mut container = agent_container(spec, injection, config, security_context.clone(), &plan)?;
     if let Some(refresh) = &injection.refresh {
         let rotating = Plan {
             refresh: Some(refresh.clone()),
             ..plan.clone()
         };
         if config.native_sidecars {
-            container = agent_container(spec, injection, config, security_context, &rotating);
+            container = agent_container(spec, injection, config, security_context, &rotating)?;
             container.restart_policy = Some("Always".to_owned());
             container.startup_probe = Some(startup_probe());
             if refresh.restart {
@@ -353,7 +353,8 @@ fn inject(
                 }]);
             }
         } else {
-            let mut sidecar = agent_container(spec, injection, config, security_context, &rotating);
+            let mut sidecar =
+                agent_container(spec, injection, config, security_context, &rotating)?;
             sidecar.name = contract::SIDECAR_NAME.to_owned();
             ops.add(["spec", "containers", "-"], &sidecar);
         }
@@ -702,7 +703,7 @@ fn agent_container(
     config: &MutationConfig,
     security_context: SecurityContext,
     plan: &Plan,
-) -> Container {
+) -> Result<Container, MutationError> {
     let mut env: Vec<EnvVar> = plan
         .env()
         .into_iter()
@@ -713,8 +714,13 @@ fn agent_container(
         })
         .collect();
     let mut volume_mounts = vec![secret_mount(injection.mount_path.as_str())];
-    copy_aws_identity(spec, &mut env, &mut volume_mounts);
-    Container {
+    copy_aws_identity(
+        spec,
+        injection.mount_path.as_str(),
+        &mut env,
+        &mut volume_mounts,
+    )?;
+    Ok(Container {
         name: contract::CONTAINER_NAME.to_owned(),
         image: Some(config.image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
@@ -723,16 +729,24 @@ fn agent_container(
             contract::AGENT_SUBCOMMAND.to_owned(),
         ]),
         env: Some(env),
-        resources: Some(config.resources.clone()),
+        // A pod with pod-level resources (spec.resources) shares them among containers that set
+        // none; the agent's own would have to fit the pod's budget, which the API server checks.
+        resources: spec.resources.is_none().then(|| config.resources.clone()),
         security_context: Some(security_context),
         volume_mounts: Some(volume_mounts),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
-    }
+    })
 }
 
-/// Copy the AWS identity env and token mounts from the first app container that carries each.
-fn copy_aws_identity(spec: &PodSpec<'_>, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) {
+/// Copy the AWS identity env and token mounts from the first app container that carries each;
+/// `secret_dir` (our mount) must not hide a token.
+fn copy_aws_identity(
+    spec: &PodSpec<'_>,
+    secret_dir: &str,
+    env: &mut Vec<EnvVar>,
+    mounts: &mut Vec<VolumeMount>,
+) -> Result<(), MutationError> {
     let containers = || {
         spec.containers
             .iter()
@@ -772,6 +786,22 @@ fn copy_aws_identity(spec: &PodSpec<'_>, env: &mut Vec<EnvVar>, mounts: &mut Vec
             })
             .max_by_key(|m| m.mount_path.len());
         if let Some(holder) = holder
+            && secret_dir == holder.mount_path.trim_end_matches('/')
+        {
+            return Err(AnnotationError {
+                key: spec::MOUNT_PATH.to_owned(),
+                problem: format!(
+                    "{:?} is where container {:?} mounts volume {:?}, which holds the AWS \
+                     identity token {token_file}; the agent needs that token there too",
+                    secret_dir, container.name, holder.name
+                ),
+                fix: "set secrets.k8s.aws/mount-path to another directory, such as \
+                      /var/run/secrets/app"
+                    .to_owned(),
+            }
+            .into());
+        }
+        if let Some(holder) = holder
             && !mounts
                 .iter()
                 .any(|m| holder.mount_path == m.mount_path || holder.name == m.name)
@@ -784,6 +814,7 @@ fn copy_aws_identity(spec: &PodSpec<'_>, env: &mut Vec<EnvVar>, mounts: &mut Vec
             });
         }
     }
+    Ok(())
 }
 
 /// Append `item` to the array at `tokens`, creating it when it is absent.

@@ -17,7 +17,7 @@ use std::ops::Deref;
 
 use k8s_openapi::api::core::v1::{self as k8s, EnvVarSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as k8s_meta;
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, Visitor};
 
 /// A string of the request: borrowed from its bytes unless it held escapes.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,6 +139,9 @@ pub struct PodSpec<'a> {
     /// `shareProcessNamespace`.
     #[serde(default)]
     pub share_process_namespace: Option<bool>,
+    /// Whether the pod sets pod-level `resources` (their content is not read).
+    #[serde(default)]
+    pub resources: Option<IgnoredAny>,
 }
 
 /// `spec.securityContext`.
@@ -267,6 +270,7 @@ impl<'a> From<&'a k8s::PodSpec> for PodSpec<'a> {
             }),
             restart_policy: spec.restart_policy.as_deref().map(text),
             share_process_namespace: spec.share_process_namespace,
+            resources: spec.resources.as_ref().map(|_| IgnoredAny),
         }
     }
 }

@@ -364,6 +364,53 @@ fn irsa_identity_is_copied_with_its_token_mount() {
     assert_eq!(mounts[1]["readOnly"], true);
 }
 
+/// Found by the random-pods property: a mount path on the token's directory of a container the
+/// volume is not mounted into (so no mount collision is seen) would hide the agent's token.
+#[test]
+fn a_mount_path_on_the_identity_tokens_directory_is_denied_naming_it() {
+    let mut pod = seed_pod();
+    let dir = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+    pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!(dir);
+    pod["metadata"]["annotations"]["secrets.k8s.aws/containers"] = json!("other");
+    pod["spec"]["containers"][0]["env"] = json!([
+        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/webserver-secrets-role" },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": format!("{dir}/token") },
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "aws-iam-token", "mountPath": dir, "readOnly": true }]);
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "other", "image": "x" }));
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/mount-path: "),
+        "{err}"
+    );
+    assert!(err.contains("aws-iam-token"), "{err}");
+    // One level down, the two mounts nest and the token is copied.
+    pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!(format!("{dir}/app"));
+    let patched = apply(&pod);
+    let mounts = agent(&patched)["volumeMounts"].as_array().unwrap().clone();
+    assert_eq!(mounts[1]["name"], "aws-iam-token", "{mounts:?}");
+}
+
+/// Found by the random-pods property against the API server: pod-level requests smaller than the
+/// agent's own made the API server refuse the patched pod. With pod-level resources the agent
+/// sets none and shares the pod's.
+#[test]
+fn with_pod_level_resources_the_agent_sets_none_of_its_own() {
+    let mut pod = seed_pod();
+    assert!(agent(&apply(&pod))["resources"]["requests"]["memory"].is_string());
+    pod["spec"]["resources"] = json!({ "requests": { "memory": "8Mi", "cpu": "5m" } });
+    let patched = apply(&pod);
+    assert!(
+        agent(&patched).get("resources").is_none(),
+        "{}",
+        agent(&patched)
+    );
+}
+
 #[test]
 fn pod_identity_is_copied_with_its_token_mount() {
     let mut pod = seed_pod();

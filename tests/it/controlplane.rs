@@ -635,6 +635,29 @@ fn release_name(ns: &Namespaces) -> String {
     format!("{}-secret-inject", ns.name)
 }
 
+/// Pod-level resources (beta, on by default since 1.34) below the agent's own requests: the
+/// API server refused the injected pod until the agent shared the pod's budget instead.
+#[test]
+fn a_pod_with_tight_pod_level_resources_is_admitted_with_the_agent_inside_its_budget() {
+    let ns = Namespaces::new("podres", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let mut tight = pod("tight", json!({"secrets.k8s.aws/secret-arn": ARN}), true);
+    tight["spec"]["resources"] = json!({
+        "requests": {"cpu": "5m", "memory": "8Mi"},
+        "limits": {"cpu": "5m", "memory": "20Mi"}
+    });
+    create_ok(plane, &ns.app, &tight);
+    let stored = plane.get_json(&["pod", "tight", "-n", &ns.app]);
+    assert_eq!(init_names(&stored), ["secrets-init-container"]);
+    let agent = &stored["spec"]["initContainers"][0];
+    assert!(
+        agent.get("resources").is_none_or(|r| r == &json!({})),
+        "{agent}"
+    );
+    assert_eq!(stored["spec"]["resources"]["requests"]["memory"], "8Mi");
+}
+
 #[test]
 fn an_update_of_a_pods_labels_is_admitted_without_a_patch() {
     let ns = Namespaces::new("update", &[]);
