@@ -1022,15 +1022,28 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
         r#"{"password":"hunter2-second"}"#
     );
 
-    // No value in the webhook's logs, at trace level.
+    // No value in the webhook's logs at trace level: neither as written nor as the base64 the
+    // Secret carried it in (nor the base64 of the JSON the webhook sent to Secrets Manager).
     let logs = release.webhook.as_ref().unwrap().log_lines().join("\n");
+    assert!(
+        logs.contains("admission review"),
+        "no review was logged:\n{logs}"
+    );
     for value in [
         "hunter2-first",
         "hunter2-second",
         "plain-value",
         "dry-value",
     ] {
-        assert!(!logs.contains(value), "{value} in the webhook's logs");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        let json = base64::engine::general_purpose::STANDARD
+            .encode(format!(r#"{{"password":"{value}"}}"#));
+        for shown in [value, encoded.as_str(), json.as_str()] {
+            assert!(
+                !logs.contains(shown),
+                "{value} in the webhook's logs as {shown}"
+            );
+        }
     }
 
     // Secrets Manager down: the create is refused and nothing lands in etcd.
