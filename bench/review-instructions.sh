@@ -18,16 +18,22 @@ DRIVER=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 DRIVER=$(find "$DRIVER" -path '*/release/examples/review_driver' -type f | head -1)
 [[ -x "$DRIVER" ]] || die "review_driver not built"
 TMP=$(mktemp -d); on_exit "rm -rf $TMP"
-count() {  # count FILE REPEATS -> instructions
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/out" "$DRIVER" "$1" "$2" >/dev/null 2>"$TMP/err" \
+count() {  # count FILE REPEATS [--floor] -> instructions
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/out" "$DRIVER" "$@" >/dev/null 2>"$TMP/err" \
         || { cat "$TMP/err" >&2; die "valgrind failed"; }
     sed -n 's/^summary: //p' "$TMP/out"
 }
-printf '%-24s %14s\n' case instructions/review
+# The floor column: what bench/floor_server.rs does with the same review (parse it as a
+# serde_json::Value, answer allowed with its uid), the JSON work no webhook can avoid.
+printf '%-24s %14s %14s %8s\n' case instructions/review floor ratio
 for case in "${CASES[@]}"; do
     file=tests/golden/$case/request.json
     [[ -f "$file" ]] || die "no golden case $case"
     one=$(count "$file" 1)
     many=$(count "$file" $((N + 1)))
-    printf '%-24s %14d\n' "$case" $(( (many - one) / N ))
+    floor_one=$(count "$file" 1 --floor)
+    floor_many=$(count "$file" $((N + 1)) --floor)
+    ours=$(( (many - one) / N ))
+    floor=$(( (floor_many - floor_one) / N ))
+    printf '%-24s %14d %14d %7.2fx\n' "$case" "$ours" "$floor" "$(python3 -c "print($ours / $floor)")"
 done

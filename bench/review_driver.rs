@@ -2,7 +2,10 @@
 //! with the webhook's own `review_pod`, so `valgrind --tool=callgrind` can count the
 //! instructions of a review (a figure that does not depend on the machine's noise).
 //!
-//! Usage: review_driver REQUEST.json N
+//! Usage: review_driver REQUEST.json N [--floor]
+//!
+//! `--floor` does instead what `bench/floor_server.rs` does with a review (parse it as a
+//! `serde_json::Value`, answer allowed with its uid): the JSON work no webhook can avoid.
 
 use std::hint::black_box;
 
@@ -12,7 +15,7 @@ use secret_inject::webhook::pods::review_pod;
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(path), Some(count)) = (args.next(), args.next()) else {
-        eprintln!("usage: review_driver REQUEST.json N");
+        eprintln!("usage: review_driver REQUEST.json N [--floor]");
         return std::process::ExitCode::from(2);
     };
     let Ok(body) = std::fs::read(&path) else {
@@ -23,10 +26,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("N must be a whole number");
         return std::process::ExitCode::from(2);
     };
+    let floor = args.next().as_deref() == Some("--floor");
     let config = MutationConfig::default();
     let mut bytes = 0;
     for _ in 0..count {
-        bytes += black_box(review_pod(black_box(&body), &config)).body.len();
+        bytes += if floor {
+            let review: serde_json::Value =
+                serde_json::from_slice(black_box(&body)).unwrap_or_default();
+            let answer = serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review["request"]["uid"], "allowed": true},
+            });
+            black_box(serde_json::to_vec(&answer).unwrap_or_default()).len()
+        } else {
+            black_box(review_pod(black_box(&body), &config)).body.len()
+        };
     }
     println!("{count} reviews, {bytes} response bytes");
     std::process::ExitCode::SUCCESS
