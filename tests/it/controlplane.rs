@@ -1111,14 +1111,7 @@ fn a_sample_of_generated_pods_is_stored_injected_and_broken_annotation_sets_are_
     let ns = Namespaces::new("generated", &[]);
     let plane = shared();
     let _release = Release::install(&ns, &[]);
-    let names = |pod: &Value, field: &str| -> Vec<String> {
-        pod["spec"][field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let names = random_pod::names;
     for case in random_pod::sample(5, 2) {
         let name = case.pod["metadata"]["name"].as_str().unwrap().to_owned();
         eprintln!(

@@ -418,28 +418,13 @@ mod random_pods {
             let mut ours = case.pod.clone();
             json_patch::patch(&mut ours, &patch).unwrap();
             let name = case.pod["metadata"]["name"].as_str().unwrap();
-            let (pod_file, patch_file) = (
-                work.path().join(format!("{name}.json")),
-                work.path().join(format!("{name}-patch.json")),
+            let dir = work.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let kubectl = common::kubectl_patch_local(
+                &dir,
+                &case.pod,
+                &serde_json::to_value(&patch).unwrap(),
             );
-            std::fs::write(&pod_file, case.pod.to_string()).unwrap();
-            std::fs::write(&patch_file, serde_json::to_vec(&patch).unwrap()).unwrap();
-            let kubectl: serde_json::Value = serde_json::from_slice(&common::run_tool(
-                "kubectl",
-                &[
-                    "patch",
-                    "--local",
-                    "-f",
-                    &pod_file.to_string_lossy(),
-                    "--type=json",
-                    "--patch-file",
-                    &patch_file.to_string_lossy(),
-                    "-o",
-                    "json",
-                ],
-                None,
-            ))
-            .unwrap();
             assert_eq!(kubectl, ours, "{name}: kubectl and json_patch differ");
             let text = ours.to_string();
             let new_fields = ours["spec"]["resources"].is_object()

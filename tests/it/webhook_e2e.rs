@@ -100,29 +100,6 @@ fn kubectl_pods() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn kubectl_patch_local(dir: &std::path::Path, pod: &Value, patch: &Value) -> Value {
-    let pod_file = dir.join("pod.json");
-    let patch_file = dir.join("patch.json");
-    std::fs::write(&pod_file, serde_json::to_vec(pod).unwrap()).unwrap();
-    std::fs::write(&patch_file, serde_json::to_vec(patch).unwrap()).unwrap();
-    let out = common::run_tool(
-        "kubectl",
-        &[
-            "patch",
-            "--local",
-            "-f",
-            &pod_file.to_string_lossy(),
-            "--type=json",
-            "--patch-file",
-            &patch_file.to_string_lossy(),
-            "-o",
-            "json",
-        ],
-        None,
-    );
-    serde_json::from_slice(&out).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_objects_are_injected_applied_validated_and_stable() {
     let server = Webhook::start(&[]);
@@ -148,7 +125,7 @@ async fn kubectl_objects_are_injected_applied_validated_and_stable() {
         assert_eq!(answer["response"]["patchType"], "JSONPatch", "{label}");
         let patch = decode_patch(&answer).expect("a patch");
 
-        let patched = kubectl_patch_local(work.path(), &pod, &patch);
+        let patched = common::kubectl_patch_local(work.path(), &pod, &patch);
         let patched_file = work.path().join(format!("patched-{i}.json"));
         // The API server names a generateName pod after admission; kubernetes-validate needs one.
         let mut named = patched.clone();

@@ -231,3 +231,32 @@ pub fn secret_inject(args: &[&str], stdin: Option<&[u8]>) -> std::process::Outpu
     drop(pipe);
     child.wait_with_output().unwrap()
 }
+
+/// `kubectl patch --local --type=json` of `pod` with `patch` (files written in `dir`): the patched
+/// object as kubectl applies it.
+pub fn kubectl_patch_local(
+    dir: &Path,
+    pod: &serde_json::Value,
+    patch: &serde_json::Value,
+) -> serde_json::Value {
+    let pod_file = dir.join("pod.json");
+    let patch_file = dir.join("patch.json");
+    std::fs::write(&pod_file, serde_json::to_vec(pod).unwrap()).unwrap();
+    std::fs::write(&patch_file, serde_json::to_vec(patch).unwrap()).unwrap();
+    let out = run_tool(
+        "kubectl",
+        &[
+            "patch",
+            "--local",
+            "-f",
+            &pod_file.to_string_lossy(),
+            "--type=json",
+            "--patch-file",
+            &patch_file.to_string_lossy(),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    serde_json::from_slice(&out).unwrap()
+}

@@ -547,7 +547,8 @@ struct Secret {
     env: Vec<String>,
 }
 
-fn names(pod: &Value, field: &str) -> Vec<String> {
+/// The `name`s of a pod's `spec.<field>` list, in order.
+pub fn names(pod: &Value, field: &str) -> Vec<String> {
     pod["spec"][field]
         .as_array()
         .into_iter()
