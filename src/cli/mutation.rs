@@ -5,6 +5,8 @@ use clap::Args;
 
 use crate::contract;
 use crate::mutate::{MutationConfig, Settings, SettingsError, defaults};
+use crate::spec::Limits;
+use crate::spec::limits::defaults as limit;
 
 /// What the injected container looks like.
 #[derive(Args, Debug)]
@@ -54,6 +56,53 @@ pub struct MutationArgs {
         value_enum
     )]
     native_sidecars: Mode,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// How much one pod may ask for: checked on a pod that opts in before its annotations are
+/// parsed, and on the patch before it is built. A pod over a limit is denied with a message that
+/// names it. The defaults admit every realistic pod and keep the work of one review small.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// Most bytes of annotations (keys and values, all of them, as the API server counts them) a
+    /// pod that opts in may carry. The default is the API server's own limit (256 KiB); a webhook
+    /// sees a pod before the API server checks it.
+    #[arg(long, env = "SECRET_INJECT_MAX_ANNOTATION_BYTES", default_value_t = limit::ANNOTATION_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_annotation_bytes: u32,
+    /// Most secrets one pod may name (secret-arn and secret-arn.<n> annotations).
+    #[arg(long, env = "SECRET_INJECT_MAX_SECRETS", default_value_t = limit::SECRETS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_secrets: u32,
+    /// Most env vars one pod's env and env.<n> annotations may bind together (each becomes a
+    /// fileKeyRef env var in every container that gets the secrets).
+    #[arg(long, env = "SECRET_INJECT_MAX_ENV_BINDINGS", default_value_t = limit::ENV_BINDINGS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_env_bindings: u32,
+    /// Most containers and init containers a pod that opts in may have (and names in its
+    /// secrets.k8s.aws/containers annotation).
+    #[arg(long, env = "SECRET_INJECT_MAX_CONTAINERS", default_value_t = limit::CONTAINERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_containers: u32,
+    /// Most bytes of JSON Patch one pod's injection may take (the response carries its base64).
+    /// The patch grows with env vars × containers; it is measured before it is built.
+    #[arg(long, env = "SECRET_INJECT_MAX_PATCH_BYTES", default_value_t = limit::PATCH_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_patch_bytes: u32,
+}
+
+impl LimitArgs {
+    /// The limits as given.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            annotation_bytes: self.max_annotation_bytes as usize,
+            secrets: self.max_secrets as usize,
+            env_bindings: self.max_env_bindings as usize,
+            containers: self.max_containers as usize,
+            patch_bytes: self.max_patch_bytes as usize,
+        }
+    }
 }
 
 /// How a cluster feature is used: always, never, or decided from the cluster's version.
@@ -110,6 +159,7 @@ impl MutationArgs {
             volume_size_limit,
             env_files,
             native_sidecars,
+            limits,
         } = self;
         MutationConfig::new(&Settings {
             image: sidecar_image,
@@ -129,6 +179,7 @@ impl MutationArgs {
                 Mode::Never => false,
                 Mode::Auto => auto.native_sidecars,
             },
+            limits: limits.limits(),
         })
     }
 }

@@ -6,6 +6,8 @@
 //! the patch. Arrays are appended to or inserted into, never replaced, so what other webhooks
 //! added survives.
 
+use std::collections::{HashMap, HashSet};
+
 use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
@@ -14,9 +16,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::contract::{self, FileMode, Plan, SecretPlan};
-use crate::spec::{self, AnnotationError, InitContainerPosition, InjectionSpec, Request};
+use crate::spec::{
+    self, AnnotationError, InitContainerPosition, InjectionSpec, Limit, LimitError, Limits,
+    Request, SecretSpec, SpecError,
+};
 
 pub mod patch;
 pub mod pod;
@@ -56,6 +62,8 @@ pub struct MutationConfig {
     /// Whether the cluster reads env vars from files (`fileKeyRef`, the EnvFiles feature: beta
     /// and on by default since Kubernetes 1.35). Without it `env.<n>` annotations are denied.
     pub env_files: bool,
+    /// How much one pod may ask for ([`Limits`]).
+    pub limits: Limits,
 }
 
 /// The operator's settings as given, before validation.
@@ -79,6 +87,8 @@ pub struct Settings<'a> {
     pub env_files: bool,
     /// Whether the cluster runs native sidecars.
     pub native_sidecars: bool,
+    /// How much one pod may ask for.
+    pub limits: Limits,
 }
 
 impl Default for Settings<'_> {
@@ -93,6 +103,7 @@ impl Default for Settings<'_> {
             volume_size_limit: defaults::VOLUME_SIZE_LIMIT,
             env_files: true,
             native_sidecars: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -137,6 +148,21 @@ impl MutationConfig {
                 problem: "is not Always, IfNotPresent or Never",
             });
         }
+        for limit in [
+            Limit::AnnotationBytes,
+            Limit::Secrets,
+            Limit::EnvBindings,
+            Limit::Containers,
+            Limit::PatchBytes,
+        ] {
+            if limit.of(&settings.limits) == 0 {
+                return Err(SettingsError {
+                    flag: limit.flag(),
+                    value: "0".to_owned(),
+                    problem: "is not a limit; give at least 1",
+                });
+            }
+        }
         let mut limits = std::collections::BTreeMap::from([(
             "memory".to_owned(),
             quantity("sidecar-memory-limit", settings.memory_limit)?,
@@ -167,6 +193,7 @@ impl MutationConfig {
             volume_size_limit: quantity("volume-size-limit", settings.volume_size_limit)?,
             env_files: settings.env_files,
             native_sidecars: settings.native_sidecars,
+            limits: settings.limits,
         })
     }
 }
@@ -208,22 +235,56 @@ pub enum MutationError {
     /// The pod already holds something the injection needs.
     #[error("{0}")]
     Conflict(String),
+    /// The pod asks for more than a limit allows.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+impl From<SpecError> for MutationError {
+    fn from(error: SpecError) -> Self {
+        match error {
+            SpecError::Annotation(e) => e.into(),
+            SpecError::Limit(e) => e.into(),
+        }
+    }
 }
 
 /// Compute the patch that injects the pod described by `metadata` and `spec`.
 ///
 /// Returns `Ok(None)` when the pod does not ask for injection, or was injected already and
 /// needs nothing more.
+///
+/// The work is linear in the pod (n log n in its secrets), and bounded by `config.limits`: a pod
+/// that opts in is checked against them before its annotations are parsed and before the patch
+/// is built (see [`spec::limits`]).
 pub fn mutate(
     metadata: &ObjectMeta<'_>,
     spec: &PodSpec<'_>,
     config: &MutationConfig,
 ) -> Result<Option<Mutation>, MutationError> {
-    match InjectionSpec::from_annotations(metadata.annotations.as_ref())? {
+    let limits = &config.limits;
+    match InjectionSpec::from_annotations_within(metadata.annotations.as_ref(), limits)? {
         Request::None => Ok(None),
-        Request::AlreadyInjected(injection) => reconcile_mounts(spec, &injection),
-        Request::Inject(injection) => inject(metadata, spec, &injection, config).map(Some),
+        Request::AlreadyInjected(injection) => {
+            check_containers(spec, limits)?;
+            reconcile_mounts(spec, &injection, limits)
+        }
+        Request::Inject(injection) => {
+            check_containers(spec, limits)?;
+            inject(metadata, spec, &injection, config).map(Some)
+        }
     }
+}
+
+/// The pod's containers and init containers within [`Limits::containers`].
+fn check_containers(spec: &PodSpec<'_>, limits: &Limits) -> Result<(), LimitError> {
+    let count = spec.containers.len() + spec.init_containers.as_ref().map_or(0, Vec::len);
+    Limit::Containers.check(
+        limits,
+        count,
+        || "spec.containers and spec.initContainers".to_owned(),
+        || "inject the secrets into a pod with fewer containers".to_owned(),
+    )
 }
 
 fn inject(
@@ -254,9 +315,10 @@ fn inject(
     }
 
     let mounted = selected_containers(spec, injection)?;
+    let bound = bound_env_vars(injection);
     for (field, _, container) in &mounted {
         check_mount_collision(field, container, mount_path)?;
-        check_env_collision(field, container, injection)?;
+        check_env_collision(field, container, &bound)?;
     }
     if !config.env_files
         && let Some((secret, _)) = injection.env_bindings().next()
@@ -318,12 +380,8 @@ fn inject(
     );
     // 3. The mounts and env vars, with the original indices (before our init container
     // shifts them).
-    let mount = secret_mount(mount_path);
-    let env = file_env(injection);
-    for (field, index, container) in &mounted {
-        append_mount(&mut ops, field, *index, container, &mount);
-        append_env(&mut ops, field, *index, container, &env);
-    }
+    let adds = ContainerAdds::new(mount_path, injection);
+    adds.append(&mut ops, &mounted, &config.limits)?;
     // 4. The init container; with rotation, it is a native sidecar, or a regular sidecar
     // container keeps the files current.
     let plan = Plan {
@@ -369,10 +427,23 @@ fn inject(
         }
         (true, InitContainerPosition::Last) => ops.add(["spec", "initContainers", "-"], &container),
     }
+    check_patch(&ops, &config.limits)?;
     Ok(Mutation {
         patch: ops,
         warnings,
     })
+}
+
+/// The whole patch within [`Limits::patch_bytes`]. The part that grows with the containers is
+/// measured before it is built ([`ContainerAdds::append`]); the rest (the agent container and
+/// its plan) is linear in the annotations, which are limited before they are parsed.
+fn check_patch(ops: &JsonPatch, limits: &Limits) -> Result<(), LimitError> {
+    Limit::PatchBytes.check(
+        limits,
+        ops.json_len(),
+        || "the JSON Patch of the injection".to_owned(),
+        || "ask for fewer secrets, or shorten their annotations".to_owned(),
+    )
 }
 
 /// An injected pod gets our mount in containers added since (e.g. by a webhook that ran after
@@ -380,31 +451,39 @@ fn inject(
 fn reconcile_mounts(
     spec: &PodSpec<'_>,
     injection: &InjectionSpec,
+    limits: &Limits,
 ) -> Result<Option<Mutation>, MutationError> {
     if !has_secret_volume(spec) {
         // Marked injected by someone else, or our volume was removed: nothing safe to do.
         return Ok(None);
     }
     let mount_path = injection.mount_path.as_str();
-    let mut ops = JsonPatch::default();
-    let mount = secret_mount(mount_path);
-    let env = file_env(injection);
+    let names = injection
+        .containers
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect::<HashSet<_>>());
+    let bound = bound_env_vars(injection);
+    let mut missing = Vec::new();
     for (index, container) in spec.containers.iter().enumerate() {
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         if mounts.iter().any(|m| m.name == contract::VOLUME_NAME) {
             continue;
         }
-        if let Some(names) = &injection.containers
-            && !names.iter().any(|n| container.name == *n)
+        if let Some(names) = &names
+            && !names.contains(&*container.name)
         {
             continue;
         }
         check_mount_collision("containers", container, mount_path)?;
-        check_env_collision("containers", container, injection)?;
-        append_mount(&mut ops, "containers", index, container, &mount);
-        append_env(&mut ops, "containers", index, container, &env);
+        check_env_collision("containers", container, &bound)?;
+        missing.push(("containers", index, container));
     }
-    Ok((!ops.is_empty()).then(|| Mutation {
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let mut ops = JsonPatch::default();
+    ContainerAdds::new(mount_path, injection).append(&mut ops, &missing, limits)?;
+    Ok(Some(Mutation {
         patch: ops,
         warnings: Vec::new(),
     }))
@@ -438,13 +517,12 @@ fn selected_containers<'a, 'b>(
     let Some(names) = &injection.containers else {
         return Ok(candidates.collect());
     };
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
     let selected: Vec<_> = candidates
-        .filter(|(_, _, c)| names.iter().any(|n| c.name == *n))
+        .filter(|(_, _, c)| wanted.contains(&*c.name))
         .collect();
-    if let Some(missing) = names
-        .iter()
-        .find(|name| !selected.iter().any(|(_, _, c)| &c.name == *name))
-    {
+    let found: HashSet<&str> = selected.iter().map(|(_, _, c)| &*c.name).collect();
+    if let Some(missing) = names.iter().find(|name| !found.contains(name.as_str())) {
         let problem = if init_containers.iter().any(|c| &c.name == missing) {
             format!(
                 "init container {missing:?} runs before {}, so it cannot read the secrets",
@@ -469,44 +547,48 @@ fn selected_containers<'a, 'b>(
     Ok(selected)
 }
 
-/// The `fileKeyRef` env vars of the pod's `env.<n>` annotations: each reads its own name from
-/// the env file the agent writes.
-fn file_env(injection: &InjectionSpec) -> Vec<EnvVar> {
+/// The `fileKeyRef` env var of one `env.<n>` binding: it reads its own name from the env file the
+/// agent writes.
+fn file_env(var: &str) -> EnvVar {
+    EnvVar {
+        name: var.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            file_key_ref: Some(FileKeySelector {
+                volume_name: contract::VOLUME_NAME.to_owned(),
+                path: contract::ENV_FILE.to_owned(),
+                key: var.to_owned(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The env vars the pod's `env.<n>` annotations bind, each with the secret that feeds it.
+fn bound_env_vars(injection: &InjectionSpec) -> HashMap<&str, &SecretSpec> {
     injection
         .env_bindings()
-        .map(|(_, binding)| EnvVar {
-            name: binding.var.clone(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                file_key_ref: Some(FileKeySelector {
-                    volume_name: contract::VOLUME_NAME.to_owned(),
-                    path: contract::ENV_FILE.to_owned(),
-                    key: binding.var.clone(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
-        })
+        .map(|(secret, binding)| (binding.var.as_str(), secret))
         .collect()
 }
 
+/// A container that sets an env var the annotations bind: denied, naming the annotation.
 fn check_env_collision(
     field: &str,
     container: &pod::Container<'_>,
-    injection: &InjectionSpec,
+    bound: &HashMap<&str, &SecretSpec>,
 ) -> Result<(), MutationError> {
-    for (secret, binding) in injection.env_bindings() {
-        if container
-            .env
-            .iter()
-            .flatten()
-            .any(|e| e.name == binding.var)
-        {
+    if bound.is_empty() {
+        return Ok(());
+    }
+    for existing in container.env.iter().flatten() {
+        if let Some(secret) = bound.get(&*existing.name) {
             return Err(AnnotationError {
                 key: secret.key_of(spec::ENV),
                 problem: format!(
                     "container {:?} (spec.{field}) already sets env var {}",
-                    container.name, binding.var
+                    container.name, existing.name
                 ),
                 fix: "remove it from the container, or give the secret's env var another name"
                     .to_owned(),
@@ -517,28 +599,123 @@ fn check_env_collision(
     Ok(())
 }
 
-fn append_env(
-    ops: &mut JsonPatch,
-    field: &str,
-    index: usize,
-    container: &pod::Container<'_>,
-    env: &[EnvVar],
-) {
-    if env.is_empty() {
-        return;
-    }
-    let mut path = PointerBuf::from_tokens(["spec", field]);
-    path.push_back(index);
-    path.push_back("env");
-    if container.env.is_some() {
-        for var in env {
-            let mut path = path.clone();
-            path.push_back("-");
-            ops.push(path, var);
+/// What every container that gets the secrets gets: the volume mount and the `fileKeyRef` env
+/// vars, each serialized once however many containers there are (alone, for a container that has
+/// the list, and as a list, for one that has none).
+struct ContainerAdds {
+    mount: Box<RawValue>,
+    mounts: Box<RawValue>,
+    env: Vec<Box<RawValue>>,
+    /// The JSON bytes of `env` together.
+    env_bytes: usize,
+    envs: Box<RawValue>,
+}
+
+impl ContainerAdds {
+    fn new(mount_path: &str, injection: &InjectionSpec) -> Self {
+        let mount = patch::raw(&secret_mount(mount_path));
+        let env: Vec<_> = injection
+            .env_bindings()
+            .map(|(_, binding)| patch::raw(&file_env(&binding.var)))
+            .collect();
+        ContainerAdds {
+            mounts: patch::raw_array(std::slice::from_ref(&mount)),
+            mount,
+            envs: patch::raw_array(&env),
+            env_bytes: env.iter().map(|var| var.get().len()).sum(),
+            env,
         }
-    } else {
-        ops.push(path, &env);
     }
+
+    /// Append the mount and env vars of each of `containers` (field, index, container). The
+    /// patch grows with containers × env vars, so its size is computed first (exactly, from the
+    /// serialized values) and the pod denied when it would pass [`Limits::patch_bytes`].
+    fn append(
+        &self,
+        ops: &mut JsonPatch,
+        containers: &[(&'static str, usize, &pod::Container<'_>)],
+        limits: &Limits,
+    ) -> Result<(), LimitError> {
+        let size = containers
+            .iter()
+            .fold(ops.json_len(), |sum, (field, index, c)| {
+                sum.saturating_add(self.json_len(field, *index, c))
+            });
+        Limit::PatchBytes.check(
+            limits,
+            size,
+            || {
+                format!(
+                    "spec.containers and spec.initContainers ({} containers get the secret volume \
+                     and {} env vars each)",
+                    containers.len(),
+                    self.env.len()
+                )
+            },
+            || {
+                format!(
+                    "every env var of {} is added to every container that gets the secrets: name \
+                     fewer containers in {}, or bind fewer env vars",
+                    spec::ENV,
+                    spec::CONTAINERS
+                )
+            },
+        )?;
+        for (field, index, container) in containers {
+            let mut path = PointerBuf::from_tokens(["spec", *field]);
+            path.push_back(*index);
+            let mut mounts = path.clone();
+            mounts.push_back("volumeMounts");
+            if container.volume_mounts.is_some() {
+                mounts.push_back("-");
+                ops.push_raw(mounts, self.mount.clone());
+            } else {
+                ops.push_raw(mounts, self.mounts.clone());
+            }
+            if self.env.is_empty() {
+                continue;
+            }
+            path.push_back("env");
+            if container.env.is_some() {
+                path.push_back("-");
+                for var in &self.env {
+                    ops.push_raw(path.clone(), var.clone());
+                }
+            } else {
+                ops.push_raw(path, self.envs.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes [`Self::append`] adds to the patch for `field[index]`, each operation with the
+    /// comma before it.
+    fn json_len(&self, field: &str, index: usize, container: &pod::Container<'_>) -> usize {
+        let op = |path: usize, value: &RawValue| 1 + patch::Add::json_len_of(path, value);
+        // `/spec/<field>/<index>`
+        let base = "/spec/".len() + field.len() + 1 + decimal_digits(index);
+        let mut bytes = if container.volume_mounts.is_some() {
+            op(base + "/volumeMounts/-".len(), &self.mount)
+        } else {
+            op(base + "/volumeMounts".len(), &self.mounts)
+        };
+        if self.env.is_empty() {
+            return bytes;
+        }
+        if container.env.is_some() {
+            // One operation per env var: its value, the frame and the path.
+            let frame = 1 + patch::Add::json_len_of(base + "/env/-".len(), RawValue::NULL);
+            let frames = (frame - RawValue::NULL.get().len()).saturating_mul(self.env.len());
+            bytes = bytes.saturating_add(frames).saturating_add(self.env_bytes);
+        } else {
+            bytes = bytes.saturating_add(op(base + "/env".len(), &self.envs));
+        }
+        bytes
+    }
+}
+
+fn decimal_digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 fn has_secret_volume(spec: &PodSpec<'_>) -> bool {
@@ -828,25 +1005,9 @@ fn append(ops: &mut JsonPatch, tokens: &[&str], exists: bool, item: &impl Serial
     }
 }
 
-fn append_mount(
-    ops: &mut JsonPatch,
-    field: &str,
-    index: usize,
-    container: &pod::Container<'_>,
-    mount: &VolumeMount,
-) {
-    let mut path = PointerBuf::from_tokens(["spec", field]);
-    path.push_back(index);
-    path.push_back("volumeMounts");
-    if container.volume_mounts.is_some() {
-        path.push_back("-");
-        ops.push(path, mount);
-    } else {
-        ops.push(path, &[mount]);
-    }
-}
-
 pub mod secret;
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

@@ -5,13 +5,15 @@
 //! The keys and defaults are the AWS "Secrets Controller" proof of concept's contract, so a
 //! manifest written for it works unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 mod arn;
+pub mod limits;
 mod path;
 mod select;
 
 pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name};
+pub use limits::{Limit, LimitError, Limits};
 pub use path::{MountPath, RelativeFileName};
 pub use select::{
     EnvBinding, KeySelector, OutputFormat, SecretName, VersionSelector, is_env_var_name,
@@ -70,8 +72,8 @@ pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
 pub const DEFAULT_SECRET_FILENAME: &str = "secret";
 /// Version stage fetched from Secrets Manager when none is given.
 pub const DEFAULT_VERSION_STAGE: &str = "AWSCURRENT";
-/// Most secrets one pod may name.
-pub const MAX_SECRETS: usize = 100;
+/// Most secrets one pod may name by default (`--max-secrets`).
+pub const MAX_SECRETS: usize = limits::defaults::SECRETS;
 
 /// Keys that describe one secret: `<key>` for the unnamed secret, `<key>.<n>` for secret `<n>`.
 pub const SECRET_KEYS: &[&str] = &[
@@ -242,6 +244,99 @@ impl AnnotationError {
     }
 }
 
+/// Why a pod's annotations cannot be injected: an annotation is wrong, or the pod asks for more
+/// than a limit allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// An annotation is wrong.
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    /// Over a limit (checked before the annotations are parsed).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+impl From<LimitError> for AnnotationError {
+    /// A limit of the grammar, reported as a problem of the annotation it counts.
+    fn from(error: LimitError) -> Self {
+        let key = match error.limit {
+            Limit::Secrets => SECRET_ARN,
+            Limit::EnvBindings => ENV,
+            Limit::Containers => CONTAINERS,
+            Limit::AnnotationBytes | Limit::PatchBytes => "metadata.annotations",
+        };
+        AnnotationError {
+            key: key.to_owned(),
+            problem: format!(
+                "{} {}, more than the limit of {} (--{}, {})",
+                error.found,
+                error.limit.unit(),
+                error.max,
+                error.limit.flag(),
+                error.limit.env()
+            ),
+            fix: error.fix,
+        }
+    }
+}
+
+/// Check what a pod that opts in asks for against the limits, by counting, before anything is
+/// parsed: the bytes of all its annotations (as the API server counts them), its secrets (the
+/// `secret-arn` keys), its env bindings (the items of its `env` values) and the names in
+/// `containers`. One pass over the annotations, no allocation.
+fn check_limits(annotations: &BTreeMap<String, String>, limits: &Limits) -> Result<(), LimitError> {
+    let arn_base = &SECRET_ARN[PREFIX.len()..];
+    let env_base = &ENV[PREFIX.len()..];
+    let items = |value: &str| value.bytes().filter(|b| *b == b',').count() + 1;
+    let (mut bytes, mut secrets, mut bindings, mut names) = (0usize, 0, 0, 0);
+    for (key, value) in annotations {
+        bytes = bytes.saturating_add(key.len() + value.len());
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let base = rest.split_once('.').map_or(rest, |(base, _)| base);
+        if base == arn_base {
+            secrets += 1;
+        } else if base == env_base {
+            bindings += items(value);
+        } else if key == CONTAINERS {
+            names = items(value);
+        }
+    }
+    Limit::AnnotationBytes.check(
+        limits,
+        bytes,
+        || "metadata.annotations".to_owned(),
+        || {
+            "remove annotations or shorten their values (Kubernetes itself stores at most \
+             256 KiB of annotations per object)"
+                .to_owned()
+        },
+    )?;
+    Limit::Secrets.check(
+        limits,
+        secrets,
+        || format!("annotations {SECRET_ARN} and {SECRET_ARN}.<name>"),
+        || "split the secrets across pods, or store related values in one JSON secret".to_owned(),
+    )?;
+    Limit::EnvBindings.check(
+        limits,
+        bindings,
+        || format!("annotations {ENV} and {ENV}.<name>"),
+        || {
+            "bind fewer env vars, or read the values from the secret's file (secret-format env \
+             writes a dotenv file the app can source)"
+                .to_owned()
+        },
+    )?;
+    Limit::Containers.check(
+        limits,
+        names,
+        || format!("annotation {CONTAINERS}"),
+        || "list each container that gets the secrets once".to_owned(),
+    )
+}
+
 /// The annotations with our prefix, split into pod keys and per-secret groups.
 struct Annotations<'a> {
     pod: BTreeMap<&'static str, &'a str>,
@@ -300,10 +395,23 @@ impl<'a> Annotations<'a> {
 }
 
 impl InjectionSpec {
-    /// Parse and validate a pod's annotations.
+    /// Parse and validate a pod's annotations within the default [`Limits`]; a limit is
+    /// reported as a problem of the annotation it counts.
     pub fn from_annotations(
         annotations: Option<&BTreeMap<String, String>>,
     ) -> Result<Request, AnnotationError> {
+        Self::from_annotations_within(annotations, &Limits::default()).map_err(|e| match e {
+            SpecError::Annotation(e) => e,
+            SpecError::Limit(e) => e.into(),
+        })
+    }
+
+    /// Parse and validate a pod's annotations. A pod that opts in is first checked against
+    /// `limits` by counting ([`Limit`]); a pod that does not costs one pass over its keys.
+    pub fn from_annotations_within(
+        annotations: Option<&BTreeMap<String, String>>,
+        limits: &Limits,
+    ) -> Result<Request, SpecError> {
         let Some(annotations) = annotations else {
             return Ok(Request::None);
         };
@@ -316,7 +424,8 @@ impl InjectionSpec {
                     INJECTOR_WEBHOOK,
                     format!("value {} is not recognised", quote(other)),
                     "use \"enabled\" or \"disabled\"",
-                ));
+                )
+                .into());
             }
         };
         if switch == Some(false) {
@@ -330,6 +439,12 @@ impl InjectionSpec {
             // Not ours to check: a pod that does not opt in is left alone.
             return Ok(Request::None);
         }
+        check_limits(annotations, limits)?;
+        Ok(Self::parse(annotations)?)
+    }
+
+    /// Parse the annotations of a pod that opts in, once they are within the limits.
+    fn parse(annotations: &BTreeMap<String, String>) -> Result<Request, AnnotationError> {
         let ours = Annotations::split(annotations)?;
         if !ours.opts_in() {
             return Err(AnnotationError::new(
@@ -343,16 +458,6 @@ impl InjectionSpec {
         let mut secrets = Vec::with_capacity(ours.secrets.len());
         for (name, keys) in &ours.secrets {
             secrets.push(SecretSpec::parse(*name, keys)?);
-        }
-        if secrets.len() > MAX_SECRETS {
-            return Err(AnnotationError::new(
-                SECRET_ARN,
-                format!(
-                    "the pod names {} secrets, more than {MAX_SECRETS}",
-                    secrets.len()
-                ),
-                "split the secrets across pods, or store related values in one JSON secret",
-            ));
         }
         check_overlaps(&secrets)?;
         let spec = InjectionSpec {
@@ -534,42 +639,55 @@ impl SecretSpec {
 }
 
 /// Two secrets writing the same file, or one's file inside the other's, or the same env var
-/// twice: denied, naming both annotations.
+/// twice: denied, naming both annotations. O(n log n) in the secrets and linear in the bindings:
+/// ordered component by component, a file name is followed directly by the names inside it.
 fn check_overlaps(secrets: &[SecretSpec]) -> Result<(), AnnotationError> {
-    for (i, a) in secrets.iter().enumerate() {
-        for b in &secrets[i + 1..] {
-            let (pa, pb) = (a.file_name.as_str(), b.file_name.as_str());
-            let inside = |outer: &str, inner: &str| {
-                inner
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.starts_with('/'))
-            };
-            if pa == pb || inside(pa, pb) || inside(pb, pa) {
-                return Err(AnnotationError::new(
-                    b.key_of(SECRET_FILENAME),
-                    format!(
-                        "{} writes {pb:?}, which collides with {pa:?} of {}",
-                        b.label(),
-                        a.label()
-                    ),
-                    format!(
-                        "give {} or {} a file name of its own",
-                        b.key_of(SECRET_FILENAME),
-                        a.key_of(SECRET_FILENAME)
-                    ),
-                ));
-            }
-            if let Some(var) = b
-                .env
-                .iter()
-                .find(|vb| a.env.iter().any(|va| va.var == vb.var))
-            {
-                return Err(AnnotationError::new(
-                    b.key_of(ENV),
-                    format!("{} is also set by {}", var.var, a.key_of(ENV)),
-                    "give each env var one source",
-                ));
-            }
+    let mut by_file: Vec<(usize, &str)> = secrets
+        .iter()
+        .map(|s| s.file_name.as_str())
+        .enumerate()
+        .collect();
+    by_file.sort_unstable_by(|(_, x), (_, y)| x.split('/').cmp(y.split('/')));
+    for pair in by_file.windows(2) {
+        let [(i, outer), (j, inner)] = [pair[0], pair[1]];
+        let inside = inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !inside {
+            continue;
+        }
+        // Reported on the later secret, as it is written.
+        let ((a, pa), (b, pb)) = if i < j {
+            ((&secrets[i], outer), (&secrets[j], inner))
+        } else {
+            ((&secrets[j], inner), (&secrets[i], outer))
+        };
+        return Err(AnnotationError::new(
+            b.key_of(SECRET_FILENAME),
+            format!(
+                "{} writes {pb:?}, which collides with {pa:?} of {}",
+                b.label(),
+                a.label()
+            ),
+            format!(
+                "give {} or {} a file name of its own",
+                b.key_of(SECRET_FILENAME),
+                a.key_of(SECRET_FILENAME)
+            ),
+        ));
+    }
+    let mut env: HashMap<&str, &SecretSpec> = HashMap::new();
+    for (b, binding) in secrets
+        .iter()
+        .flat_map(|s| s.env.iter().map(move |binding| (s, binding)))
+    {
+        // Within one secret, EnvBinding::parse_list has denied a var given twice.
+        if let Some(a) = env.insert(&binding.var, b) {
+            return Err(AnnotationError::new(
+                b.key_of(ENV),
+                format!("{} is also set by {}", binding.var, a.key_of(ENV)),
+                "give each env var one source",
+            ));
         }
     }
     Ok(())
@@ -688,9 +806,10 @@ pub fn loopback_url(url: &str) -> Option<(&str, u16, &str)> {
     (loopback && clean && port != 0).then_some((host, port, path))
 }
 
-/// `a,b,c`: container names (DNS labels), each once.
+/// `a,b,c`: container names (DNS labels), each once, in order.
 fn parse_containers(value: &str) -> Result<Vec<String>, AnnotationError> {
     let mut names: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
     for name in value.split(',').map(str::trim) {
         if SecretName::parse(name).is_err() {
             return Err(AnnotationError::new(
@@ -699,7 +818,7 @@ fn parse_containers(value: &str) -> Result<Vec<String>, AnnotationError> {
                 "list the names of the containers that get the secrets, separated by commas",
             ));
         }
-        if !names.iter().any(|n| n == name) {
+        if seen.insert(name) {
             names.push(name.to_owned());
         }
     }
@@ -728,6 +847,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     STATUS,
 ];
 
+/// Longest unknown key name (without prefix and suffix) compared with the known ones.
+const MAX_KEY_GUESS: usize = 64;
+
 /// On a pod that opts in, a key with our prefix that the grammar does not know is a typo that
 /// would otherwise be ignored silently: deny it, naming the closest known key.
 fn unknown_key(unknown: &str) -> AnnotationError {
@@ -738,8 +860,20 @@ fn unknown_key(unknown: &str) -> AnnotationError {
         Some((base, suffix)) => (base, Some(suffix)),
         None => (name, None),
     };
-    let closest = KNOWN_KEYS
-        .iter()
+    // A suffix that is no secret name is not repeated; a base much longer than every key is
+    // close to none (the distance is at least the difference in length), and the distance costs
+    // time and memory in the product of the lengths.
+    let suffix = suffix.map(|s| {
+        if SecretName::parse(s).is_ok() {
+            s
+        } else {
+            "<name>"
+        }
+    });
+    let closest = (base.len() <= MAX_KEY_GUESS)
+        .then_some(KNOWN_KEYS)
+        .into_iter()
+        .flatten()
         .map(|known| {
             let known_name = &known[PREFIX.len()..];
             (strsim::damerau_levenshtein(base, known_name), *known)
@@ -1071,7 +1205,12 @@ mod tests {
             .collect();
         let many: BTreeMap<String, String> = many.into_iter().collect();
         let err = InjectionSpec::from_annotations(Some(&many)).unwrap_err();
-        assert!(err.problem.contains("more than 100"), "{err}");
+        assert_eq!(err.key, SECRET_ARN);
+        assert!(
+            err.problem
+                .contains("101 secrets, more than the limit of 100 (--max-secrets"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1139,6 +1278,211 @@ mod tests {
             Ok(Request::None)
         );
         assert!(parse(&[(SECRET_ARN, ARN), ("example.com/mount-paht", "x")]).is_ok());
+    }
+
+    fn parse_within(pairs: &[(&str, &str)], limits: &Limits) -> Result<Request, SpecError> {
+        InjectionSpec::from_annotations_within(Some(&annotations(pairs)), limits)
+    }
+
+    fn limit_of(result: Result<Request, SpecError>) -> LimitError {
+        match result {
+            Err(SpecError::Limit(error)) => error,
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_are_counted_before_anything_is_parsed_and_the_denial_names_them() {
+        let small = Limits {
+            annotation_bytes: 400,
+            secrets: 2,
+            env_bindings: 3,
+            containers: 2,
+            ..Limits::default()
+        };
+        // Exactly at every limit: injected.
+        let at = [
+            ("secrets.k8s.aws/secret-arn.a", ARN),
+            ("secrets.k8s.aws/secret-arn.b", ARN),
+            ("secrets.k8s.aws/env.a", "A=a,B=b"),
+            ("secrets.k8s.aws/env.b", "C=c"),
+            (CONTAINERS, "x,y"),
+        ];
+        assert!(matches!(parse_within(&at, &small), Ok(Request::Inject(_))));
+        // Over them, with values that would not even parse: the count comes first.
+        let error = limit_of(parse_within(
+            &[
+                ("secrets.k8s.aws/secret-arn.a", "nope"),
+                ("secrets.k8s.aws/secret-arn.b", "nope"),
+                ("secrets.k8s.aws/secret-arn.c", "nope"),
+            ],
+            &small,
+        ));
+        assert_eq!(
+            (error.limit, error.found, error.max),
+            (Limit::Secrets, 3, 2)
+        );
+        assert!(error.field.contains(SECRET_ARN), "{error}");
+        let error = limit_of(parse_within(
+            &[
+                (SECRET_ARN, ARN),
+                (ENV, "!!,!!"),
+                ("secrets.k8s.aws/env.db", "??,??"),
+            ],
+            &small,
+        ));
+        assert_eq!((error.limit, error.found), (Limit::EnvBindings, 4));
+        let message = error.to_string();
+        assert!(
+            message.contains("--max-env-bindings")
+                && message.contains("SECRET_INJECT_MAX_ENV_BINDINGS")
+                && message.contains("secrets.k8s.aws/env"),
+            "{message}"
+        );
+        let error = limit_of(parse_within(
+            &[(SECRET_ARN, ARN), (CONTAINERS, "a,b,c")],
+            &small,
+        ));
+        assert_eq!((error.limit, error.found), (Limit::Containers, 3));
+        // The bytes of every annotation count, ours or not, as the API server counts them.
+        let long = "x".repeat(400);
+        let error = limit_of(parse_within(
+            &[(SECRET_ARN, ARN), ("example.com/note", &long)],
+            &small,
+        ));
+        assert_eq!(error.limit, Limit::AnnotationBytes);
+        assert_eq!(
+            error.found,
+            SECRET_ARN.len() + ARN.len() + "example.com/note".len() + 400
+        );
+        assert_eq!(error.field, "metadata.annotations");
+        // A pod that does not opt in is not ours to limit.
+        assert_eq!(
+            parse_within(&[("example.com/note", &long)], &small),
+            Ok(Request::None)
+        );
+        // The default limits admit the largest pod the grammar describes well: 100 secrets with
+        // 5 env vars each.
+        let big: Vec<(String, String)> = (0..MAX_SECRETS)
+            .flat_map(|i| {
+                [
+                    (format!("{SECRET_ARN}.s{i}"), ARN.to_owned()),
+                    (
+                        format!("{ENV}.s{i}"),
+                        (0..5)
+                            .map(|j| format!("S{i}_V{j}=k{j}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                ]
+            })
+            .collect();
+        let big: BTreeMap<String, String> = big.into_iter().collect();
+        let Ok(Request::Inject(spec)) =
+            InjectionSpec::from_annotations_within(Some(&big), &Limits::default())
+        else {
+            panic!("the default limits must admit 100 secrets with 500 env vars")
+        };
+        assert_eq!(spec.env_bindings().count(), 500);
+    }
+
+    #[test]
+    fn duplicates_are_found_however_far_apart() {
+        // 2,000 distinct env vars over two secrets, then one given by both.
+        let wide = Limits {
+            env_bindings: 10_000,
+            ..Limits::default()
+        };
+        let list = |from: usize, to: usize| {
+            (from..to)
+                .map(|i| format!("V{i}=k"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (a, b) = (list(0, 1000), list(1000, 2000));
+        assert!(
+            parse_within(
+                &[
+                    (SECRET_ARN, ARN),
+                    (ENV, &a),
+                    ("secrets.k8s.aws/secret-arn.db", ARN),
+                    ("secrets.k8s.aws/env.db", &b)
+                ],
+                &wide
+            )
+            .is_ok()
+        );
+        let b = format!("{b},V0=other");
+        let Err(SpecError::Annotation(error)) = parse_within(
+            &[
+                (SECRET_ARN, ARN),
+                (ENV, &a),
+                ("secrets.k8s.aws/secret-arn.db", ARN),
+                ("secrets.k8s.aws/env.db", &b),
+            ],
+            &wide,
+        ) else {
+            panic!("V0 is bound twice")
+        };
+        assert_eq!(error.key, "secrets.k8s.aws/env.db");
+        assert_eq!(error.problem, "V0 is also set by secrets.k8s.aws/env");
+        // A file inside another's directory, with a name that sorts between them ("a-b" sorts
+        // before "a/c" byte by byte, after it component by component).
+        let error = parse(&[
+            ("secrets.k8s.aws/secret-arn.a", ARN),
+            ("secrets.k8s.aws/secret-arn.b", ARN),
+            ("secrets.k8s.aws/secret-filename.b", "a-b"),
+            ("secrets.k8s.aws/secret-arn.c", ARN),
+            ("secrets.k8s.aws/secret-filename.c", "a/c"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.key, "secrets.k8s.aws/secret-filename.c");
+        assert!(
+            error
+                .problem
+                .contains("\"a/c\", which collides with \"a\" of secret a"),
+            "{error}"
+        );
+        // Siblings that share a prefix do not collide.
+        assert!(
+            parse(&[
+                ("secrets.k8s.aws/secret-arn.a", ARN),
+                ("secrets.k8s.aws/secret-arn.ab", ARN),
+                ("secrets.k8s.aws/secret-filename.ab", "a-b/c"),
+            ])
+            .is_ok()
+        );
+        // The same container named twice is named once.
+        let Request::Inject(spec) = parse(&[(SECRET_ARN, ARN), (CONTAINERS, "b,a,b")]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(spec.containers, Some(vec!["b".to_owned(), "a".to_owned()]));
+    }
+
+    #[test]
+    fn a_huge_unknown_key_is_denied_without_a_guess_or_an_echo() {
+        let key = format!(
+            "{PREFIX}{}.{}",
+            "secret-arnx".repeat(10_000),
+            "n".repeat(100_000)
+        );
+        let error = parse(&[(SECRET_ARN, ARN), (&key, "x")]).unwrap_err();
+        assert!(error.fix.starts_with("known keys are "), "{}", error.fix);
+        assert!(
+            error.to_string().len() < 2000,
+            "{}",
+            error.to_string().len()
+        );
+        let error = parse(&[
+            (SECRET_ARN, ARN),
+            ("secrets.k8s.aws/secret-fromat.NOT A NAME", "x"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            error.fix,
+            "did you mean secrets.k8s.aws/secret-format.<name>?"
+        );
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl EnvBinding {
     /// Parse `VAR=key[,VAR=key...]`; the problem if it is malformed.
     pub fn parse_list(value: &str) -> Result<Vec<Self>, String> {
         let mut bindings: Vec<EnvBinding> = Vec::new();
+        let mut vars = std::collections::HashSet::new();
         for item in value.split(',') {
             let item = item.trim();
             let Some((var, key)) = item.split_once('=') else {
@@ -207,7 +208,7 @@ impl EnvBinding {
                      whose value {var} gets"
                 ));
             }
-            if bindings.iter().any(|b| b.var == var) {
+            if !vars.insert(var) {
                 return Err(format!("{var} is given twice"));
             }
             bindings.push(EnvBinding {
