@@ -14,7 +14,7 @@ mod select;
 
 pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name};
 pub use limits::{Limit, LimitError, Limits};
-pub use path::{MountPath, RelativeFileName};
+pub use path::{AGENT_BINARY_PATH, API_TOKEN_DIR, CA_BUNDLE_PATH, MountPath, RelativeFileName};
 pub use select::{
     EnvBinding, KeySelector, OutputFormat, SecretName, VersionSelector, is_env_var_name,
 };
