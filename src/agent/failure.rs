@@ -148,10 +148,20 @@ const HELP: &[(FailureKind, Option<&str>, &str, &str)] = &[
     ),
     (
         FailureKind::Unusable,
+        Some("KeyNotFound"),
+        "the key selects nothing",
+        "list the value's top-level keys (this message never names them) with `aws \
+         secretsmanager get-secret-value --secret-id ARN --query SecretString --output text | jq \
+         keys` (a parameter: `aws ssm get-parameter --with-decryption --name ARN --query \
+         Parameter.Value --output text | jq keys`), and fix the annotation named above",
+    ),
+    (
+        FailureKind::Unusable,
         None,
         "the secret cannot be used",
         "check the secret's value against its secret-key, secret-format and env annotations \
-         named above, and its state in Secrets Manager",
+         named above (this message names none of the value's keys: `jq keys` lists them in the \
+         same sorted order), and its state in Secrets Manager",
     ),
     (
         FailureKind::Unavailable,

@@ -76,14 +76,19 @@ pub fn render(secret: &SecretPlan, value: &[u8]) -> Result<Rendered, Failure> {
         OutputFormat::Env => {
             let object = object(secret, &selected, spec::SECRET_FORMAT)?;
             let mut lines = Vec::with_capacity(object.len());
-            for (key, value) in &object {
+            for (at, (key, value)) in object.iter().enumerate() {
+                // The secret's own keys are never named: termination messages are readable
+                // with pods/get. Their place in sorted order finds them.
                 if !is_env_var_name(key) {
                     return Err(unusable(
                         secret,
                         "NotAnEnvVarName",
                         format!(
-                            "key {key:?} of {} is not an environment variable name (letters, \
-                             digits and _), so {}=env cannot write it; use split or json",
+                            "the {} of the {} top-level keys of {} (in sorted order) is not an \
+                             environment variable name (letters, digits and _), so {}=env cannot \
+                             write it; use split or json",
+                            ordinal(at),
+                            object.len(),
                             secret.label(),
                             secret.annotation(spec::SECRET_FORMAT)
                         ),
@@ -95,9 +100,11 @@ pub fn render(secret: &SecretPlan, value: &[u8]) -> Result<Rendered, Failure> {
                         secret,
                         "Unrepresentable",
                         format!(
-                            "the value of key {key} of {} {problem}, which a dotenv file cannot \
-                             hold so that sh and python-dotenv both read it back ({}=env); use \
-                             split or json",
+                            "the value of the {} of the {} top-level keys of {} (in sorted order) \
+                             {problem}, which a dotenv file cannot hold so that sh and \
+                             python-dotenv both read it back ({}=env); use split or json",
+                            ordinal(at),
+                            object.len(),
                             secret.label(),
                             secret.annotation(spec::SECRET_FORMAT)
                         ),
@@ -112,13 +119,16 @@ pub fn render(secret: &SecretPlan, value: &[u8]) -> Result<Rendered, Failure> {
         }
         OutputFormat::Split => {
             let object = object(secret, &selected, spec::SECRET_FORMAT)?;
-            for (key, value) in &object {
+            for (at, (key, value)) in object.iter().enumerate() {
                 if let Some(problem) = file_name_problem(key) {
                     return Err(unusable(
                         secret,
                         "NotAFileName",
                         format!(
-                            "key {key:?} of {} {problem}, so {}=split cannot write it as a file",
+                            "the {} of the {} top-level keys of {} (in sorted order) {problem}, \
+                             so {}=split cannot write it as a file",
+                            ordinal(at),
+                            object.len(),
                             secret.label(),
                             secret.annotation(spec::SECRET_FORMAT)
                         ),
@@ -335,24 +345,35 @@ fn missing_key(
     annotation: &str,
     object: &BTreeMap<String, Value>,
 ) -> Failure {
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).take(20).collect();
-    if object.len() > keys.len() {
-        keys.push("...");
-    }
+    // Only the count: the termination message is readable by anyone who may get the pod, and
+    // the key names of a secret are for those who may read it.
+    let count = match object.len() {
+        0 => "no top-level keys".to_owned(),
+        1 => "1 top-level key".to_owned(),
+        n => format!("{n} top-level keys"),
+    };
     unusable(
         secret,
         "KeyNotFound",
         format!(
-            "key {key:?} of {} selects nothing in the value of {} (its top-level keys: {})",
+            "key {key:?} of {} selects nothing in the value of {}, which has {count}",
             secret.annotation(annotation),
             secret.label(),
-            if keys.is_empty() {
-                "none".to_owned()
-            } else {
-                keys.join(", ")
-            }
         ),
     )
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ... for the 0-based `index`.
+fn ordinal(index: usize) -> String {
+    let n = index + 1;
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn object(
@@ -490,6 +511,78 @@ mod tests {
         assert_eq!(file.bytes, b"DB_USER='app'\nDB_PORT='5432'\n");
         let big = vec![("A".to_owned(), "x".repeat(MAX_ENV_FILE_BYTES))];
         assert_eq!(kubelet_env_file(&big).unwrap_err().code, "EnvFileTooLarge");
+    }
+
+    #[test]
+    fn errors_name_no_key_of_the_secret_only_counts_and_places() {
+        // Readable by anyone with pods/get: key names of the secret stay out.
+        let keys: Vec<String> = (0..25).map(|i| format!("hidden_key_{i:02}")).collect();
+        let value = serde_json::to_string(
+            &keys
+                .iter()
+                .map(|k| (k.clone(), "v"))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let failure = render(
+            &secret(Some("passwd"), OutputFormat::Raw, ""),
+            value.as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(failure.code, "KeyNotFound");
+        assert!(
+            failure.detail.contains("which has 25 top-level keys"),
+            "{}",
+            failure.detail
+        );
+        // The key the annotation asked for is the pod's own: it is named.
+        assert!(failure.detail.contains("\"passwd\""), "{}", failure.detail);
+        let message = failure.message("arn", None);
+        for key in &keys {
+            assert!(!message.contains(key.as_str()), "{message}");
+        }
+        assert!(message.contains("jq keys"), "{message}");
+        let failure = render(
+            &secret(None, OutputFormat::Raw, "A=missing"),
+            b"{\"only\":\"v\"}",
+        )
+        .unwrap_err();
+        assert!(
+            failure.detail.contains("which has 1 top-level key"),
+            "{}",
+            failure.detail
+        );
+        let cases = [
+            (
+                OutputFormat::Env,
+                r#"{"GOOD":"v","bad-key":"v"}"#,
+                "the 2nd of the 2",
+            ),
+            (
+                OutputFormat::Env,
+                r#"{"A":"v","B":"v","C":"it's"}"#,
+                "the 3rd of the 3",
+            ),
+            (
+                OutputFormat::Split,
+                r#"{"..bad":"v","ok":"v"}"#,
+                "the 1st of the 2",
+            ),
+        ];
+        for (format, value, place) in cases {
+            let failure = render(&secret(None, format, ""), value.as_bytes()).unwrap_err();
+            assert!(failure.detail.contains(place), "{}", failure.detail);
+            for named in ["bad-key", "\"C\"", "key C", "..bad"] {
+                assert!(!failure.detail.contains(named), "{}", failure.detail);
+            }
+        }
+        assert_eq!(
+            (0..24).map(ordinal).collect::<Vec<_>>()[..4],
+            ["1st", "2nd", "3rd", "4th"]
+        );
+        assert_eq!(ordinal(10), "11th");
+        assert_eq!(ordinal(20), "21st");
+        assert_eq!(ordinal(111), "112th");
     }
 
     #[test]
