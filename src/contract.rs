@@ -22,8 +22,14 @@ pub use crate::spec::{Refresh, ReloadSignal};
 pub const CONTAINER_NAME: &str = "secrets-init-container";
 /// Name of the in-memory `emptyDir` volume (seed contract).
 pub const VOLUME_NAME: &str = "secret-vol";
-/// Path of the binary inside the image.
-pub const BINARY_PATH: &str = "/usr/local/bin/secret-inject";
+/// Path of the binary inside the image (the grammar keeps the mount path from hiding it).
+pub const BINARY_PATH: &str = crate::spec::AGENT_BINARY_PATH;
+/// Name of the empty in-memory volume the injected container mounts read-only at
+/// [`API_TOKEN_DIR`], so that the API server's ServiceAccount admission (which skips a container
+/// that already mounts something there) gives it no Kubernetes API token.
+pub const NO_TOKEN_VOLUME_NAME: &str = "secret-inject-no-api-token";
+/// Where Kubernetes mounts the pod's API token (`kube-api-access-*`) into each container.
+pub const API_TOKEN_DIR: &str = crate::spec::API_TOKEN_DIR;
 /// Subcommand the injected container runs.
 pub const AGENT_SUBCOMMAND: &str = "agent";
 /// Default image for the injected container: this release's own image.

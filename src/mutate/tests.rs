@@ -84,11 +84,15 @@ fn seed_pod_gets_volume_mount_and_init_container() {
     );
     assert_eq!(
         patched["spec"]["volumes"],
-        json!([{ "name": "secret-vol", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }])
+        json!([
+            { "name": "secret-vol", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } },
+            { "name": "secret-inject-no-api-token",
+              "emptyDir": { "medium": "Memory", "sizeLimit": "4Ki" } },
+        ])
     );
     assert_eq!(
         patched["spec"]["containers"][0]["volumeMounts"],
-        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+        json!([{ "name": "secret-vol", "mountPath": "/tmp", "readOnly": true }])
     );
     let agent = agent(&patched);
     assert_eq!(
@@ -111,7 +115,11 @@ fn seed_pod_gets_volume_mount_and_init_container() {
     );
     assert_eq!(
         agent["volumeMounts"],
-        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+        json!([
+            { "name": "secret-vol", "mountPath": "/tmp" },
+            { "name": "secret-inject-no-api-token",
+              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true },
+        ])
     );
     // Pod Security Standards "restricted".
     let sc = &agent["securityContext"];
@@ -156,6 +164,7 @@ fn existing_arrays_are_appended_to_never_replaced() {
     let volumes = patched["spec"]["volumes"].as_array().unwrap();
     assert_eq!(volumes[0]["name"], "kube-api-access-x");
     assert_eq!(volumes[1]["name"], "secret-vol");
+    assert_eq!(volumes[2]["name"], "secret-inject-no-api-token");
     let mounts = patched["spec"]["containers"][0]["volumeMounts"]
         .as_array()
         .unwrap();
@@ -163,7 +172,7 @@ fn existing_arrays_are_appended_to_never_replaced() {
     assert_eq!(mounts[0]["name"], "kube-api-access-x");
     assert_eq!(
         patched["spec"]["containers"][1]["volumeMounts"],
-        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+        json!([{ "name": "secret-vol", "mountPath": "/tmp", "readOnly": true }])
     );
     // Ours first, the others after it, in their order, native sidecar intact, all mounted.
     let inits = patched["spec"]["initContainers"].as_array().unwrap();
@@ -200,7 +209,7 @@ fn reinvocation_mounts_containers_added_since() {
     let again = apply(&patched);
     assert_eq!(
         again["spec"]["containers"][1]["volumeMounts"],
-        json!([{ "name": "secret-vol", "mountPath": "/tmp" }])
+        json!([{ "name": "secret-vol", "mountPath": "/tmp", "readOnly": true }])
     );
     assert_eq!(again["spec"]["initContainers"].as_array().unwrap().len(), 1);
     assert_eq!(run(&again).unwrap(), None);
@@ -358,10 +367,14 @@ fn irsa_identity_is_copied_with_its_token_mount() {
         );
     }
     assert!(env(agent, "UNRELATED").is_none());
+    // Ours, the empty stand-in for the API token, and the IRSA token; never the API token.
     let mounts = agent["volumeMounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 2);
-    assert_eq!(mounts[1]["name"], "aws-iam-token");
-    assert_eq!(mounts[1]["readOnly"], true);
+    let names: Vec<&str> = mounts.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["secret-vol", "secret-inject-no-api-token", "aws-iam-token"]
+    );
+    assert_eq!(mounts[2]["readOnly"], true);
 }
 
 /// Found by the random-pods property: a mount path on the token's directory of a container the
@@ -392,7 +405,12 @@ fn a_mount_path_on_the_identity_tokens_directory_is_denied_naming_it() {
     pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!(format!("{dir}/app"));
     let patched = apply(&pod);
     let mounts = agent(&patched)["volumeMounts"].as_array().unwrap().clone();
-    assert_eq!(mounts[1]["name"], "aws-iam-token", "{mounts:?}");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "aws-iam-token" && m["mountPath"] == dir),
+        "{mounts:?}"
+    );
 }
 
 /// Found by the random-pods property against the API server: pod-level requests smaller than the
@@ -425,7 +443,7 @@ fn pod_identity_is_copied_with_its_token_mount() {
     let agent = agent(&patched);
     assert!(env(agent, "AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some());
     assert!(env(agent, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").is_some());
-    assert_eq!(agent["volumeMounts"][1]["name"], "eks-pod-identity-token");
+    assert_eq!(agent["volumeMounts"][2]["name"], "eks-pod-identity-token");
 }
 
 #[test]
@@ -473,7 +491,7 @@ fn named_containers_get_the_mount_and_file_env_vars_others_nothing() {
     let (app, proxy) = (&containers[0], &containers[1]);
     assert_eq!(
         app["volumeMounts"],
-        json!([{ "name": "secret-vol", "mountPath": "/var/run/secrets/app" }])
+        json!([{ "name": "secret-vol", "mountPath": "/var/run/secrets/app", "readOnly": true }])
     );
     assert_eq!(proxy.get("volumeMounts"), None, "not named: no mount");
     assert_eq!(proxy.get("env"), None, "not named: no env");
@@ -706,4 +724,177 @@ fn restart_on_change_is_a_restart_all_containers_rule_of_the_native_sidecar() {
         err.starts_with("annotation secrets.k8s.aws/restart-on-change:"),
         "{err}"
     );
+}
+
+/// Issue 17: any container of the pod could swap `..data` or a file's symlink under the others.
+/// Every app container, init container and container added on reinvocation mounts the volume
+/// read-only; the agent (init container, native or classic sidecar) is the one writer.
+#[test]
+fn only_the_agent_mounts_the_secret_volume_writable() {
+    let writable = |pod: &Value| -> Vec<String> {
+        ["initContainers", "containers"]
+            .iter()
+            .flat_map(|field| pod["spec"][*field].as_array().cloned().unwrap_or_default())
+            .filter(|c| {
+                c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["name"] == "secret-vol" && m["readOnly"] != true)
+            })
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut pod = many_pod();
+    pod["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secrets.k8s.aws/containers");
+    pod["metadata"]["annotations"]["secrets.k8s.aws/refresh-interval"] = json!("5m");
+    let patched = apply(&pod);
+    assert_eq!(writable(&patched), ["secrets-init-container"]);
+    let mounted = |pod: &Value, field: &str, i: usize| {
+        pod["spec"][field][i]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "secret-vol" && m["readOnly"] == true)
+    };
+    assert!(mounted(&patched, "initContainers", 1), "migrate: read-only");
+    assert!(mounted(&patched, "containers", 1), "proxy: read-only");
+    // A container another webhook adds later gets a read-only mount too.
+    let mut later = patched.clone();
+    later["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "late", "image": "x" }));
+    assert_eq!(writable(&apply(&later)), ["secrets-init-container"]);
+    // Classic sidecars: the rotation sidecar writes too, and no app container does.
+    let config = MutationConfig {
+        native_sidecars: false,
+        ..MutationConfig::default()
+    };
+    let (metadata, spec) = parts(&pod);
+    let mutation = mutate_typed(&metadata, &spec, &config).unwrap().unwrap();
+    let mut classic = pod.clone();
+    json_patch::patch(&mut classic, &mutation.patch.to_patch()).unwrap();
+    assert_eq!(
+        writable(&classic),
+        ["secrets-init-container", "secrets-refresh"]
+    );
+}
+
+/// What the API server's ServiceAccount admission does to each container (as in
+/// plugin/pkg/admission/serviceaccount): mount the pod's API token at its directory unless the
+/// container already mounts something there. It runs before webhooks, again after them on
+/// reinvocation, and on every pod that `inject` wrote offline.
+fn service_account_admission(pod: &mut Value) {
+    for field in ["initContainers", "containers"] {
+        for container in pod["spec"][field].as_array_mut().into_iter().flatten() {
+            let mounts = container["volumeMounts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !mounts
+                .iter()
+                .any(|m| m["mountPath"] == contract::API_TOKEN_DIR)
+            {
+                let mut mounts = mounts;
+                mounts.push(json!({ "name": "kube-api-access-x", "readOnly": true,
+                                    "mountPath": contract::API_TOKEN_DIR }));
+                container["volumeMounts"] = json!(mounts);
+            }
+        }
+    }
+}
+
+/// Issue 17: the agent must hold no Kubernetes API token, before or after the API server's
+/// ServiceAccount admission, while keeping the IRSA and Pod Identity tokens it needs.
+#[test]
+fn the_agent_holds_no_kubernetes_api_token() {
+    let api_token = |container: &Value| {
+        container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"].as_str().unwrap().starts_with("kube-api-access"))
+    };
+    // Offline (`inject`): no token in the manifest; the API server adds it afterwards.
+    let mut offline = apply(&seed_pod());
+    service_account_admission(&mut offline);
+    assert!(!api_token(agent(&offline)), "{}", agent(&offline));
+    assert!(
+        api_token(&offline["spec"]["containers"][0]),
+        "the app keeps its token"
+    );
+    // Through the webhook: the token is already in the app, the plugin runs again after us.
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["env"] = json!([
+        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/app" },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token" },
+        { "name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials" },
+        { "name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token" },
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        { "name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true },
+        { "name": "eks-pod-identity-token", "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount", "readOnly": true },
+    ]);
+    service_account_admission(&mut pod);
+    let mut stored = apply(&pod);
+    service_account_admission(&mut stored);
+    let agent = agent(&stored);
+    assert!(!api_token(agent), "{agent}");
+    let names: Vec<&str> = agent["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "secret-vol",
+            "secret-inject-no-api-token",
+            "aws-iam-token",
+            "eks-pod-identity-token"
+        ]
+    );
+    // The stand-in is an empty read-only volume of its own.
+    assert!(stored["spec"]["volumes"].as_array().unwrap().contains(&json!(
+        { "name": "secret-inject-no-api-token", "emptyDir": { "medium": "Memory", "sizeLimit": "4Ki" } }
+    )));
+    assert_eq!(run(&stored).unwrap(), None, "idempotent");
+
+    // An AWS token file inside the API token's directory would put that token in the agent.
+    let mut pod = seed_pod();
+    pod["spec"]["containers"][0]["env"] = json!([
+        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/app" },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/kubernetes.io/serviceaccount/token" },
+    ]);
+    service_account_admission(&mut pod);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
+    assert!(err.contains("a volume of its own"), "{err}");
+    // Our stand-in's volume name is taken: denied like secret-vol.
+    let mut pod = seed_pod();
+    pod["spec"]["volumes"] = json!([{ "name": "secret-inject-no-api-token", "emptyDir": {} }]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(err.contains("\"secret-inject-no-api-token\""), "{err}");
+    assert!(err.contains("rename that volume"), "{err}");
+}
+
+/// Issue 17: a mount path that would hide the agent's binary or CA bundle (the volume is mounted
+/// at the same path in the agent) is denied at admission, naming the annotation.
+#[test]
+fn a_mount_path_hiding_the_agents_binary_or_ca_bundle_is_denied() {
+    for path in ["/usr/local/bin", "/usr", "/etc", "/etc/ssl/certs", "/"] {
+        let mut pod = seed_pod();
+        pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!(path);
+        let err = run(&pod).unwrap_err().to_string();
+        assert!(
+            err.starts_with("annotation secrets.k8s.aws/mount-path: "),
+            "{path}: {err}"
+        );
+        assert!(err.contains("/var/run/secrets/app"), "{path}: {err}");
+    }
 }

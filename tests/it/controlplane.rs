@@ -83,11 +83,50 @@ fn assert_injected(pod: &Value) {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|m| m["name"] == "secret-vol"),
-            "{} has no secret-vol mount",
+                .any(|m| m["name"] == "secret-vol" && m["readOnly"] == true),
+            "{} has no read-only secret-vol mount",
             container["name"]
         );
     }
+    assert_no_api_token(pod);
+}
+
+/// Issue 17: the agent holds no Kubernetes API token in the pod the API server stores, even
+/// though its ServiceAccount admission runs again after our webhook (and on pods `inject` wrote):
+/// only our empty read-only stand-in is mounted at the token's directory, and no
+/// `kube-api-access-*` volume at all.
+fn assert_no_api_token(pod: &Value) {
+    let agent = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "secrets-init-container")
+        .unwrap();
+    let mounts = agent["volumeMounts"].as_array().unwrap();
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m["name"].as_str().unwrap().starts_with("kube-api-access-")),
+        "the agent holds the API token: {agent}"
+    );
+    let at_token_dir: Vec<&Value> = mounts
+        .iter()
+        .filter(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+        .collect();
+    assert_eq!(
+        at_token_dir,
+        [
+            &json!({"name": "secret-inject-no-api-token", "readOnly": true,
+                 "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+        ],
+        "{agent}"
+    );
+    // The only writable mount of the volume is the agent's.
+    let secret_vol = mounts.iter().find(|m| m["name"] == "secret-vol").unwrap();
+    assert!(
+        secret_vol.get("readOnly").is_none_or(|r| r == false),
+        "{agent}"
+    );
 }
 
 /// Drop what the API server adds on its own (defaults, the service-account token volume), so a
@@ -153,16 +192,18 @@ fn the_seeds_walkthrough_through_the_real_api_server() {
     );
 
     // What the emulated requests of the fast layers lacked: after our webhook changed the pod,
-    // the API server ran its built-in ServiceAccount admission again, which mounted the pod's
-    // Kubernetes API token into our container too.
+    // the API server runs its built-in ServiceAccount admission again, which mounted the pod's
+    // Kubernetes API token into our container too, until the agent held an empty read-only
+    // volume at the token's directory (the plugin skips a container with a mount there).
+    assert_no_api_token(stored);
     assert!(
-        stored["spec"]["initContainers"][0]["volumeMounts"]
+        stored["spec"]["containers"][0]["volumeMounts"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"),
-        "{}",
-        stored["spec"]["initContainers"][0]
+            .any(|m| m["name"].as_str().unwrap().starts_with("kube-api-access-")),
+        "the app keeps its token: {}",
+        stored["spec"]["containers"][0]
     );
 
     // The same as `secret-inject inject` on the template, modulo the API server's defaults.
@@ -194,6 +235,19 @@ fn the_seeds_walkthrough_through_the_real_api_server() {
         stored["metadata"]["annotations"],
         template["metadata"]["annotations"]
     );
+
+    // A pod `inject` wrote offline, created as it is: the webhook only reconciles, and the
+    // ServiceAccount admission, which runs before and after it, leaves the agent without the
+    // API token too.
+    let mut offline_pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": template["metadata"].clone(),
+        "spec": template["spec"].clone(),
+    });
+    offline_pod["metadata"]["name"] = json!("offline");
+    create_ok(plane, &ns.app, &offline_pod);
+    let stored = plane.get_json(&["pod", "offline", "-n", &ns.app]);
+    assert_injected(&stored);
 }
 
 fn serde_yaml_value(yaml: &[u8]) -> Value {

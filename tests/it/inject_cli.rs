@@ -42,13 +42,19 @@ fn seed_blog_deployment_is_injected_as_the_seed_describes() {
     let template = &docs[0]["spec"]["template"];
     // "The mutating webhook creates a emptyDir volume secret-vol and mounts it at /tmp/ location
     // for all the containers in the pod. The decrypted secret is written to /tmp/secret."
+    // The second volume is the agent's empty stand-in for the Kubernetes API token.
     assert_eq!(
         template["spec"]["volumes"],
-        json!([{ "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" }, "name": "secret-vol" }])
+        json!([
+            { "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" }, "name": "secret-vol" },
+            { "emptyDir": { "medium": "Memory", "sizeLimit": "4Ki" },
+              "name": "secret-inject-no-api-token" },
+        ])
     );
+    // Read-only: only the agent writes the volume.
     assert_eq!(
         template["spec"]["containers"][0]["volumeMounts"],
-        json!([{ "mountPath": "/tmp", "name": "secret-vol" }])
+        json!([{ "mountPath": "/tmp", "name": "secret-vol", "readOnly": true }])
     );
     assert_eq!(init_container_names(template), ["secrets-init-container"]);
     let agent = &template["spec"]["initContainers"][0];

@@ -178,7 +178,8 @@ proptest! {
                 let mut patched = pod.clone();
                 json_patch::patch(&mut patched, &patch).unwrap();
                 let spec = &patched["spec"];
-                prop_assert_eq!(spec["volumes"].as_array().unwrap().len(), 1);
+                prop_assert_eq!(spec["volumes"].as_array().unwrap().iter()
+                    .filter(|v| v["name"] == "secret-vol").count(), 1);
                 prop_assert_eq!(spec["initContainers"].as_array().unwrap().len(), 1);
                 let agent = &spec["initContainers"][0];
                 let rendered = agent["env"].as_array().unwrap().iter()

@@ -1030,7 +1030,8 @@ pub fn sample(valid: usize, invalid: usize) -> Vec<Case> {
 }
 
 /// The injected pod a valid case must give, built from the original pod and what the case asks
-/// for: our annotation added; our volume appended; our mount, then our env vars, appended to
+/// for: our annotation added; our volume and the agent's empty stand-in for the Kubernetes API
+/// token appended; our read-only mount, then our env vars, appended to
 /// each selected container; the agent inserted first or last among the init containers;
 /// `shareProcessNamespace` for a reload signal; nothing else changed. The agent and the volume
 /// are taken from `patched` (their contents are checked by the unit tests and [`check_agent`]).
@@ -1041,18 +1042,30 @@ pub fn expected_pod(case: &Case, patched: &Value) -> Result<Value, String> {
     let mut expected = case.pod.clone();
     expected["metadata"]["annotations"]["secrets.k8s.aws/status"] = json!("injected");
 
-    let volume = patched["spec"]["volumes"]
+    let volumes = patched["spec"]["volumes"]
         .as_array()
-        .and_then(|v| v.last())
         .ok_or("the patched pod has no volumes")?;
+    let [.., volume, no_token] = volumes.as_slice() else {
+        return Err("the patched pod has fewer than two volumes".to_owned());
+    };
     if volume["name"] != "secret-vol" || volume["emptyDir"]["medium"] != "Memory" {
         return Err(format!(
-            "the last volume is not our in-memory secret-vol: {volume}"
+            "the last but one volume is not our in-memory secret-vol: {volume}"
+        ));
+    }
+    if *no_token
+        != json!({ "name": "secret-inject-no-api-token",
+                   "emptyDir": { "medium": "Memory", "sizeLimit": "4Ki" } })
+    {
+        return Err(format!(
+            "the last volume is not the agent's empty stand-in for the API token: {no_token}"
         ));
     }
     push(&mut expected["spec"], "volumes", volume.clone());
+    push(&mut expected["spec"], "volumes", no_token.clone());
 
-    let mount = json!({ "name": "secret-vol", "mountPath": injection.mount_path });
+    let mount =
+        json!({ "name": "secret-vol", "mountPath": injection.mount_path, "readOnly": true });
     let env: Vec<Value> = injection
         .env
         .iter()
@@ -1123,6 +1136,20 @@ pub fn check_agent(injection: &Injection, pod: &Value) -> Result<(), String> {
         return Err(format!(
             "agent mounts {ours:?}, expected secret-vol at {}",
             injection.mount_path
+        ));
+    }
+    // No Kubernetes API token: an empty read-only stand-in where it would be mounted.
+    let api_token: Vec<&Value> = mounts
+        .iter()
+        .filter(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+        .collect();
+    if api_token.len() != 1
+        || api_token[0]["name"] != "secret-inject-no-api-token"
+        || api_token[0]["readOnly"] != true
+    {
+        return Err(format!(
+            "agent mounts {api_token:?} at the API token's directory, expected only the empty \
+             secret-inject-no-api-token"
         ));
     }
     let native = agent["restartPolicy"] == "Always";
