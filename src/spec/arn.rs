@@ -105,6 +105,25 @@ impl SecretArn {
     pub fn region(&self) -> &str {
         self.0.region()
     }
+
+    /// The ARN's last field: the secret's name, with the `-` and six random characters
+    /// Secrets Manager appends unless the ARN is partial.
+    pub fn resource_name(&self) -> &str {
+        // Validated: `arn:partition:secretsmanager:region:account:secret:name`.
+        self.as_str().splitn(7, ':').nth(6).unwrap_or("")
+    }
+
+    /// Whether this ARN names the secret called `secret_name`: its full ARN (the name, `-` and
+    /// six characters) or its partial ARN (the name alone).
+    pub fn names(&self, secret_name: &str) -> bool {
+        let field = self.resource_name();
+        field == secret_name
+            || field.strip_prefix(secret_name).is_some_and(|rest| {
+                rest.len() == 7
+                    && rest.starts_with('-')
+                    && rest[1..].bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+    }
 }
 
 impl fmt::Display for SecretArn {

@@ -8,17 +8,18 @@
 
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::Tag;
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::Secret;
 use kube_core::admission::{AdmissionResponse, Operation};
 
+use super::promote::{Promotions, describe};
 use super::review::{Envelope, Outcome, Reviewed, answer, deny, invalid, summarize};
 use super::router::{Endpoint, EndpointFuture};
-use crate::mutate::secret::{SecretConversion, SecretRequest, WriterConfig, stored_reference};
-use crate::spec;
-
+use crate::mutate::secret::{
+    PENDING_STAGE, SecretConversion, SecretRequest, WriterConfig, check_owner, stored_reference,
+};
 /// Path of the secret writer.
 pub const PATH: &str = "/mutating-secrets";
 
@@ -29,22 +30,26 @@ pub struct Secrets {
     config: WriterConfig,
     kms_key_id: Option<String>,
     aws_timeout: Duration,
+    promotions: Promotions,
 }
 
 impl Secrets {
-    /// The writer with its Secrets Manager client (built by [`crate::aws`]), its naming and an
-    /// AWS time budget that must end before the API server's webhook timeout.
+    /// The writer with its Secrets Manager client (built by [`crate::aws`]), its naming, an
+    /// AWS time budget that must end before the API server's webhook timeout, and the
+    /// promotion loop's shared state (what was staged, whether the loop has synced).
     pub fn new(
         client: aws_sdk_secretsmanager::Client,
         config: WriterConfig,
         kms_key_id: Option<String>,
         aws_timeout: Duration,
+        promotions: Promotions,
     ) -> Self {
         Self {
             client,
             config,
             kms_key_id,
             aws_timeout,
+            promotions,
         }
     }
 }
@@ -75,6 +80,9 @@ impl Secrets {
         else {
             return answer(Outcome::Skipped, response, None, summary);
         };
+        // The namespace the request claims. A forged review may claim any: what it stores is
+        // only ever staged, and made current only for a Secret the API server persisted in
+        // that namespace (webhook::promote).
         let namespace = request.namespace.clone().unwrap_or_default();
         let conversion = match SecretConversion::for_secret(secret, &namespace, &self.config) {
             Ok(SecretRequest::Store(conversion)) => conversion,
@@ -83,45 +91,45 @@ impl Secrets {
             }
             Err(error) => return deny(response, error.to_string(), summary),
         };
-        let existing_arn = secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(spec::SECRET_ARN))
-            .cloned();
         if request.dry_run {
             // No AWS call: show what would be stored.
-            let shown = existing_arn
-                .clone()
-                .unwrap_or_else(|| conversion.name.clone());
             let mut response = response;
             response.warnings = Some(vec![format!(
                 "secret-inject: dry run, nothing was written to Secrets Manager; the value would \
-                 be stored as {}{}",
+                 be staged as a new version of {} and made current once the Secret is stored \
+                 (data.arn shows the name: the ARN is assigned by Secrets Manager)",
                 conversion.name,
-                if existing_arn.is_some() {
-                    ""
-                } else {
-                    " (its ARN is assigned by CreateSecret, so data.arn shows the name)"
-                }
             )]);
-            let patch = stored_reference(secret, &shown);
+            let patch = stored_reference(secret, &conversion.name, None);
             return answer(Outcome::Mutated, response, Some(&patch), summary);
         }
-        let stored = tokio::time::timeout(
-            self.aws_timeout,
-            self.store(&conversion, existing_arn.as_deref()),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "Secrets Manager did not answer within {:?}",
-                self.aws_timeout
-            ))
-        });
+        if !self.promotions.is_synced() {
+            return deny(
+                response,
+                format!(
+                    "secret-inject: cannot store Secret {namespace}/{} yet: the secret writer has \
+                     not finished listing labelled Secrets from the API server (it makes stored \
+                     versions current only for Secrets the API server persisted); retry in a few \
+                     seconds, and if this persists check the webhook's log and its RBAC (list and \
+                     watch on secrets); nothing was stored in Kubernetes",
+                    secret.metadata.name.as_deref().unwrap_or("")
+                ),
+                summary,
+            );
+        }
+        let version_id = conversion.version_id(&request.uid);
+        let stored = tokio::time::timeout(self.aws_timeout, self.stage(&conversion, &version_id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "Secrets Manager did not answer within {:?}",
+                    self.aws_timeout
+                ))
+            });
         match stored {
             Ok(arn) => {
-                let patch = stored_reference(secret, &arn);
+                self.promotions.staged(&conversion.name, &version_id);
+                let patch = stored_reference(secret, &arn, Some(&version_id));
                 answer(Outcome::Mutated, response, Some(&patch), summary)
             }
             Err(reason) => deny(
@@ -137,77 +145,93 @@ impl Secrets {
         }
     }
 
-    /// Write the value; returns the secret's ARN. A new Secret is created; an existing one (by
-    /// the ARN this writer left, or by name) gets a new AWSCURRENT version. The content-derived
-    /// ClientRequestToken makes a retry of the same content a no-op.
-    async fn store(
+    /// Stage the value as version `version_id` of the derived secret, labelled
+    /// [`PENDING_STAGE`] (never `AWSCURRENT`: a review is only a claim until the API server
+    /// persists the Secret); returns the secret's ARN. A missing secret is created without a
+    /// value, so nothing is readable before a promotion. An existing one is written only if its
+    /// tags say this writer created it for this cluster, namespace and Secret.
+    async fn stage(
         &self,
         conversion: &SecretConversion,
-        existing_arn: Option<&str>,
+        version_id: &str,
     ) -> Result<String, String> {
-        if existing_arn.is_none() {
-            let tags: Vec<Tag> = conversion
-                .tags
-                .iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect();
-            let created = self
-                .client
-                .create_secret()
-                .name(&conversion.name)
-                .secret_string(&conversion.value)
-                .client_request_token(&conversion.client_request_token)
-                .set_kms_key_id(self.kms_key_id.clone())
-                .set_tags(Some(tags))
-                .description("Stored by secret-inject from a Kubernetes Secret")
-                .send()
-                .await;
-            match created {
-                Ok(output) => return output.arn().map(str::to_owned).ok_or_else(no_arn),
-                Err(error) if error.code() == Some("ResourceExistsException") => {}
-                Err(error) => return Err(describe(&error)),
+        let arn = match self.owned_arn(conversion).await? {
+            Some(arn) => arn,
+            None => {
+                let tags: Vec<Tag> = conversion
+                    .tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect();
+                let created = self
+                    .client
+                    .create_secret()
+                    .name(&conversion.name)
+                    .set_kms_key_id(self.kms_key_id.clone())
+                    .set_tags(Some(tags))
+                    .description("Stored by secret-inject from a Kubernetes Secret")
+                    .send()
+                    .await;
+                match created {
+                    Ok(output) => output.arn().map(str::to_owned).ok_or_else(no_arn)?,
+                    // Created meanwhile (another replica, a retried call): check it as any other.
+                    Err(error) if error.code() == Some("ResourceExistsException") => self
+                        .owned_arn(conversion)
+                        .await?
+                        .ok_or_else(|| "the secret was created and then vanished".to_owned())?,
+                    Err(error) => return Err(describe(&error)),
+                }
             }
-        }
-        let target = existing_arn.unwrap_or(&conversion.name);
+        };
         self.client
             .put_secret_value()
-            .secret_id(target)
+            .secret_id(&arn)
             .secret_string(&conversion.value)
-            .client_request_token(&conversion.client_request_token)
+            .client_request_token(version_id)
+            .version_stages(PENDING_STAGE)
             .send()
             .await
-            .map_err(|e| describe(&e))?
-            .arn()
-            .map(str::to_owned)
-            .ok_or_else(no_arn)
+            .map_err(|e| describe(&e))?;
+        Ok(arn)
+    }
+
+    /// The ARN of the derived secret when it exists and is this writer's own for this Secret;
+    /// `None` when it does not exist; `Err` (nothing written) when its tags say otherwise.
+    async fn owned_arn(&self, conversion: &SecretConversion) -> Result<Option<String>, String> {
+        match self
+            .client
+            .describe_secret()
+            .secret_id(&conversion.name)
+            .send()
+            .await
+        {
+            Ok(described) => {
+                let tags = described
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+                check_owner(&conversion.tags, tags).map_err(|why| {
+                    format!(
+                        "refusing to write to {}: {why}; the secret writer writes only to \
+                         secrets it created for this cluster, namespace and Secret (rename the \
+                         Secret, or tag the secret if it really is this Secret's)",
+                        conversion.name
+                    )
+                })?;
+                described
+                    .arn()
+                    .map(str::to_owned)
+                    .map(Some)
+                    .ok_or_else(no_arn)
+            }
+            Err(error) if error.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(error) => Err(describe(&error)),
+        }
     }
 }
 
 fn no_arn() -> String {
     "Secrets Manager answered without an ARN".to_owned()
-}
-
-/// The AWS error code and message, or the kind of failure; never a value.
-fn describe<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match error {
-        SdkError::ServiceError(context) => {
-            let err = context.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("ServiceError"),
-                err.message().unwrap_or("no message")
-            )
-        }
-        SdkError::TimeoutError(_) => "the call to Secrets Manager timed out".to_owned(),
-        other => {
-            let text = aws_smithy_types::error::display::DisplayErrorContext(other).to_string();
-            text.chars().take(300).collect()
-        }
-    }
 }
 
 #[cfg(test)]
@@ -216,9 +240,15 @@ mod tests {
 
     use super::*;
     use crate::aws::canned::Canned;
+    use crate::spec;
 
-    /// The writer over a Secrets Manager that never answers.
-    fn endpoint() -> Secrets {
+    /// The writer over a Secrets Manager that never answers, its promotion loop synced or not.
+    fn endpoint_synced(synced: bool) -> Secrets {
+        let promotions =
+            Promotions::new(crate::webhook::metrics::Metrics::new().secret_writer_versions());
+        if synced {
+            promotions.mark_synced();
+        }
         Secrets::new(
             Canned::new(vec![None, None]).secrets_manager(),
             WriterConfig {
@@ -227,7 +257,23 @@ mod tests {
             },
             None,
             Duration::from_millis(200),
+            promotions,
         )
+    }
+
+    fn endpoint() -> Secrets {
+        endpoint_synced(true)
+    }
+
+    #[tokio::test]
+    async fn before_the_loop_has_listed_secrets_nothing_is_staged() {
+        // The stalled client would time the review out if it were called.
+        let reviewed = endpoint_synced(false).review(review(false)).await;
+        assert_eq!(reviewed.outcome, Outcome::Denied);
+        let body: Value = serde_json::from_slice(&reviewed.body).unwrap();
+        let message = body["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("list and watch on secrets"), "{message}");
+        assert!(message.contains("nothing was stored"), "{message}");
     }
 
     fn review(dry_run: bool) -> Bytes {

@@ -846,8 +846,12 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
             "test-cluster",
             "--secret-writer-region",
             "us-east-1",
+            "--secret-writer-promotion-grace-period",
+            "3s",
         ],
         &[
+            // The promotion loop reads labelled Secrets (the chart's RBAC is checked below).
+            ("KUBECONFIG", plane.kubeconfig.to_str().unwrap()),
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST"),
             ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
@@ -896,16 +900,39 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
         ["arn"]
     );
     assert_eq!(b64(stored["data"]["arn"].as_str().unwrap()), arn.as_bytes());
-    let value = |arn: &str| {
-        sm(
-            "GetSecretValue",
-            json!({"SecretId": arn, "VersionStage": "AWSCURRENT"}),
-        )["SecretString"]
+    // What readers get: AWSCURRENT, or nothing while no version is current.
+    let current = |arn: &str| {
+        let (status, answer) = moto.json(
+            "us-east-1",
+            "secretsmanager.GetSecretValue",
+            &json!({"SecretId": arn, "VersionStage": "AWSCURRENT"}),
+        );
+        (status == 200).then(|| answer["SecretString"].as_str().unwrap().to_owned())
+    };
+    // The webhook only stages; the promotion loop makes the version current once it sees the
+    // persisted Secret name it.
+    let promoted = |arn: &str, want: &str| {
+        plane.wait_for(
+            &format!("{want} to become AWSCURRENT of {arn}"),
+            Duration::from_secs(30),
+            || current(arn).as_deref() == Some(want),
+        );
+    };
+    let value = |arn: &str| current(arn).unwrap();
+    promoted(&arn, r#"{"password":"hunter2-first"}"#);
+    let version_annotation = |name: &str| {
+        plane.get_json(&["secret", name, "-n", &ns.app])["metadata"]["annotations"]
+            ["secrets.k8s.aws/version-id"]
             .as_str()
             .unwrap()
             .to_owned()
     };
-    assert_eq!(value(&arn), r#"{"password":"hunter2-first"}"#);
+    let described = sm("DescribeSecret", json!({"SecretId": arn}));
+    assert_eq!(
+        described["VersionIdsToStages"][version_annotation("db")],
+        json!(["AWSCURRENT"]),
+        "{described}"
+    );
     let tags = sm("DescribeSecret", json!({"SecretId": arn}))["Tags"].clone();
     assert!(
         tags.to_string()
@@ -920,16 +947,37 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
     };
     assert_eq!(versions(&arn), 1);
 
-    // A changed value by `kubectl apply`: a new AWSCURRENT version; the same again: none.
+    // A changed value by `kubectl apply`: a new version, made current once persisted. Then a
+    // revert A -> B -> A: the third write is a version of its own, so A is current again.
     let changed = labelled_secret("db", &[("password", b"hunter2-second")], "Opaque");
     let (ok, stderr) = apply(&changed);
     assert!(ok, "{stderr}");
-    assert_eq!(value(&arn), r#"{"password":"hunter2-second"}"#);
+    promoted(&arn, r#"{"password":"hunter2-second"}"#);
     assert_eq!(versions(&arn), 2);
+    let third = labelled_secret("db", &[("password", b"hunter2-third")], "Opaque");
+    let (ok, stderr) = apply(&third);
+    assert!(ok, "{stderr}");
+    promoted(&arn, r#"{"password":"hunter2-third"}"#);
     let (ok, stderr) = apply(&changed);
     assert!(ok, "{stderr}");
-    assert_eq!(versions(&arn), 2, "the same content made another version");
+    promoted(&arn, r#"{"password":"hunter2-second"}"#);
+    assert_eq!(versions(&arn), 4);
     let stored = plane.get_json(&["secret", "db", "-n", &ns.app]);
+    // kubectl's last-applied annotation keeps the manifest, not its values.
+    let stored_text = stored.to_string();
+    for value in ["hunter2-first", "hunter2-second", "hunter2-third"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        assert!(
+            !stored_text.contains(value) && !stored_text.contains(&encoded),
+            "{value} is in the stored Secret: {stored_text}"
+        );
+    }
+    assert!(
+        stored["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/last-applied-configuration")
+            .is_some(),
+        "{stored}"
+    );
     assert_eq!(
         stored["data"]
             .as_object()
@@ -948,6 +996,11 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
         .as_str()
         .unwrap()
         .to_owned();
+    plane.wait_for(
+        "the cert Secret's version to become current",
+        Duration::from_secs(30),
+        || current(&cert_arn).is_some(),
+    );
     let stored_value: Value = serde_json::from_str(&value(&cert_arn)).unwrap();
     assert_eq!(
         stored_value["secrets.k8s.aws/base64-keys"],
@@ -1098,6 +1151,157 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
                 "{value} in the webhook's logs as {shown}"
             );
         }
+    }
+
+    // -- Hostile callers ----------------------------------------------------------------------
+    // A Secret naming another namespace's secret (by ARN or by plain name) is refused.
+    for foreign in [
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:test-cluster/payments/db-AbCdEf",
+        "test-cluster/payments/db",
+        arn.as_str(),
+    ] {
+        let mut steer = labelled_secret("steer", &[("password", b"steered-value")], "Opaque");
+        steer["metadata"]["annotations"] = json!({"secrets.k8s.aws/secret-arn": foreign});
+        let (ok, stderr) = apply(&steer);
+        assert!(!ok, "{foreign}: admitted");
+        assert!(
+            stderr.contains(&format!("only as \"test-cluster/{}/steer\"", ns.app)),
+            "{stderr}"
+        );
+    }
+    assert!(!plane.exists("secret", "steer", &ns.app));
+    // A secret under the prefix that the writer did not create (no owner tags) is not written.
+    let squatted_arn = moto.create_secret(
+        "us-east-1",
+        &format!("test-cluster/{}/squatted", ns.app),
+        "squatter-original",
+    );
+    let (ok, stderr) = apply(&labelled_secret(
+        "squatted",
+        &[("password", b"squatted-value")],
+        "Opaque",
+    ));
+    assert!(!ok);
+    assert!(stderr.contains("refusing to write"), "{stderr}");
+    assert!(stderr.contains("did not create it"), "{stderr}");
+    assert_eq!(value(&squatted_arn), "squatter-original");
+    assert_eq!(versions(&squatted_arn), 1);
+
+    // Forged reviews sent straight to the webhook port, not through the API server: one for
+    // the existing Secret, one creating a Secret in kube-system. They are answered (a review
+    // cannot be told from a real one), but nothing they stage becomes current.
+    let webhook = release.webhook.as_ref().unwrap();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let tls = plane.get_json(&[
+        "secret",
+        &format!("{}-tls", release.fullname),
+        "-n",
+        &ns.release,
+    ]);
+    std::fs::write(ca.path(), b64(tls["data"]["ca.crt"].as_str().unwrap())).unwrap();
+    let forge = |uid: &str, namespace: &str, name: &str, value: &[u8]| -> Value {
+        let mut object = labelled_secret(name, &[("password", value)], "Opaque");
+        object["metadata"]["namespace"] = json!(namespace);
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Secret"},
+                "resource": {"group": "", "version": "v1", "resource": "secrets"},
+                "namespace": namespace, "name": name, "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:forger"},
+                "object": object}});
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stream = crate::common::webhook::connect(
+                webhook.webhook,
+                ca.path(),
+                &format!("{}.{}.svc", release.fullname, ns.release),
+                &[b"http/1.1"],
+            )
+            .await
+            .unwrap();
+            let mut client = crate::common::webhook::Client::new(stream).await;
+            let (status, body) = client
+                .post("/mutating-secrets", review.to_string().into_bytes())
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            serde_json::from_slice(&body).unwrap()
+        })
+    };
+    let answer = forge("forged-1", &ns.app, "db", b"forged-value");
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let answer = forge("forged-2", "kube-system", "forged", b"forged-value");
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let unpersisted = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("secret_inject_secret_writer_versions_total{result=\"unpersisted\"}")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    let admin = webhook.admin;
+    plane.wait_for(
+        "both forged versions to be counted as never persisted",
+        Duration::from_secs(60),
+        || unpersisted(&crate::common::webhook::metrics(admin)) >= 2,
+    );
+    assert_eq!(value(&arn), r#"{"password":"hunter2-second"}"#);
+    // The forged first version of a new secret (Secrets Manager makes a first version current
+    // whatever its label) is gone with its secret after the grace period.
+    plane.wait_for(
+        "the secret only a forged review created to be deleted",
+        Duration::from_secs(30),
+        || {
+            moto.json(
+                "us-east-1",
+                "secretsmanager.DescribeSecret",
+                &json!({"SecretId": "test-cluster/kube-system/forged"}),
+            )
+            .0 == 404
+        },
+    );
+    // The staged forged version of the existing secret lost its pending label.
+    let stages = sm("DescribeSecret", json!({"SecretId": arn}))["VersionIdsToStages"].clone();
+    assert!(
+        !stages.to_string().contains("secret-inject-pending"),
+        "{stages}"
+    );
+    assert!(
+        release
+            .webhook_log()
+            .contains("the API server never persisted"),
+        "the forgery was not logged"
+    );
+    // The real path still works after the forgeries.
+    let (ok, stderr) = apply(&labelled_secret(
+        "db",
+        &[("password", b"hunter2-after")],
+        "Opaque",
+    ));
+    assert!(ok, "{stderr}");
+    promoted(&arn, r#"{"password":"hunter2-after"}"#);
+    // Deleting the Kubernetes Secret leaves the Secrets Manager secret as it was.
+    plane.kubectl_ok(&["delete", "secret", "db", "-n", &ns.app]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(value(&arn), r#"{"password":"hunter2-after"}"#);
+    // The chart's RBAC gives the loop list and watch on secrets, and nothing more.
+    let sa = format!("system:serviceaccount:{}:{}", ns.release, release.fullname);
+    for (verb, allowed) in [
+        ("list", "yes"),
+        ("watch", "yes"),
+        ("get", "no"),
+        ("update", "no"),
+    ] {
+        let output = plane.kubectl(&["auth", "can-i", verb, "secrets", "-A", "--as", &sa]);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            allowed,
+            "{verb} secrets"
+        );
     }
 
     // Secrets Manager down: the create is refused and nothing lands in etcd.
