@@ -81,6 +81,23 @@ fn the_patch_size_is_known_exactly_before_it_is_built() {
         (Limit::PatchBytes, bytes, bytes - 1)
     );
     assert!(error.to_string().contains("--max-patch-bytes"), "{error}");
+    // The part that grows with the containers (every op but the init container's) is measured
+    // before it is built, exactly.
+    let containers_part = JsonPatch(patch.0[..patch.0.len() - 1].to_vec()).json_len();
+    let error = limit_error(run_within(
+        &pod,
+        Limits {
+            patch_bytes: containers_part - 1,
+            ..Limits::default()
+        },
+    ));
+    assert_eq!(error.found, containers_part);
+    assert!(
+        error
+            .field
+            .starts_with("spec.containers and spec.initContainers (8 containers"),
+        "{error}"
+    );
 }
 
 #[test]

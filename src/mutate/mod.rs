@@ -301,18 +301,6 @@ fn inject(
             contract::VOLUME_NAME
         )));
     }
-    if spec
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.name == contract::NO_TOKEN_VOLUME_NAME)
-    {
-        return Err(MutationError::Conflict(format!(
-            "spec.volumes: the pod already has a volume named {:?}, which secret-inject adds to \
-             keep the Kubernetes API token out of its container; rename that volume",
-            contract::NO_TOKEN_VOLUME_NAME
-        )));
-    }
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if let Some(c) = spec
         .containers
@@ -390,7 +378,6 @@ fn inject(
         spec.volumes.is_some(),
         &volume,
     );
-    append(&mut ops, &["spec", "volumes"], true, &no_token_volume());
     // 3. The mounts and env vars, with the original indices (before our init container
     // shifts them).
     let adds = ContainerAdds::new(mount_path, injection);
@@ -614,30 +601,38 @@ fn check_env_collision(
 
 /// What every container that gets the secrets gets: the volume mount and the `fileKeyRef` env
 /// vars, each serialized once however many containers there are (alone, for a container that has
-/// the list, and as a list, for one that has none).
-struct ContainerAdds {
+/// the list, and as a list, for one that has none), and only once their size is known to fit.
+struct ContainerAdds<'a> {
     mount: Box<RawValue>,
     mounts: Box<RawValue>,
-    env: Vec<Box<RawValue>>,
-    /// The JSON bytes of `env` together.
+    /// The env vars' names.
+    vars: Vec<&'a str>,
+    /// The JSON bytes of their `fileKeyRef` env vars together.
     env_bytes: usize,
-    envs: Box<RawValue>,
 }
 
-impl ContainerAdds {
-    fn new(mount_path: &str, injection: &InjectionSpec) -> Self {
-        let mount = patch::raw(&app_mount(mount_path));
-        let env: Vec<_> = injection
+impl<'a> ContainerAdds<'a> {
+    fn new(mount_path: &str, injection: &'a InjectionSpec) -> Self {
+        let mount = patch::raw(&secret_mount(mount_path));
+        let vars: Vec<&str> = injection
             .env_bindings()
-            .map(|(_, binding)| patch::raw(&file_env(&binding.var)))
+            .map(|(_, binding)| binding.var.as_str())
             .collect();
+        // A `fileKeyRef` env var is the same JSON around its name, twice; an env var name
+        // (`[A-Za-z_][A-Za-z0-9_]*`) needs no escaping. Counted, not serialized.
+        let frame = patch::raw(&file_env("")).get().len();
+        let env_bytes = vars.iter().map(|var| frame + 2 * var.len()).sum();
         ContainerAdds {
             mounts: patch::raw_array(std::slice::from_ref(&mount)),
             mount,
-            envs: patch::raw_array(&env),
-            env_bytes: env.iter().map(|var| var.get().len()).sum(),
-            env,
+            vars,
+            env_bytes,
         }
+    }
+
+    /// The JSON bytes of the env vars as one array.
+    fn envs_len(&self) -> usize {
+        2 + self.env_bytes + self.vars.len().saturating_sub(1)
     }
 
     /// Append the mount and env vars of each of `containers` (field, index, container). The
@@ -662,7 +657,7 @@ impl ContainerAdds {
                     "spec.containers and spec.initContainers ({} containers get the secret volume \
                      and {} env vars each)",
                     containers.len(),
-                    self.env.len()
+                    self.vars.len()
                 )
             },
             || {
@@ -674,6 +669,16 @@ impl ContainerAdds {
                 )
             },
         )?;
+        let env: Vec<Box<RawValue>> = self
+            .vars
+            .iter()
+            .map(|var| patch::raw(&file_env(var)))
+            .collect();
+        debug_assert_eq!(
+            env.iter().map(|var| var.get().len()).sum::<usize>(),
+            self.env_bytes
+        );
+        let envs = patch::raw_array(&env);
         for (field, index, container) in containers {
             let mut path = PointerBuf::from_tokens(["spec", *field]);
             path.push_back(*index);
@@ -685,17 +690,17 @@ impl ContainerAdds {
             } else {
                 ops.push_raw(mounts, self.mounts.clone());
             }
-            if self.env.is_empty() {
+            if env.is_empty() {
                 continue;
             }
             path.push_back("env");
             if container.env.is_some() {
                 path.push_back("-");
-                for var in &self.env {
+                for var in &env {
                     ops.push_raw(path.clone(), var.clone());
                 }
             } else {
-                ops.push_raw(path, self.envs.clone());
+                ops.push_raw(path, envs.clone());
             }
         }
         Ok(())
@@ -712,16 +717,19 @@ impl ContainerAdds {
         } else {
             op(base + "/volumeMounts".len(), &self.mounts)
         };
-        if self.env.is_empty() {
+        if self.vars.is_empty() {
             return bytes;
         }
+        // An operation's frame and path, without its value.
+        let frame = |path: usize| 1 + patch::Add::json_len_of(path, RawValue::NULL) - "null".len();
         if container.env.is_some() {
-            // One operation per env var: its value, the frame and the path.
-            let frame = 1 + patch::Add::json_len_of(base + "/env/-".len(), RawValue::NULL);
-            let frames = (frame - RawValue::NULL.get().len()).saturating_mul(self.env.len());
+            // One operation per env var.
+            let frames = frame(base + "/env/-".len()).saturating_mul(self.vars.len());
             bytes = bytes.saturating_add(frames).saturating_add(self.env_bytes);
         } else {
-            bytes = bytes.saturating_add(op(base + "/env".len(), &self.envs));
+            bytes = bytes
+                .saturating_add(frame(base + "/env".len()))
+                .saturating_add(self.envs_len());
         }
         bytes
     }
@@ -738,46 +746,11 @@ fn has_secret_volume(spec: &PodSpec<'_>) -> bool {
         .any(|v| v.name == contract::VOLUME_NAME)
 }
 
-/// The agent's mount of the secret volume at `mount_path`: the one writer.
+/// The mount of the secret volume at `mount_path`.
 fn secret_mount(mount_path: &str) -> VolumeMount {
     VolumeMount {
         name: contract::VOLUME_NAME.to_owned(),
         mount_path: mount_path.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// An app container's mount of the secret volume: read-only, so no container of the pod can
-/// swap `..data` or a file's symlink under the others.
-fn app_mount(mount_path: &str) -> VolumeMount {
-    VolumeMount {
-        read_only: Some(true),
-        ..secret_mount(mount_path)
-    }
-}
-
-/// An empty in-memory volume for the agent's [`contract::API_TOKEN_DIR`]: the API server's
-/// ServiceAccount admission (run again after our patch on reinvocation, and on every pod
-/// `inject` wrote offline) mounts the pod's Kubernetes API token into each container that has
-/// no mount there, and the agent needs no token of the Kubernetes API.
-fn no_token_volume() -> Volume {
-    Volume {
-        name: contract::NO_TOKEN_VOLUME_NAME.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".to_owned()),
-            size_limit: Some(Quantity("4Ki".to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The agent's read-only mount of [`no_token_volume`] where the API token would go.
-fn no_token_mount() -> VolumeMount {
-    VolumeMount {
-        name: contract::NO_TOKEN_VOLUME_NAME.to_owned(),
-        mount_path: contract::API_TOKEN_DIR.to_owned(),
-        read_only: Some(true),
         ..Default::default()
     }
 }
@@ -938,10 +911,7 @@ fn agent_container(
             value_from: None,
         })
         .collect();
-    let mut volume_mounts = vec![
-        secret_mount(injection.mount_path.as_str()),
-        no_token_mount(),
-    ];
+    let mut volume_mounts = vec![secret_mount(injection.mount_path.as_str())];
     copy_aws_identity(
         spec,
         injection.mount_path.as_str(),
@@ -1001,19 +971,6 @@ fn copy_aws_identity(
         let Some(token_file) = var.value.as_deref() else {
             continue;
         };
-        if token_file
-            .strip_prefix(contract::API_TOKEN_DIR)
-            .is_some_and(|rest| rest.starts_with('/'))
-        {
-            return Err(MutationError::Conflict(format!(
-                "container {:?} sets {name}={token_file}, inside {}, the Kubernetes API token's \
-                 directory, which secret-inject keeps empty in its container; project the AWS \
-                 token into a volume of its own, as the EKS Pod Identity Webhook does \
-                 (/var/run/secrets/eks.amazonaws.com/serviceaccount/token)",
-                container.name,
-                contract::API_TOKEN_DIR
-            )));
-        }
         // The mount that holds the token file: the longest mountPath that contains it.
         let holder = container
             .volume_mounts
