@@ -204,19 +204,10 @@ fn every_rendered_object_validates_on_every_supported_version() {
 }
 
 #[test]
-fn the_network_policy_opens_the_webhook_port_and_the_admin_port_only_to_its_peers() {
+fn the_network_policy_is_on_and_opens_the_webhook_port_and_the_admin_port_only_to_their_peers() {
     let version = common::KUBE_VERSIONS[1];
-    assert!(
-        !render(version, &[])
-            .iter()
-            .any(|d| d["kind"] == "NetworkPolicy"),
-        "off by default"
-    );
     let peer = "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=observability";
-    let docs = render(
-        version,
-        &["--set", "networkPolicy.enabled=true", "--set", peer],
-    );
+    let docs = render(version, &["--set", peer]);
     let policy = find(&docs, "NetworkPolicy");
     let deployment = find(&docs, "Deployment");
     assert_eq!(
@@ -226,23 +217,37 @@ fn the_network_policy_opens_the_webhook_port_and_the_admin_port_only_to_its_peer
     assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
     let ingress = policy["spec"]["ingress"].as_array().unwrap();
     assert_eq!(ingress.len(), 2);
+    // On by default, the webhook port from address blocks (which the platform narrows to its
+    // control plane: the chart README's NetworkPolicy section).
     assert_eq!(
         ingress[0],
-        json!({"ports": [{"protocol": "TCP", "port": 8443}]})
+        json!({"ports": [{"protocol": "TCP", "port": 8443}],
+               "from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]})
     );
     assert_eq!(
         ingress[1],
         json!({"from": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}],
                "ports": [{"protocol": "TCP", "port": 8080}]})
     );
-    // Without peers, the admin port is closed to everyone.
-    let docs = render(version, &["--set", "networkPolicy.enabled=true"]);
+    // Narrowed to the control plane's subnet; without admin peers the admin port is closed.
+    let docs = render(
+        version,
+        &[
+            "--set",
+            "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/28",
+        ],
+    );
+    let ingress = find(&docs, "NetworkPolicy")["spec"]["ingress"].clone();
     assert_eq!(
-        find(&docs, "NetworkPolicy")["spec"]["ingress"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        ingress,
+        json!([{"ports": [{"protocol": "TCP", "port": 8443}],
+                "from": [{"ipBlock": {"cidr": "10.0.0.0/28"}}]}])
+    );
+    // Off only when asked.
+    assert!(
+        !render(version, &["--set", "networkPolicy.enabled=false"])
+            .iter()
+            .any(|d| d["kind"] == "NetworkPolicy")
     );
 }
 
@@ -274,8 +279,35 @@ fn the_secret_writer_webhook_is_off_by_default_and_fails_closed_when_on() {
                 .unwrap()
                 .contains(&json!("--secret-writer-timeout=8s"))
         );
+        // The promotion loop lists and watches labelled Secrets: list and watch on secrets, no
+        // more, bound to the webhook's ServiceAccount, whose token is then mounted.
+        let role = find(&docs, "ClusterRole");
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}])
+        );
+        let binding = find(&docs, "ClusterRoleBinding");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(
+            binding["subjects"][0]["name"],
+            find(&docs, "ServiceAccount")["metadata"]["name"]
+        );
+        assert_eq!(
+            find(&docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+            true
+        );
     }
     let docs = render(common::KUBE_VERSIONS[1], &[]);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "pod injection needs no RBAC"
+    );
+    assert_eq!(
+        find(&docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
     let args =
         find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
     assert!(!args.to_string().contains("--secret-writer"));
