@@ -482,9 +482,11 @@ fn a_brace_variable_in_an_env_format_value_reads_back_the_same_or_is_refused() {
     );
     match run.code {
         Some(6) => {
+            // The key by its place, never by its name: anyone who may get the pod reads the
+            // termination message.
             for expected in [
                 "secret app",
-                "GREETING",
+                "the 1st of the 1 top-level keys",
                 "secrets.k8s.aws/secret-format.app",
             ] {
                 assert!(
@@ -494,6 +496,7 @@ fn a_brace_variable_in_an_env_format_value_reads_back_the_same_or_is_refused() {
                 );
             }
             assert!(!run.termination.contains(value), "{}", run.termination);
+            assert!(!run.termination.contains("GREETING"), "{}", run.termination);
             assert!(entries(out.path()).is_empty());
         }
         Some(0) => {
@@ -686,7 +689,9 @@ fn unusable_values_fail_naming_secret_key_and_annotation_never_the_value() {
             json!({"TOKEN": format!("it's-{leak}")}).to_string(),
             ("secrets.k8s.aws/secret-format.db", "env"),
             "secrets.k8s.aws/secret-format.db",
-            "key TOKEN",
+            // A key of the value, not of the annotations: by its place, never by its name
+            // (anyone who may get the pod reads the termination message).
+            "the 1st of the 1 top-level keys",
         ),
     ];
     for (i, (case, value, extra, annotation, key)) in cases.into_iter().enumerate() {
@@ -721,6 +726,11 @@ fn unusable_values_fail_naming_secret_key_and_annotation_never_the_value() {
             "{case}: the value leaked:\n{}\n{}",
             run.termination,
             run.output
+        );
+        assert!(
+            !run.termination.contains("TOKEN"),
+            "{case}: a key name of the value in the termination message: {}",
+            run.termination
         );
         assert!(
             entries(out.path()).is_empty(),
