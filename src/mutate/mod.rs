@@ -620,8 +620,13 @@ impl<'a> ContainerAdds<'a> {
             .collect();
         // A `fileKeyRef` env var is the same JSON around its name, twice; an env var name
         // (`[A-Za-z_][A-Za-z0-9_]*`) needs no escaping. Counted, not serialized.
-        let frame = patch::raw(&file_env("")).get().len();
-        let env_bytes = vars.iter().map(|var| frame + 2 * var.len()).sum();
+        let env_bytes = match vars.len() {
+            0 => 0,
+            n => {
+                let frame = patch::raw(&file_env("")).get().len();
+                n * frame + 2 * vars.iter().map(|var| var.len()).sum::<usize>()
+            }
+        };
         ContainerAdds {
             mounts: patch::raw_array(std::slice::from_ref(&mount)),
             mount,
