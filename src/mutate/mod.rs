@@ -301,6 +301,18 @@ fn inject(
             contract::VOLUME_NAME
         )));
     }
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == contract::NO_TOKEN_VOLUME_NAME)
+    {
+        return Err(MutationError::Conflict(format!(
+            "spec.volumes: the pod already has a volume named {:?}, which secret-inject adds to \
+             keep the Kubernetes API token out of its container; rename that volume",
+            contract::NO_TOKEN_VOLUME_NAME
+        )));
+    }
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if let Some(c) = spec
         .containers
@@ -378,6 +390,7 @@ fn inject(
         spec.volumes.is_some(),
         &volume,
     );
+    append(&mut ops, &["spec", "volumes"], true, &no_token_volume());
     // 3. The mounts and env vars, with the original indices (before our init container
     // shifts them).
     let adds = ContainerAdds::new(mount_path, injection);
@@ -613,7 +626,7 @@ struct ContainerAdds<'a> {
 
 impl<'a> ContainerAdds<'a> {
     fn new(mount_path: &str, injection: &'a InjectionSpec) -> Self {
-        let mount = patch::raw(&secret_mount(mount_path));
+        let mount = patch::raw(&app_mount(mount_path));
         let vars: Vec<&str> = injection
             .env_bindings()
             .map(|(_, binding)| binding.var.as_str())
@@ -751,11 +764,46 @@ fn has_secret_volume(spec: &PodSpec<'_>) -> bool {
         .any(|v| v.name == contract::VOLUME_NAME)
 }
 
-/// The mount of the secret volume at `mount_path`.
+/// The agent's mount of the secret volume at `mount_path`: the one writer.
 fn secret_mount(mount_path: &str) -> VolumeMount {
     VolumeMount {
         name: contract::VOLUME_NAME.to_owned(),
         mount_path: mount_path.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An app container's mount of the secret volume: read-only, so no container of the pod can
+/// swap `..data` or a file's symlink under the others.
+fn app_mount(mount_path: &str) -> VolumeMount {
+    VolumeMount {
+        read_only: Some(true),
+        ..secret_mount(mount_path)
+    }
+}
+
+/// An empty in-memory volume for the agent's [`contract::API_TOKEN_DIR`]: the API server's
+/// ServiceAccount admission (run again after our patch on reinvocation, and on every pod
+/// `inject` wrote offline) mounts the pod's Kubernetes API token into each container that has
+/// no mount there, and the agent needs no token of the Kubernetes API.
+fn no_token_volume() -> Volume {
+    Volume {
+        name: contract::NO_TOKEN_VOLUME_NAME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(Quantity("4Ki".to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The agent's read-only mount of [`no_token_volume`] where the API token would go.
+fn no_token_mount() -> VolumeMount {
+    VolumeMount {
+        name: contract::NO_TOKEN_VOLUME_NAME.to_owned(),
+        mount_path: contract::API_TOKEN_DIR.to_owned(),
+        read_only: Some(true),
         ..Default::default()
     }
 }
@@ -916,7 +964,10 @@ fn agent_container(
             value_from: None,
         })
         .collect();
-    let mut volume_mounts = vec![secret_mount(injection.mount_path.as_str())];
+    let mut volume_mounts = vec![
+        secret_mount(injection.mount_path.as_str()),
+        no_token_mount(),
+    ];
     copy_aws_identity(
         spec,
         injection.mount_path.as_str(),
@@ -976,6 +1027,19 @@ fn copy_aws_identity(
         let Some(token_file) = var.value.as_deref() else {
             continue;
         };
+        if token_file
+            .strip_prefix(contract::API_TOKEN_DIR)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return Err(MutationError::Conflict(format!(
+                "container {:?} sets {name}={token_file}, inside {}, the Kubernetes API token's \
+                 directory, which secret-inject keeps empty in its container; project the AWS \
+                 token into a volume of its own, as the EKS Pod Identity Webhook does \
+                 (/var/run/secrets/eks.amazonaws.com/serviceaccount/token)",
+                container.name,
+                contract::API_TOKEN_DIR
+            )));
+        }
         // The mount that holds the token file: the longest mountPath that contains it.
         let holder = container
             .volume_mounts
