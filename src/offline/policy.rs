@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use super::{InjectError, PodTemplate, pod_templates};
 use crate::contract::{SecretPlan, VersionSelector, defaults};
+use crate::mutate::secret::WriterConfig;
 use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn, SourceArn};
 
 /// The agent calls BatchGetSecretValue for a region once a pod reads at least this many
@@ -125,6 +126,9 @@ pub struct Statement {
     pub action: &'static str,
     /// What it applies to.
     pub resource: Resource,
+    /// When it applies (the secret writer's tag conditions); absent for the agent's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
 }
 
 /// The `Resource` of a [`Statement`].
@@ -292,6 +296,7 @@ impl Access {
                 effect: "Allow",
                 action,
                 resource,
+                condition: None,
             });
         };
         if !self.secrets.is_empty() {
@@ -333,6 +338,95 @@ impl Access {
             version: POLICY_VERSION,
             statement,
         }
+    }
+}
+
+/// Where the secret writer's secrets live, for its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterScope {
+    /// The writer's config (`--secret-writer-prefix`, `--cluster-name`).
+    pub writer: WriterConfig,
+    /// ARN partition (`aws`, `aws-cn`, `aws-us-gov`).
+    pub partition: String,
+    /// Region of the secrets, or `*`.
+    pub region: String,
+    /// Account of the secrets, or `*`.
+    pub account: String,
+}
+
+/// The secret writer's least-privilege policy: every action on `<prefix>/*` only, creation
+/// only with the four owner tags (this cluster's, and `managed-by: secret-inject`) and no
+/// other tag keys, and every write only to a secret that already carries this cluster's owner
+/// tags. `DescribeSecret` carries no tag condition: for a secret that does not exist yet a
+/// tag-conditioned read is an access denial rather than the "not found" the writer needs, and
+/// the writer checks all four tags (namespace and name included, which no policy can tie to the
+/// request) before any write.
+pub fn secret_writer(scope: &WriterScope) -> PolicyDocument {
+    use crate::mutate::secret::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_NAME, TAG_NAMESPACE};
+    let resource = Resource::Arns(vec![format!(
+        "arn:{}:secretsmanager:{}:{}:secret:{}/*",
+        scope.partition,
+        scope.region,
+        scope.account,
+        scope.writer.prefix.trim_matches('/')
+    )]);
+    let cluster = scope.writer.cluster.as_str();
+    let on_create = serde_json::json!({
+        "StringEquals": {
+            format!("aws:RequestTag/{TAG_MANAGED_BY}"): MANAGED_BY,
+            format!("aws:RequestTag/{TAG_CLUSTER}"): cluster,
+        },
+        "ForAllValues:StringEquals": {
+            "aws:TagKeys": [TAG_CLUSTER, TAG_NAMESPACE, TAG_NAME, TAG_MANAGED_BY],
+        },
+    });
+    let owned = serde_json::json!({
+        "StringEquals": {
+            format!("aws:ResourceTag/{TAG_MANAGED_BY}"): MANAGED_BY,
+            format!("aws:ResourceTag/{TAG_CLUSTER}"): cluster,
+        },
+    });
+    let statement = |sid, action, condition: Option<&serde_json::Value>| Statement {
+        sid,
+        effect: "Allow",
+        action,
+        resource: resource.clone(),
+        condition: condition.cloned(),
+    };
+    PolicyDocument {
+        version: POLICY_VERSION,
+        statement: vec![
+            statement(
+                "CreateSecretsTaggedForThisCluster",
+                "secretsmanager:CreateSecret",
+                Some(&on_create),
+            ),
+            statement(
+                "TagSecretsAtCreation",
+                "secretsmanager:TagResource",
+                Some(&on_create),
+            ),
+            statement(
+                "ReadMetadataToCheckOwnerTags",
+                "secretsmanager:DescribeSecret",
+                None,
+            ),
+            statement(
+                "StageValuesOfOwnSecrets",
+                "secretsmanager:PutSecretValue",
+                Some(&owned),
+            ),
+            statement(
+                "PromotePersistedVersions",
+                "secretsmanager:UpdateSecretVersionStage",
+                Some(&owned),
+            ),
+            statement(
+                "DeleteSecretsOnlyUnpersistedReviewsCreated",
+                "secretsmanager:DeleteSecret",
+                Some(&owned),
+            ),
+        ],
     }
 }
 

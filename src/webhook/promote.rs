@@ -187,7 +187,7 @@ struct Target {
 
 /// What one promotion attempt did.
 #[derive(Debug)]
-enum Promoted {
+enum Attempt {
     /// The version is now `AWSCURRENT`.
     Promoted,
     /// It already was.
@@ -306,7 +306,7 @@ impl PromotionLoop {
             ))
         });
         match result {
-            Ok(Promoted::Promoted) => {
+            Ok(Attempt::Promoted) => {
                 self.promotions.count(VersionResult::Promoted);
                 info!(
                     namespace = %target.namespace,
@@ -317,11 +317,11 @@ impl PromotionLoop {
                 );
                 true
             }
-            Ok(Promoted::Unchanged) => {
+            Ok(Attempt::Unchanged) => {
                 debug!(secret = %derived, version_id = %target.version_id, "already current");
                 true
             }
-            Ok(Promoted::Refused(why)) => {
+            Ok(Attempt::Refused(why)) => {
                 self.promotions.count(VersionResult::Refused);
                 warn!(
                     namespace = %target.namespace,
@@ -345,7 +345,7 @@ impl PromotionLoop {
         }
     }
 
-    async fn promote(&self, derived: &str, target: &Target) -> Result<Promoted, String> {
+    async fn promote(&self, derived: &str, target: &Target) -> Result<Attempt, String> {
         let described = match self
             .client
             .describe_secret()
@@ -355,7 +355,7 @@ impl PromotionLoop {
         {
             Ok(described) => described,
             Err(error) if error.code() == Some("ResourceNotFoundException") => {
-                return Ok(Promoted::Refused(format!("{derived} does not exist")));
+                return Ok(Attempt::Refused(format!("{derived} does not exist")));
             }
             Err(error) => return Err(describe(&error)),
         };
@@ -365,7 +365,7 @@ impl PromotionLoop {
             .iter()
             .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
         if let Err(why) = check_owner(&expected, tags) {
-            return Ok(Promoted::Refused(format!("{derived}: {why}")));
+            return Ok(Attempt::Refused(format!("{derived}: {why}")));
         }
         let stages = described
             .version_ids_to_stages()
@@ -378,13 +378,13 @@ impl PromotionLoop {
                 .map(|(id, _)| id.clone())
         };
         if !stages.contains_key(&target.version_id) {
-            return Ok(Promoted::Refused(format!(
+            return Ok(Attempt::Refused(format!(
                 "{derived} has no version {}",
                 target.version_id
             )));
         }
         let current = holding(CURRENT_STAGE);
-        let mut result = Promoted::Unchanged;
+        let mut result = Attempt::Unchanged;
         if current.as_deref() != Some(target.version_id.as_str()) {
             self.client
                 .update_secret_version_stage()
@@ -395,7 +395,7 @@ impl PromotionLoop {
                 .send()
                 .await
                 .map_err(|e| describe(&e))?;
-            result = Promoted::Promoted;
+            result = Attempt::Promoted;
         }
         if let Some(pending) = holding(PENDING_STAGE) {
             self.remove_pending(derived, &pending).await?;

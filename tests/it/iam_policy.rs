@@ -556,3 +556,198 @@ fn the_agent_runs_on_exactly_the_generated_actions() {
     assert!(log.contains("AccessDenied"), "{log}");
     assert_eq!(read(out.path(), "session"), "session-value");
 }
+
+// --- the secret writer's policy -------------------------------------------------------------
+
+const WRITER_ACTIONS: [&str; 6] = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:TagResource",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:DeleteSecret",
+];
+
+/// `iam-policy --secret-writer` for prefix and cluster `prod-eu`.
+fn writer_policy() -> Value {
+    let output = secret_inject(
+        &[
+            "iam-policy",
+            "--secret-writer",
+            "--secret-writer-prefix",
+            "prod-eu",
+            "--cluster-name",
+            "prod-eu",
+            "--region",
+            "eu-west-1",
+            "--account",
+            "123456789012",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("kms:GenerateDataKey"), "{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_secret_writers_policy_is_scoped_to_the_prefix_and_the_owner_tags_and_lints_clean() {
+    let policy = writer_policy();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(
+        statements
+            .iter()
+            .map(|s| s["Action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        WRITER_ACTIONS
+    );
+    for statement in statements {
+        assert_eq!(
+            statement["Resource"],
+            json!(["arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod-eu/*"])
+        );
+        let condition = &statement["Condition"];
+        match statement["Action"].as_str().unwrap() {
+            // Creating and tagging: only with this cluster's owner tags, and no other tag key.
+            "secretsmanager:CreateSecret" | "secretsmanager:TagResource" => {
+                assert_eq!(
+                    condition["StringEquals"],
+                    json!({"aws:RequestTag/app.kubernetes.io/managed-by": "secret-inject",
+                           "aws:RequestTag/kubernetes.io/cluster": "prod-eu"})
+                );
+                assert_eq!(
+                    condition["ForAllValues:StringEquals"]["aws:TagKeys"],
+                    json!([
+                        "kubernetes.io/cluster",
+                        "kubernetes.io/namespace",
+                        "kubernetes.io/name",
+                        "app.kubernetes.io/managed-by"
+                    ])
+                );
+            }
+            // Reading metadata: the writer checks all four tags itself, also for a secret that
+            // does not exist yet (a tag condition would turn "not found" into a denial).
+            "secretsmanager:DescribeSecret" => assert!(condition.is_null(), "{statement}"),
+            // Every write: only to a secret this cluster's writer created.
+            _ => assert_eq!(
+                condition["StringEquals"],
+                json!({"aws:ResourceTag/app.kubernetes.io/managed-by": "secret-inject",
+                       "aws:ResourceTag/kubernetes.io/cluster": "prod-eu"}),
+                "{statement}"
+            ),
+        }
+    }
+    assert_eq!(issues(&parliament(&policy)), [], "{policy:#}");
+}
+
+/// Each call the writer and its promotion loop make, under moto's IAM enforcement: allowed with
+/// the printed statements, denied without the statement of its action (see the note above on
+/// moto and Resource "*"; moto does not evaluate the tag conditions, which real IAM does).
+#[tokio::test(flavor = "multi_thread")]
+async fn moto_allows_each_writer_action_and_denies_it_without_its_statement() {
+    let policy = writer_policy();
+    let moto = Moto::start();
+    let variants: Vec<Option<&str>> = std::iter::once(None)
+        .chain(WRITER_ACTIONS.iter().copied().map(Some))
+        .collect();
+    let mut users = Vec::new();
+    for (i, without) in variants.iter().enumerate() {
+        let mut policy = for_moto(&policy, *without);
+        for statement in policy["Statement"].as_array_mut().unwrap() {
+            statement.as_object_mut().unwrap().remove("Condition");
+        }
+        users.push((
+            *without,
+            actions(&policy),
+            moto.iam_user(&format!("w{i}"), &policy["Statement"]),
+        ));
+    }
+    // One secret per user, created before enforcement, for the calls on an existing secret.
+    let mut existing = Vec::new();
+    for i in 0..users.len() {
+        existing.push(create_secret(
+            &moto,
+            &format!("prod-eu/ns/existing-{i}"),
+            "v0",
+            None,
+        ));
+    }
+    moto.reset_auth(0);
+    for (i, (without, allowed, keys)) in users.iter().enumerate() {
+        let config = sdk_config(&moto, keys).await;
+        let sm = secret_inject::aws::secrets_manager_in(&config, "us-east-1");
+        let tag = |k: &str, v: &str| {
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+        };
+        let target = &existing[i];
+        let version = format!("{:0>48}", i);
+        let calls = [
+            (
+                "secretsmanager:CreateSecret",
+                status(
+                    sm.create_secret()
+                        .name(format!("prod-eu/ns/new-{i}"))
+                        .tags(tag("app.kubernetes.io/managed-by", "secret-inject"))
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                "secretsmanager:DescribeSecret",
+                status(sm.describe_secret().secret_id(target).send().await),
+            ),
+            (
+                "secretsmanager:PutSecretValue",
+                status(
+                    sm.put_secret_value()
+                        .secret_id(target)
+                        .secret_string("v1")
+                        .client_request_token(&version)
+                        .version_stages("secret-inject-pending")
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                "secretsmanager:UpdateSecretVersionStage",
+                status(
+                    sm.update_secret_version_stage()
+                        .secret_id(target)
+                        .version_stage("secret-inject-pending")
+                        .remove_from_version_id(&version)
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                "secretsmanager:DeleteSecret",
+                status(
+                    sm.delete_secret()
+                        .secret_id(target)
+                        .force_delete_without_recovery(true)
+                        .send()
+                        .await,
+                ),
+            ),
+        ];
+        for (action, got) in calls {
+            let expected = if allowed.contains(action) { 200 } else { 403 };
+            // UpdateSecretVersionStage on a version PutSecretValue could not stage is a 4xx of
+            // its own; only the denial matters there.
+            if action == "secretsmanager:UpdateSecretVersionStage"
+                && *without == Some("secretsmanager:PutSecretValue")
+            {
+                assert_ne!(got, 200, "{action} without {without:?}");
+                continue;
+            }
+            assert_eq!(
+                got, expected,
+                "{action} with the policy without {without:?}"
+            );
+        }
+    }
+}
