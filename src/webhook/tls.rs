@@ -147,6 +147,7 @@ fn read_pair(
 pub struct ReloadingResolver {
     files: Option<CertFiles>,
     current: RwLock<Loaded>,
+    client_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 #[derive(Debug)]
@@ -177,6 +178,7 @@ impl ReloadingResolver {
         Ok(Self {
             files: Some(files),
             current: RwLock::new(loaded),
+            client_roots: None,
         })
     }
 
@@ -194,7 +196,39 @@ impl ReloadingResolver {
                 cert_pem: cert_pem.to_vec(),
                 key_pem: key_pem.to_vec(),
             }),
+            client_roots: None,
         })
+    }
+
+    /// Require every client to present a certificate signed by a CA in `ca_file` (PEM): the
+    /// API server's client certificate from its AdmissionConfiguration, on clusters where it
+    /// can be configured. Without it, anyone who reaches the port may send a review.
+    pub fn require_client_certificates(mut self, ca_file: &Path) -> Result<Self, TlsError> {
+        let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
+            path: ca_file.to_owned(),
+            source,
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| TlsError::Pem {
+                path: ca_file.to_owned(),
+                problem: e.to_string(),
+            })?;
+            roots.add(cert).map_err(|e| TlsError::Pem {
+                path: ca_file.to_owned(),
+                problem: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Pem {
+                path: ca_file.to_owned(),
+                problem: "holds no CERTIFICATE block; give the CA that signed the API \
+                          server's webhook client certificate"
+                    .to_owned(),
+            });
+        }
+        self.client_roots = Some(Arc::new(roots));
+        Ok(self)
     }
 
     /// The files, when the certificate comes from files.
@@ -229,11 +263,21 @@ impl ReloadingResolver {
     /// Build a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1) that serves
     /// this resolver's certificate.
     pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_cert_resolver(self.clone());
+        let provider = Arc::new(provider::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match &self.client_roots {
+            Some(roots) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider,
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }

@@ -358,3 +358,123 @@ async fn one_log_line_per_review_and_no_secrets_in_logs() {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
 }
+
+/// A CA and a client certificate it signed: `(CA PEM, client chain, client key)`.
+fn client_identity(
+    name: &str,
+) -> (
+    String,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_owned());
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (
+        ca.pem(),
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+}
+
+/// One review over HTTP/1.1, presenting `identity` as the client certificate (or none).
+async fn post_as(
+    webhook: &Webhook,
+    identity: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<u16, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(webhook.ca_path()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(webhook.webhook)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("secret-inject.testns.svc").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let body = std::fs::read(common::repo_root().join("tests/golden/seed-webserver/request.json"))
+        .unwrap();
+    let request = hyper::Request::post("/mutating-pods")
+        .header("host", "secret-inject.testns.svc")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_client_ca_only_clients_holding_its_certificate_may_send_a_review() {
+    let (api_server_ca, chain, key) = client_identity("kube-apiserver");
+    let (_, other_chain, other_key) = client_identity("intruder");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_file, api_server_ca).unwrap();
+    let webhook = Webhook::start(&["--client-ca-file", ca_file.to_str().unwrap()]);
+    let api_server = || Some((chain.clone(), key.clone_key()));
+    assert_eq!(post_as(&webhook, api_server()).await, Ok(200));
+    let none = post_as(&webhook, None).await;
+    assert!(none.is_err(), "a client without a certificate got {none:?}");
+    let other = post_as(&webhook, Some((other_chain, other_key))).await;
+    assert!(other.is_err(), "a certificate of another CA got {other:?}");
+    // Still serving the API server after the refusals.
+    assert_eq!(post_as(&webhook, api_server()).await, Ok(200));
+
+    // A file without a certificate stops the start with a message naming it.
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args([
+            "webhook",
+            "--dev-tls",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--client-ca-file",
+            ca_file.to_str().unwrap(),
+        ])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("client-ca.pem"), "{stderr}");
+    assert!(stderr.contains("no CERTIFICATE"), "{stderr}");
+}
