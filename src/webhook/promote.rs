@@ -209,6 +209,7 @@ impl PromotionLoop {
         // Secret whose version was already handled.
         let mut handled: HashMap<(String, String), String> = HashMap::new();
         let mut retry: BTreeMap<(String, String), Target> = BTreeMap::new();
+        let mut watch_failed: Option<Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -242,6 +243,7 @@ impl PromotionLoop {
                         retry.remove(&key);
                     }
                     Some(Err(error)) => {
+                        watch_failed = Some(Instant::now());
                         warn!(%error, "secret writer: watching labelled Secrets failed; retrying");
                     }
                     None => break,
@@ -256,7 +258,11 @@ impl PromotionLoop {
                         }
                     }
                     let persisted: Vec<_> = handled.keys().chain(retry.keys()).collect();
-                    self.sweep(&persisted).await;
+                    // After a watch failure the loop may have missed a persisted Secret: until a
+                    // grace period has passed without one, nothing is deleted.
+                    let may_delete =
+                        watch_failed.is_none_or(|at| at.elapsed() >= self.grace);
+                    self.sweep(&persisted, may_delete).await;
                 }
             }
         }
@@ -421,7 +427,7 @@ impl PromotionLoop {
     /// `AWSCURRENT` whatever label it is given, so a review creating a Secret that was never
     /// persisted leaves a readable secret; the writer deletes it (no recovery window: it never
     /// held a value the API server accepted) unless a persisted Secret has claimed it since.
-    async fn sweep(&self, persisted: &[&(String, String)]) {
+    async fn sweep(&self, persisted: &[&(String, String)], may_delete: bool) {
         for (version_id, staged) in self.promotions.expired(self.grace) {
             self.promotions.count(VersionResult::Unpersisted);
             warn!(
@@ -432,9 +438,10 @@ impl PromotionLoop {
                  persisted (a forged review, or a write a later admission step denied); it was \
                  never made current by the writer"
             );
-            let claimed = persisted
-                .iter()
-                .any(|(ns, name)| secret_name(&self.config, ns, name) == staged.secret_name);
+            let claimed = !may_delete
+                || persisted
+                    .iter()
+                    .any(|(ns, name)| secret_name(&self.config, ns, name) == staged.secret_name);
             let cleanup = self.clean_up(&staged.secret_name, &version_id, claimed);
             match tokio::time::timeout(self.aws_timeout, cleanup).await {
                 Ok(Ok(())) => {}
@@ -504,5 +511,35 @@ where
             let text = aws_smithy_types::error::display::DisplayErrorContext(other).to_string();
             text.chars().take(300).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::metrics::Metrics;
+
+    #[test]
+    fn a_staged_version_is_awaited_until_persisted_or_expired_and_counted() {
+        let metrics = Metrics::new();
+        let promotions = Promotions::new(metrics.secret_writer_versions());
+        assert!(!promotions.is_synced());
+        promotions.staged("p/ns/a", "v-a");
+        promotions.staged("p/ns/b", "v-b");
+        // Persisted: no longer awaited, never reported.
+        promotions.persisted("v-a");
+        assert!(promotions.expired(Duration::from_secs(3600)).is_empty());
+        let expired = promotions.expired(Duration::ZERO);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0, "v-b");
+        assert_eq!(expired[0].1.secret_name, "p/ns/b");
+        // Reported once.
+        assert!(promotions.expired(Duration::ZERO).is_empty());
+        let text = metrics.encode();
+        assert!(
+            text.contains("secret_inject_secret_writer_versions_total{result=\"staged\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("secret_inject_secret_writer_versions_total{result=\"promoted\"} 0"));
     }
 }
