@@ -17,7 +17,9 @@ use crate::duration;
 use crate::mutate::secret::WriterConfig;
 use crate::webhook::cluster;
 use crate::webhook::tls::{self, CertFiles, ReloadingResolver};
-use crate::webhook::{BodyLimits, Router, Server, ServerOptions, pods, secrets};
+use crate::webhook::{
+    BodyLimits, ConnectionLimits, InFlightLimits, Router, Server, ServerOptions, pods, secrets,
+};
 
 /// Serve the mutating admission webhook.
 #[derive(Args, Debug)]
@@ -118,7 +120,9 @@ pub struct ServerArgs {
     /// Address to listen on, for the webhook and admin ports (`::` for IPv6 and IPv4).
     #[arg(long, env = "SECRET_INJECT_BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// Longest time for a client's TLS handshake and request headers.
+    /// Longest time for a client's TLS handshake and request headers; on a new connection, the
+    /// handshake and the first request's headers together, counted from the accept (a client
+    /// that connects and sends nothing is closed after it).
     #[arg(long, env = "SECRET_INJECT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     header_read_timeout: Duration,
     /// Longest time for a client to send a request body.
@@ -127,6 +131,38 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes (Kubernetes sends at most about 3 MiB).
     #[arg(long, env = "SECRET_INJECT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Request body bytes held at once across all connections (read, or reserved from a
+    /// declared content-length); a request that would go over is answered 503 at once, before
+    /// its body is read. Bodies over 64 KiB may hold three quarters of it together, so small
+    /// reviews still pass while large ones are slow to come. The default keeps a 128Mi memory
+    /// limit.
+    #[arg(long, env = "SECRET_INJECT_MAX_IN_FLIGHT_BODY_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
+    max_in_flight_body_bytes: u64,
+    /// Reviews of bodies over 64 KiB computed at once, off the threads that serve connections;
+    /// more wait their turn (their bodies already read). Smaller reviews run at once.
+    #[arg(long, env = "SECRET_INJECT_MAX_CONCURRENT_REVIEWS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_concurrent_reviews: u64,
+    /// Connections open at once on the webhook port (TLS handshakes included); more are
+    /// accepted and closed at once. Lowered to fit the open-file limit when that is smaller.
+    #[arg(long, env = "SECRET_INJECT_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// A connection with no request in progress for this long is closed, HTTP/2 included
+    /// (PINGs do not keep it open). HTTP/1.1 keep-alive connections are closed earlier, after
+    /// --header-read-timeout without a new request.
+    #[arg(long, env = "SECRET_INJECT_IDLE_TIMEOUT", default_value = "90s", value_parser = duration::parse)]
+    idle_timeout: Duration,
+    /// HTTP/2 requests (streams) in progress at once on one connection (the API server opens
+    /// another connection beyond it).
+    #[arg(long, env = "SECRET_INJECT_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 request header list, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, env = "SECRET_INJECT_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    http2_max_header_list_size: u32,
     /// Longest time in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "SECRET_INJECT_SHUTDOWN_GRACE_PERIOD", default_value = "25s", value_parser = duration::parse)]
     shutdown_grace_period: Duration,
@@ -230,6 +266,12 @@ impl WebhookArgs {
                     header_read_timeout,
                     body_read_timeout,
                     max_body_bytes,
+                    max_in_flight_body_bytes,
+                    max_concurrent_reviews,
+                    max_connections,
+                    idle_timeout,
+                    http2_max_concurrent_streams,
+                    http2_max_header_list_size,
                     shutdown_grace_period,
                 },
             tls,
@@ -246,6 +288,16 @@ impl WebhookArgs {
             header_read_timeout,
             shutdown_grace_period,
             tls_reload_interval,
+        };
+        let connection_limits = ConnectionLimits {
+            max_connections: max_connections as usize,
+            idle_timeout,
+            http2_max_concurrent_streams,
+            http2_max_header_list_size,
+        };
+        let in_flight = InFlightLimits {
+            body_bytes: max_in_flight_body_bytes as usize,
+            reviews: max_concurrent_reviews as usize,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -277,6 +329,7 @@ impl WebhookArgs {
                 max_bytes: max_body_bytes,
                 read_timeout: body_read_timeout,
             })
+            .in_flight(in_flight)
             .route(pods::PATH, pods::Pods::new(mutation));
             if let Some(writer) = secret_writer.endpoint().await? {
                 router = router.route(secrets::PATH, writer);
@@ -285,7 +338,8 @@ impl WebhookArgs {
                 .await
                 .with_context(|| {
                     format!("cannot listen on {bind_address} ports {port} and {admin_port}")
-                })?;
+                })?
+                .with_limits(connection_limits);
             server
                 .run(crate::signal::stop_signals())
                 .await

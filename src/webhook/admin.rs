@@ -1,13 +1,20 @@
 //! The admin port: plain HTTP `/healthz`, `/readyz` and `/metrics`, apart from the webhook port
-//! so that probes and scrapes need no TLS and never queue behind reviews.
+//! so that probes and scrapes need no TLS and never queue behind reviews: [`Thread`] serves it
+//! on a thread and runtime of its own, so it answers while the webhook's workers are busy.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Admin connections open at once; more are closed at once. Probes and scrapes need a few; the
+/// cap keeps a flood of them from taking the descriptors the webhook port needs.
+pub const MAX_CONNECTIONS: usize = 64;
 
 use super::metrics;
 use super::router::{Reply, Router, text, typed};
@@ -33,19 +40,62 @@ pub fn handle<B>(request: &Request<B>, router: &Router) -> Reply {
     }
 }
 
-/// Serve the admin port until the task is aborted.
+/// The admin server on its own thread, with a single-threaded runtime of its own.
+pub struct Thread {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Thread {
+    /// Serve `listener` (bound on any runtime) on a new thread.
+    pub fn spawn(listener: TcpListener, router: Arc<Router>) -> std::io::Result<Thread> {
+        let listener = listener.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("admin".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    tokio::select! {
+                        () = serve(listener, router) => {}
+                        _ = stopped => {}
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+            })?;
+        Ok(Thread { stop: Some(stop) })
+    }
+
+    /// Stop serving (the thread ends on its own).
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serve the admin port until the future is dropped.
 pub async fn serve(listener: TcpListener, router: Arc<Router>) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            drop(stream);
+            continue;
+        }
         let router = router.clone();
         let builder = builder.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let reply = handle(&request, &router);
@@ -54,6 +104,7 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>) {
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            open.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -29,6 +29,161 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Why the server closed or refused a connection on the webhook port
+/// (`secret_inject_connections_closed_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Accepted and closed at once: `--max-connections` were open.
+    MaxConnections,
+    /// The TLS handshake did not finish within `--header-read-timeout`.
+    HandshakeTimeout,
+    /// The TLS handshake failed.
+    HandshakeError,
+    /// No request (headers complete) within `--header-read-timeout` of the accept.
+    FirstRequestTimeout,
+    /// No request in progress for `--idle-timeout`.
+    IdleTimeout,
+}
+
+impl CloseReason {
+    /// Every reason.
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::MaxConnections,
+        CloseReason::HandshakeTimeout,
+        CloseReason::HandshakeError,
+        CloseReason::FirstRequestTimeout,
+        CloseReason::IdleTimeout,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::MaxConnections => "max_connections",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::HandshakeError => "handshake_error",
+            CloseReason::FirstRequestTimeout => "first_request_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Why a request was refused before its review (`secret_inject_requests_rejected_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Its body would have taken the request bodies in flight over
+    /// `--max-in-flight-body-bytes` (503).
+    MaxInFlightBodyBytes,
+}
+
+impl RejectReason {
+    /// Every reason.
+    pub const ALL: [RejectReason; 1] = [RejectReason::MaxInFlightBodyBytes];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MaxInFlightBodyBytes => "max_in_flight_body_bytes",
+        }
+    }
+}
+
+/// The connection and load metrics, shared by the server's tasks (cheap to clone: handles on
+/// the registered metrics).
+#[derive(Clone, Debug, Default)]
+pub struct LoadMetrics {
+    /// `secret_inject_connections_open`.
+    pub connections_open: Gauge,
+    /// `secret_inject_connections_accepted_total`.
+    pub connections_accepted: Counter,
+    connections_closed: Family<ReasonLabels, Counter>,
+    /// `secret_inject_in_flight_request_body_bytes`.
+    pub body_bytes_in_flight: Gauge,
+    requests_rejected: Family<ReasonLabels, Counter>,
+    /// `secret_inject_admission_reviews_in_flight`.
+    pub reviews_in_flight: Gauge,
+    /// `secret_inject_admission_reviews_queued`.
+    pub reviews_queued: Gauge,
+}
+
+impl LoadMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_open",
+            "Open connections on the webhook port (TLS handshakes included)",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Connections accepted on the webhook port, including those closed at once over \
+             --max-connections",
+            self.connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections on the webhook port the server refused or closed, by reason \
+             (max_connections, handshake_timeout, handshake_error, first_request_timeout, \
+             idle_timeout); connections the client closed are not counted",
+            self.connections_closed.clone(),
+        );
+        registry.register_with_unit(
+            "in_flight_request_body",
+            "Request body bytes read or reserved and not yet released, across all connections \
+             (at most --max-in-flight-body-bytes)",
+            prometheus_client::registry::Unit::Bytes,
+            self.body_bytes_in_flight.clone(),
+        );
+        registry.register(
+            "requests_rejected",
+            "Requests answered with an error before their review because of a server-wide \
+             limit, by reason (max_in_flight_body_bytes)",
+            self.requests_rejected.clone(),
+        );
+        registry.register(
+            "admission_reviews_in_flight",
+            "Reviews being computed",
+            self.reviews_in_flight.clone(),
+        );
+        registry.register(
+            "admission_reviews_queued",
+            "Large reviews waiting for one of the --max-concurrent-reviews slots",
+            self.reviews_queued.clone(),
+        );
+        for reason in CloseReason::ALL {
+            let _ = self.connections_closed.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for reason in RejectReason::ALL {
+            let _ = self.requests_rejected.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+    }
+
+    /// Count a connection the server refused or closed.
+    pub fn observe_close(&self, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Count a request refused before its review.
+    pub fn observe_reject(&self, reason: RejectReason) {
+        self.requests_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -37,6 +192,7 @@ struct BuildLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    load: LoadMetrics,
     reviews: Family<ReviewLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     reloads: Family<ResultLabels, Counter>,
@@ -52,6 +208,8 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secret_inject");
+        let load = LoadMetrics::default();
+        load.register(&mut registry);
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "admission_reviews",
@@ -86,10 +244,16 @@ impl Metrics {
         }
         Self {
             registry,
+            load,
             reviews,
             duration,
             reloads,
         }
+    }
+
+    /// The connection and load metrics.
+    pub fn load(&self) -> &LoadMetrics {
+        &self.load
     }
 
     /// Pre-create an endpoint's label sets, so dashboards see zeros before the first review.

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod connection;
 pub mod metrics;
 pub mod pods;
 pub mod review;
@@ -11,21 +12,25 @@ pub mod router;
 pub mod secrets;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-pub use router::{BodyLimits, Router};
+pub use connection::ConnectionLimits;
+use connection::{Builders, OpenConnections, Shared};
+use metrics::CloseReason;
+pub use router::{BodyLimits, InFlightLimits, Router};
 use tls::{Reload, ReloadingResolver};
+
+/// File descriptors kept for everything but webhook connections (listeners, admin connections,
+/// certificate reads, clients of AWS and the API server, the runtime's own) when
+/// `--max-connections` is fitted under the process's descriptor limit.
+const RESERVED_DESCRIPTORS: u64 = 128;
 
 /// How long, after the stop, connections keep being served before keep-alive is switched off.
 const LINGER: Duration = Duration::from_millis(500);
@@ -65,6 +70,7 @@ pub struct Server {
     webhook: TcpListener,
     admin: TcpListener,
     bound: Bound,
+    limits: ConnectionLimits,
 }
 
 impl Server {
@@ -87,7 +93,14 @@ impl Server {
             webhook,
             admin,
             bound,
+            limits: ConnectionLimits::default(),
         })
+    }
+
+    /// Set the limits on the webhook port's connections.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Server {
+        self.limits = limits;
+        self
     }
 
     /// The bound addresses (the real ports when 0 was asked for).
@@ -106,13 +119,20 @@ impl Server {
             webhook,
             admin,
             bound,
+            limits,
         } = self;
         let tls_config = resolver
             .server_config()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let acceptor = TlsAcceptor::from(Arc::new(tls_config));
         let paths: Vec<_> = router.paths().collect();
-        info!(address = %bound.webhook, paths = ?paths, "webhook listening (HTTPS)");
+        let max_connections = fit_to_descriptor_limit(limits.max_connections);
+        info!(
+            address = %bound.webhook,
+            paths = ?paths,
+            max_connections,
+            "webhook listening (HTTPS)"
+        );
         info!(address = %bound.admin, "admin listening (HTTP: /healthz /readyz /metrics)");
 
         let watcher = {
@@ -133,52 +153,42 @@ impl Server {
                 },
             ))
         };
-        let admin_server = tokio::spawn(admin::serve(admin, router.clone()));
+        // Probes and scrapes on a thread and runtime of their own: answered even while every
+        // worker of this runtime is busy.
+        let admin_server = admin::Thread::spawn(admin, router.clone())?;
 
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .max_concurrent_streams(256);
-        let graceful = GracefulShutdown::new();
+        let metrics = router.metrics().load().clone();
+        let shared = Arc::new(Shared {
+            acceptor,
+            router: router.clone(),
+            builders: Builders::new(options.header_read_timeout, &limits),
+            header_read_timeout: options.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            metrics: metrics.clone(),
+        });
+        let open = OpenConnections::new(max_connections, metrics.connections_open.clone());
+        // Every connection task holds a receiver: `closed()` on the sender is the drain's end.
+        let (shutdown, shutdown_rx) = watch::channel(false);
         router.set_ready(true);
 
-        let handshake_timeout = options.header_read_timeout;
         let serve = |stream: tokio::net::TcpStream, peer: SocketAddr| {
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            let builder = builder.clone();
-            // Taken before the handshake: the drain waits for connections still shaking hands.
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                let service = hyper::service::service_fn(move |request| {
-                    let router = router.clone();
-                    async move { Ok::<_, Infallible>(router.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(error) = watcher.watch(connection.into_owned()).await {
-                    debug!(%peer, %error, "connection ended with an error");
-                }
-            });
+            let accepted = tokio::time::Instant::now();
+            metrics.connections_accepted.inc();
+            let Some(place) = open.try_open() else {
+                // Closed at once: the descriptor is free again, and the client sees a reset
+                // instead of a connection that hangs in the backlog.
+                drop(stream);
+                metrics.observe_close(CloseReason::MaxConnections);
+                return;
+            };
+            tokio::spawn(connection::serve(
+                stream,
+                peer,
+                accepted,
+                shared.clone(),
+                place,
+                shutdown_rx.clone(),
+            ));
         };
 
         loop {
@@ -207,13 +217,15 @@ impl Server {
             serve(stream, peer);
         }
         drop(webhook);
+        drop(shutdown_rx);
         // A connection whose first request is still unread counts as idle, and a graceful
         // shutdown closes idle HTTP/1.1 connections at once, resetting that request. A short
         // linger lets such requests be read (and answered) before keep-alive is switched off.
         let linger = LINGER.min(options.shutdown_grace_period);
         let drained = async {
             tokio::time::sleep(linger).await;
-            graceful.shutdown().await;
+            let _ = shutdown.send(true);
+            shutdown.closed().await;
         };
         tokio::select! {
             () = drained => info!("all connections drained"),
@@ -223,7 +235,41 @@ impl Server {
             }
         }
         watcher.abort();
-        admin_server.abort();
+        admin_server.stop();
         Ok(())
     }
+}
+
+/// `max_connections`, or fewer when the process may not open that many descriptors: the soft
+/// `RLIMIT_NOFILE` is raised to the hard one first (as Go programs do), and
+/// [`RESERVED_DESCRIPTORS`] stay for everything else, so that `accept` never fails for want of
+/// a descriptor and a connection over the limit can always be accepted and closed.
+fn fit_to_descriptor_limit(max_connections: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(current) = limit.current
+        && limit.maximum.is_none_or(|maximum| current < maximum)
+    {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+        }
+    }
+    let Some(descriptors) = limit.current else {
+        return max_connections;
+    };
+    let fits = descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if (max_connections as u64) <= fits {
+        return max_connections;
+    }
+    warn!(
+        max_connections,
+        descriptor_limit = descriptors,
+        "--max-connections is more than the open-file limit allows; serving at most {fits} \
+         connections (raise the limit, ulimit -n, or lower --max-connections)"
+    );
+    fits as usize
 }
