@@ -369,7 +369,15 @@ async fn a_second_sigterm_during_the_drain_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_and_idle_clients_do_not_starve_others() {
-    let server = Webhook::start(&["--header-read-timeout", "30s", "--body-read-timeout", "30s"]);
+    // Over the default --max-connections (512): all 1,040 are to be held, none refused.
+    let server = Webhook::start(&[
+        "--header-read-timeout",
+        "30s",
+        "--body-read-timeout",
+        "30s",
+        "--max-connections",
+        "2000",
+    ]);
     let ca = server.ca_path();
     // 1,000 idle TCP connections that never start TLS.
     let mut idle = Vec::new();
