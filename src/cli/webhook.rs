@@ -16,6 +16,8 @@ use crate::aws::{self, AwsSettings};
 use crate::duration;
 use crate::mutate::secret::WriterConfig;
 use crate::webhook::cluster;
+use crate::webhook::metrics::SecretWriterVersions;
+use crate::webhook::promote::{PromotionLoop, Promotions};
 use crate::webhook::tls::{self, CertFiles, ReloadingResolver};
 use crate::webhook::{
     BodyLimits, ConnectionLimits, InFlightLimits, Router, Server, ServerOptions, pods, secrets,
@@ -64,11 +66,20 @@ pub struct SecretWriterArgs {
     /// timeoutSeconds, or the API server gives up first.
     #[arg(long, env = "SECRET_INJECT_SECRET_WRITER_TIMEOUT", default_value = "8s", value_parser = duration::parse)]
     secret_writer_timeout: Duration,
+    /// How long a staged version waits for the API server to persist its Secret before it is
+    /// counted and logged as unpersisted (a forged review, or a write a later admission step
+    /// denied) and loses its pending label.
+    #[arg(long, env = "SECRET_INJECT_SECRET_WRITER_PROMOTION_GRACE_PERIOD", default_value = "2m", value_parser = duration::parse)]
+    secret_writer_promotion_grace_period: Duration,
 }
 
 impl SecretWriterArgs {
-    /// The endpoint, when enabled; builds its AWS client.
-    async fn endpoint(self) -> anyhow::Result<Option<secrets::Secrets>> {
+    /// The endpoint and its promotion loop, when enabled; builds their AWS client and the
+    /// Kubernetes client the loop watches labelled Secrets with.
+    async fn endpoint(
+        self,
+        counter: SecretWriterVersions,
+    ) -> anyhow::Result<Option<(secrets::Secrets, PromotionLoop)>> {
         let SecretWriterArgs {
             secret_writer,
             secret_writer_prefix,
@@ -76,6 +87,7 @@ impl SecretWriterArgs {
             secret_writer_kms_key_id,
             secret_writer_region,
             secret_writer_timeout,
+            secret_writer_promotion_grace_period,
         } = self;
         if !secret_writer {
             return Ok(None);
@@ -99,15 +111,33 @@ impl SecretWriterArgs {
         if config.region().is_none() {
             bail!("--secret-writer needs a region: set --secret-writer-region or AWS_REGION");
         }
-        Ok(Some(secrets::Secrets::new(
-            aws::secrets_manager(&config),
-            WriterConfig {
-                prefix,
-                cluster: cluster_name,
-            },
+        let kube = kube::Client::try_default().await.context(
+            "--secret-writer needs the Kubernetes API (it makes a stored version current only \
+             for a Secret the API server persisted): run in a pod with a ServiceAccount, or set \
+             KUBECONFIG",
+        )?;
+        let client = aws::secrets_manager(&config);
+        let writer_config = WriterConfig {
+            prefix,
+            cluster: cluster_name,
+        };
+        let promotions = Promotions::new(counter);
+        let promotion = PromotionLoop {
+            client: client.clone(),
+            kube,
+            config: writer_config.clone(),
+            promotions: promotions.clone(),
+            grace: secret_writer_promotion_grace_period,
+            aws_timeout: secret_writer_timeout,
+        };
+        let endpoint = secrets::Secrets::new(
+            client,
+            writer_config,
             secret_writer_kms_key_id,
             secret_writer_timeout,
-        )))
+            promotions,
+        );
+        Ok(Some((endpoint, promotion)))
     }
 }
 
@@ -202,6 +232,11 @@ pub struct TlsArgs {
     /// Namespace for the development certificate's DNS names.
     #[arg(long, env = "SECRET_INJECT_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// Accept only clients with a certificate signed by this CA (PEM): the API server's webhook
+    /// client certificate (its AdmissionConfiguration kubeConfigFile), where the platform lets
+    /// you configure one. Read once at start.
+    #[arg(long, env = "SECRET_INJECT_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
     /// Where to write the development CA certificate (PEM), for curl --cacert or a caBundle.
     #[arg(long, env = "SECRET_INJECT_WRITE_CA", requires = "dev_tls")]
     write_ca: Option<PathBuf>,
@@ -226,8 +261,32 @@ impl TlsArgs {
             service_name,
             namespace,
             write_ca,
+            client_ca_file,
         } = self;
-        if let (Some(cert), Some(key)) = (tls_cert_file, tls_private_key_file) {
+        let resolver = Self::serving(
+            tls_cert_file.zip(tls_private_key_file),
+            dev_tls,
+            &service_name,
+            &namespace,
+            write_ca,
+        )?;
+        Ok(match client_ca_file {
+            Some(ca) => {
+                info!(client_ca_file = %ca.display(), "clients must present a certificate from this CA");
+                resolver.require_client_certificates(&ca)?
+            }
+            None => resolver,
+        })
+    }
+
+    fn serving(
+        files: Option<(PathBuf, PathBuf)>,
+        dev_tls: bool,
+        service_name: &str,
+        namespace: &str,
+        write_ca: Option<PathBuf>,
+    ) -> anyhow::Result<ReloadingResolver> {
+        if let Some((cert, key)) = files {
             return Ok(ReloadingResolver::from_files(CertFiles { cert, key })?);
         }
         if !dev_tls {
@@ -237,7 +296,7 @@ impl TlsArgs {
                  development certificate"
             );
         }
-        let dev = tls::generate_dev_certificate(&service_name, &namespace)?;
+        let dev = tls::generate_dev_certificate(service_name, namespace)?;
         let ca_path =
             write_ca.unwrap_or_else(|| std::env::temp_dir().join("secret-inject-dev-ca.pem"));
         std::fs::write(&ca_path, &dev.ca_pem)
@@ -331,8 +390,12 @@ impl WebhookArgs {
             })
             .in_flight(in_flight)
             .route(pods::PATH, pods::Pods::new(mutation));
-            if let Some(writer) = secret_writer.endpoint().await? {
+            if let Some((writer, promotion)) = secret_writer
+                .endpoint(router.metrics().secret_writer_versions())
+                .await?
+            {
                 router = router.route(secrets::PATH, writer);
+                tokio::spawn(promotion.run());
             }
             let server = Server::bind(options, resolver, Arc::new(router))
                 .await

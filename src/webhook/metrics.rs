@@ -28,6 +28,22 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// `secret_inject_secret_writer_versions_total{result}`: what became of the versions the secret
+/// writer staged (see [`crate::webhook::promote`]). A handle on the one registered family.
+#[derive(Clone, Debug)]
+pub struct SecretWriterVersions(Family<ResultLabels, Counter>);
+
+impl SecretWriterVersions {
+    /// Count one version's result.
+    pub fn observe(&self, result: super::promote::VersionResult) {
+        self.0
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
@@ -196,6 +212,7 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     reloads: Family<ResultLabels, Counter>,
+    writer_versions: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -242,12 +259,20 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels { result });
         }
+        let writer_versions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "secret_writer_versions",
+            "Versions the secret writer staged, and what became of them (staged, promoted, \
+             unpersisted: never persisted by the API server, refused, failed)",
+            writer_versions.clone(),
+        );
         Self {
             registry,
             load,
             reviews,
             duration,
             reloads,
+            writer_versions,
         }
     }
 
@@ -278,6 +303,16 @@ impl Metrics {
         self.duration
             .get_or_create(&EndpointLabels { endpoint })
             .observe(seconds);
+    }
+
+    /// The secret writer's version counter, with every result at zero.
+    pub fn secret_writer_versions(&self) -> SecretWriterVersions {
+        for result in super::promote::VersionResult::ALL {
+            let _ = self.writer_versions.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
+        SecretWriterVersions(self.writer_versions.clone())
     }
 
     /// Count one certificate reload.

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod connection;
 pub mod metrics;
 pub mod pods;
+pub mod promote;
 pub mod review;
 pub mod router;
 pub mod secrets;
