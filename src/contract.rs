@@ -38,43 +38,442 @@ pub const DEFAULT_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
-/// The environment variables of the contract.
+/// How one field of a carrier travels: flat, as an environment variable (and the agent's flag of
+/// the same meaning), as a key of a named secret's JSON object, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The field's name in Rust.
+    pub id: &'static str,
+    /// The variable and flag that carry it flat.
+    pub flat: Option<Flat>,
+    /// Its key in a named secret's object of [`env::SECRETS`].
+    pub json: Option<&'static str>,
+    /// The field's documentation: the flag's help.
+    pub help: &'static [&'static str],
+}
+
+/// The variable and the flag that carry a [`Field`] flat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flat {
+    /// The environment variable, as the webhook renders it.
+    pub env: &'static str,
+    /// The agent's flag, `--<long>` (also its clap id).
+    pub long: &'static str,
+    /// The flag's value name in `--help`.
+    pub value_name: &'static str,
+}
+
+/// A struct of received, unvalidated strings whose fields are declared once, each as a
+/// [`Field`]: the env var names, the renderer ([`Carrier::render_flat`], the JSON of a named
+/// secret) and the readers (the agent's clap parser, the JSON of a named secret) follow from
+/// that declaration (the `carrier!` macro).
+pub trait Carrier: Default + 'static {
+    /// The fields, in the order they are rendered.
+    const FIELDS: &'static [Field];
+    /// Visit each field with its value.
+    fn for_each(&self, visit: impl FnMut(&'static Field, Option<&str>));
+    /// Visit each field with its slot.
+    fn for_each_mut(&mut self, visit: impl FnMut(&'static Field, &mut Option<String>));
+
+    /// Move the values of the fields that travel flat into `vars`, as (variable, value), in
+    /// declaration order.
+    fn render_flat(mut self, vars: &mut Vec<(&'static str, String)>) {
+        self.for_each_mut(|field, slot| {
+            if let (Some(flat), Some(value)) = (field.flat, slot.take()) {
+                vars.push((flat.env, value));
+            }
+        });
+    }
+}
+
+/// `Some(expr)` for an optional macro fragment that is there, else `None`.
+macro_rules! optional {
+    () => {
+        None
+    };
+    ($value:expr) => {
+        Some($value)
+    };
+}
+
+/// The env var constant of a field that travels flat.
+macro_rules! carried_const {
+    ({ $($attr:tt)* }) => {};
+    ({ $($attr:tt)* } $const:ident = $env:literal) => {
+        $($attr)* pub const $const: &str = $env;
+    };
+}
+
+/// Declare a [`Carrier`]: the struct of `Option<String>` fields, an enum naming its fields, a
+/// module of the env var names, and its clap `Args`. Each field once:
+/// `Variant field flat(CONST = "VARIABLE", "long-flag", "VALUE") json("jsonKey"),` where
+/// `flat` and `json` are each optional.
+macro_rules! carrier {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident;
+        $(#[$field_meta:meta])*
+        pub enum $field:ident;
+        $(#[$env_meta:meta])*
+        pub mod $env_mod:ident;
+        $(
+            $(#[doc = $doc:literal])*
+            $variant:ident $ident:ident
+                $( flat($const:ident = $env:literal, $long:literal, $value_name:literal) )?
+                $( json($json:literal) )?
+            ,
+        )*
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $ident: Option<String>, )*
+        }
+
+        $(#[$field_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $field {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl $field {
+            /// How it travels.
+            pub fn spec(self) -> &'static Field {
+                &<$name as Carrier>::FIELDS[self as usize]
+            }
+        }
+
+        $(#[$env_meta])*
+        pub mod $env_mod {
+            $( carried_const! { { $(#[doc = $doc])* } $( $const = $env )? } )*
+        }
+
+        impl Carrier for $name {
+            const FIELDS: &'static [Field] = &[$(
+                Field {
+                    id: stringify!($ident),
+                    flat: optional!($( Flat { env: $env, long: $long, value_name: $value_name } )?),
+                    json: optional!($( $json )?),
+                    help: &[$($doc),*],
+                },
+            )*];
+
+            fn for_each(&self, mut visit: impl FnMut(&'static Field, Option<&str>)) {
+                let mut fields = Self::FIELDS.iter();
+                $( if let Some(field) = fields.next() { visit(field, self.$ident.as_deref()); } )*
+            }
+
+            fn for_each_mut(&mut self, mut visit: impl FnMut(&'static Field, &mut Option<String>)) {
+                let mut fields = Self::FIELDS.iter();
+                $( if let Some(field) = fields.next() { visit(field, &mut self.$ident); } )*
+            }
+        }
+
+        impl clap::FromArgMatches for $name {
+            fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                let mut carrier = Self::default();
+                carrier.update_from_arg_matches(matches)?;
+                Ok(carrier)
+            }
+
+            fn update_from_arg_matches(
+                &mut self,
+                matches: &clap::ArgMatches,
+            ) -> Result<(), clap::Error> {
+                read_matches(self, matches);
+                Ok(())
+            }
+        }
+
+        impl clap::Args for $name {
+            fn augment_args(command: clap::Command) -> clap::Command {
+                flat_args::<Self>(command)
+            }
+
+            fn augment_args_for_update(command: clap::Command) -> clap::Command {
+                flat_args::<Self>(command)
+            }
+        }
+    };
+}
+
+/// The agent's flags for a carrier's flat fields, each reading its variable.
+fn flat_args<C: Carrier>(command: clap::Command) -> clap::Command {
+    C::FIELDS
+        .iter()
+        .fold(command, |command, field| match field.flat {
+            None => command,
+            Some(flat) => command.arg(
+                clap::Arg::new(flat.long)
+                    .long(flat.long)
+                    .env(flat.env)
+                    .value_name(flat.value_name)
+                    .help(help_text(field.help)),
+            ),
+        })
+}
+
+/// A doc comment as one line of help.
+fn help_text(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The flat fields' values from the agent's parsed flags and environment.
+fn read_matches<C: Carrier>(carrier: &mut C, matches: &clap::ArgMatches) {
+    carrier.for_each_mut(|field, slot| {
+        if let Some(flat) = field.flat
+            && let Ok(Some(value)) = matches.try_get_one::<String>(flat.long)
+        {
+            *slot = Some(value.clone());
+        }
+    });
+}
+
+/// How a per-secret setting travels: its value rendered as a string (`None`: not rendered, the
+/// default), and read back from one.
+pub trait Carry: Sized {
+    /// The rendered value; `None` for the default.
+    fn carry(&self) -> Option<String>;
+    /// Read a received value (`None`: not set); the error says what is wrong.
+    fn read(value: Option<&str>) -> Result<Self, String>;
+}
+
+impl Carry for Option<KeySelector> {
+    fn carry(&self) -> Option<String> {
+        self.as_ref().map(|key| key.as_str().to_owned())
+    }
+
+    fn read(value: Option<&str>) -> Result<Self, String> {
+        value.map(KeySelector::parse).transpose()
+    }
+}
+
+impl Carry for OutputFormat {
+    fn carry(&self) -> Option<String> {
+        (*self != OutputFormat::Raw).then(|| self.as_str().to_owned())
+    }
+
+    fn read(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None => Ok(OutputFormat::Raw),
+            Some(value) => OutputFormat::parse(value)
+                .ok_or_else(|| format!("{value:?} is not raw, json, env or split")),
+        }
+    }
+}
+
+impl Carry for Vec<EnvBinding> {
+    fn carry(&self) -> Option<String> {
+        (!self.is_empty()).then(|| EnvBinding::render_list(self))
+    }
+
+    fn read(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("") => Ok(Vec::new()),
+            Some(value) => EnvBinding::parse_list(value),
+        }
+    }
+}
+
+/// Declare [`SecretPlan`] and its carrier [`SecretFields`] together. `plan` lists the fields
+/// the contract resolves by hand (which secret, its version, region and file); `fields` their
+/// carried strings; `settings` the per-secret settings that map one to one onto the annotation
+/// grammar's [`SecretSpec`] fields of the same name: each is a typed [`SecretPlan`] field, a
+/// carried string (rendered and read through [`Carry`]) and, for the unnamed secret, a flag and
+/// variable. Adding a per-secret setting is one line in `settings`, its grammar in `spec`, and
+/// its use.
+macro_rules! secret_contract {
+    (
+        plan {
+            $( $(#[$plan_meta:meta])* pub $plan:ident: $plan_type:ty, )*
+        }
+        fields {
+            $(
+                $(#[doc = $fdoc:literal])*
+                $fvariant:ident $fident:ident
+                    $( flat($fconst:ident = $fenv:literal, $flong:literal, $fvalue:literal) )?
+                    $( json($fjson:literal) )?
+                ,
+            )*
+        }
+        settings {
+            $(
+                $(#[doc = $sdoc:literal])*
+                $svariant:ident $sident:ident: $stype:ty =
+                    $( flat($sconst:ident = $senv:literal, $slong:literal, $svalue:literal) )?
+                    $( json($sjson:literal) )?
+                ,
+            )*
+        }
+    ) => {
+        /// One secret of a plan: what to fetch, and what to write from it.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct SecretPlan {
+            $( $(#[$plan_meta])* pub $plan: $plan_type, )*
+            $( $(#[doc = $sdoc])* pub $sident: $stype, )*
+        }
+
+        carrier! {
+            /// One secret's fields as the agent receives them, before validation: the seed's
+            /// variables (and their flags) for the unnamed secret, or one object of the
+            /// [`env::SECRETS`] JSON array for a named one.
+            pub struct SecretFields;
+            /// A field of [`SecretFields`], to name it in messages.
+            pub enum SecretField;
+            /// The variables of the unnamed secret.
+            pub mod secret_env;
+            $(
+                $(#[doc = $fdoc])*
+                $fvariant $fident
+                    $( flat($fconst = $fenv, $flong, $fvalue) )?
+                    $( json($fjson) )?
+                ,
+            )*
+            $(
+                $(#[doc = $sdoc])*
+                $svariant $sident
+                    $( flat($sconst = $senv, $slong, $svalue) )?
+                    $( json($sjson) )?
+                ,
+            )*
+        }
+
+        impl SecretPlan {
+            /// A plan with `spec`'s settings.
+            fn with_settings_of(spec: &SecretSpec, $($plan: $plan_type),*) -> Self {
+                Self { $($plan,)* $( $sident: spec.$sident.clone(), )* }
+            }
+
+            /// A plan with the default settings.
+            fn with_default_settings($($plan: $plan_type),*) -> Self {
+                Self { $($plan,)* $( $sident: Default::default(), )* }
+            }
+
+            /// Render the settings into `fields`.
+            fn carry_settings(&self, fields: &mut SecretFields) {
+                $( fields.$sident = Carry::carry(&self.$sident); )*
+            }
+        }
+
+        impl SecretFields {
+            /// The plan with these fields' settings, read; `error` names a bad field.
+            fn plan_with(
+                &self,
+                error: impl Fn(SecretField, String) -> PlanError,
+                $($plan: $plan_type),*
+            ) -> Result<SecretPlan, PlanError> {
+                Ok(SecretPlan {
+                    $($plan,)*
+                    $(
+                        $sident: Carry::read(self.$sident.as_deref())
+                            .map_err(|problem| error(SecretField::$svariant, problem))?,
+                    )*
+                })
+            }
+        }
+    };
+}
+
+secret_contract! {
+    plan {
+        /// Its name (`None`: the unnamed secret of the seed's variables).
+        pub name: Option<SecretName>,
+        /// The secret or parameter.
+        pub secret: SecretId,
+        /// Its version. Always set for Secrets Manager (the default stage is sent explicitly);
+        /// `None` for a parameter means its latest version.
+        pub version: Option<VersionSelector>,
+        /// The region to call. `None` only for a secret given by name without a region: the SDK's
+        /// region chain decides.
+        pub region: Option<String>,
+        /// The file (or, for `split`, directory) below the output directory.
+        pub file_name: RelativeFileName,
+    }
+    fields {
+        /// The secret's name (`<n>` of its annotations); required in a named secret's object.
+        Name name json("name"),
+        /// ARN (or, stand-alone, name) of the unnamed secret (seed contract); the webhook
+        /// renders the validated ARN. A Systems Manager parameter ARN fetches a parameter.
+        Arn arn flat(SECRET_ARN = "SECRET_ARN", "secret-arn", "ARN") json("arn"),
+        /// File to write, relative to the output directory (seed contract); may hold
+        /// sub-folders [default: secret].
+        File file flat(SECRET_FILENAME = "SECRET_FILENAME", "secret-filename", "FILE")
+            json("file"),
+        /// AWS region of the unnamed secret. Default: the ARN's own region (what the webhook
+        /// renders); for a name, the SDK's region chain (AWS_REGION, profile).
+        Region region flat(REGION = "SECRET_INJECT_REGION", "region", "REGION"),
+        /// Version stage of the secret, sent explicitly [default: AWSCURRENT].
+        VersionStage version_stage
+            flat(VERSION_STAGE = "SECRET_INJECT_VERSION_STAGE", "version-stage", "STAGE")
+            json("versionStage"),
+        /// Version id (or a parameter's version number) of the secret, instead of a stage.
+        VersionId version_id
+            flat(VERSION_ID = "SECRET_INJECT_VERSION_ID", "version-id", "ID")
+            json("versionId"),
+    }
+    settings {
+        /// Top-level JSON key or JMESPath expression selected from the secret's value.
+        Key key: Option<KeySelector> =
+            flat(SECRET_KEY = "SECRET_INJECT_SECRET_KEY", "secret-key", "KEY") json("key"),
+        /// Output format: raw, json, env or split [default: raw].
+        Format format: OutputFormat =
+            flat(SECRET_FORMAT = "SECRET_INJECT_SECRET_FORMAT", "secret-format", "FORMAT")
+            json("format"),
+        /// Env vars for the app containers from the secret's JSON keys: VAR=key[,VAR=key...],
+        /// written to the kubelet's env file.
+        Env env: Vec<EnvBinding> =
+            flat(ENV = "SECRET_INJECT_ENV", "env", "VAR=KEY,...") json("env"),
+    }
+}
+
+carrier! {
+    /// The pod's fields of the plan as the agent receives them (flags or environment), before
+    /// validation.
+    pub struct PodFields;
+    /// A field of [`PodFields`], to name it in messages.
+    pub enum PodField;
+    /// The variables of the pod's plan.
+    pub mod pod_env;
+    /// Directory to write into: the mount path of the in-memory volume [default: /tmp].
+    OutputDir output_dir flat(OUTPUT_DIR = "SECRET_INJECT_OUTPUT_DIR", "output-dir", "DIR"),
+    /// Mode of the written files: 0400, 0440 or 0444 [default: 0400]; the webhook chooses it
+    /// with the container's user.
+    FileMode file_mode flat(FILE_MODE = "SECRET_INJECT_FILE_MODE", "file-mode", "MODE"),
+    /// The named secrets, a JSON array of {name, arn, file, versionStage, versionId, key,
+    /// format, env} objects (the webhook renders it).
+    Secrets secrets flat(SECRETS = "SECRET_INJECT_SECRETS", "secrets", "JSON"),
+    /// Region holding replicas of the Secrets Manager secrets: a transient failure of the
+    /// primary region fails over there.
+    FailoverRegion failover_region
+        flat(FAILOVER_REGION = "SECRET_INJECT_FAILOVER_REGION", "failover-region", "REGION"),
+    /// Keep the files current: check for new versions at this interval (with jitter) and run
+    /// until stopped, as the rotation sidecar. Unset: fetch once and exit.
+    RefreshInterval refresh_interval
+        flat(REFRESH_INTERVAL = "SECRET_INJECT_REFRESH_INTERVAL", "refresh-interval", "DURATION"),
+    /// After a change, send this signal (HUP, USR1, USR2, INT, QUIT, TERM, WINCH) to
+    /// --reload-process (the pod needs shareProcessNamespace; the webhook sets it).
+    ReloadSignal reload_signal
+        flat(RELOAD_SIGNAL = "SECRET_INJECT_RELOAD_SIGNAL", "reload-signal", "SIGNAL"),
+    /// After a change, the name of the process to signal (as in /proc/PID/comm).
+    ReloadProcess reload_process
+        flat(RELOAD_PROCESS = "SECRET_INJECT_RELOAD_PROCESS", "reload-process", "NAME"),
+    /// After a change, POST to this loopback URL (e.g. http://127.0.0.1:9090/-/reload).
+    ReloadUrl reload_url flat(RELOAD_URL = "SECRET_INJECT_RELOAD_URL", "reload-url", "URL"),
+    /// After a change, exit with code 42 (true), which the sidecar's RestartAllContainers
+    /// restart rule turns into an in-place restart of the pod's containers.
+    RestartOnChange restart_on_change
+        flat(RESTART_ON_CHANGE = "SECRET_INJECT_RESTART_ON_CHANGE", "restart-on-change", "BOOL"),
+}
+
+/// The environment variables of the contract, declared with their fields ([`SecretFields`],
+/// [`PodFields`]).
 pub mod env {
-    /// ARN (or, stand-alone, name) of the unnamed secret (seed contract).
-    pub const SECRET_ARN: &str = "SECRET_ARN";
-    /// Its file name relative to the output directory (seed contract).
-    pub const SECRET_FILENAME: &str = "SECRET_FILENAME";
-    /// Directory the secrets are written into: the mount path of the volume.
-    pub const OUTPUT_DIR: &str = "SECRET_INJECT_OUTPUT_DIR";
-    /// Region the unnamed secret is fetched from: the webhook renders the ARN's own region.
-    pub const REGION: &str = "SECRET_INJECT_REGION";
-    /// Octal mode of the written files, chosen by the webhook (see [`super::FileMode`]).
-    pub const FILE_MODE: &str = "SECRET_INJECT_FILE_MODE";
-    /// Version stage of the unnamed secret, always sent explicitly.
-    pub const VERSION_STAGE: &str = "SECRET_INJECT_VERSION_STAGE";
-    /// Version id of the unnamed secret, instead of a stage.
-    pub const VERSION_ID: &str = "SECRET_INJECT_VERSION_ID";
-    /// Key (or JMESPath expression) selected from the unnamed secret's JSON value.
-    pub const SECRET_KEY: &str = "SECRET_INJECT_SECRET_KEY";
-    /// Output format of the unnamed secret.
-    pub const SECRET_FORMAT: &str = "SECRET_INJECT_SECRET_FORMAT";
-    /// `VAR=key,...`: env vars fed from the unnamed secret.
-    pub const ENV: &str = "SECRET_INJECT_ENV";
-    /// The named secrets: a JSON array of [`super::SecretFields`] objects.
-    pub const SECRETS: &str = "SECRET_INJECT_SECRETS";
-    /// Region holding replicas of the Secrets Manager secrets.
-    pub const FAILOVER_REGION: &str = "SECRET_INJECT_FAILOVER_REGION";
-    /// Keep the files current: the interval between checks (the agent then runs until stopped).
-    pub const REFRESH_INTERVAL: &str = "SECRET_INJECT_REFRESH_INTERVAL";
-    /// After a change, the signal for [`RELOAD_PROCESS`].
-    pub const RELOAD_SIGNAL: &str = "SECRET_INJECT_RELOAD_SIGNAL";
-    /// After a change, the process to signal.
-    pub const RELOAD_PROCESS: &str = "SECRET_INJECT_RELOAD_PROCESS";
-    /// After a change, the loopback URL to POST to.
-    pub const RELOAD_URL: &str = "SECRET_INJECT_RELOAD_URL";
-    /// After a change, exit with [`super::RESTART_EXIT_CODE`] (`true`), which the sidecar's
-    /// `RestartAllContainers` rule turns into a restart of the pod's containers.
-    pub const RESTART_ON_CHANGE: &str = "SECRET_INJECT_RESTART_ON_CHANGE";
+    pub use super::pod_env::*;
+    pub use super::secret_env::*;
 }
 
 /// The exit code of the rotation sidecar after a change when the pod asked to be restarted.
@@ -196,29 +595,6 @@ impl fmt::Display for SecretId {
     }
 }
 
-/// One secret of a plan: what to fetch, and what to write from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretPlan {
-    /// Its name (`None`: the unnamed secret of the seed's variables).
-    pub name: Option<SecretName>,
-    /// The secret or parameter.
-    pub secret: SecretId,
-    /// Its version. Always set for Secrets Manager (the default stage is sent explicitly);
-    /// `None` for a parameter means its latest version.
-    pub version: Option<VersionSelector>,
-    /// The region to call. `None` only for a secret given by name without a region: the SDK's
-    /// region chain decides.
-    pub region: Option<String>,
-    /// The file (or, for `split`, directory) below the output directory.
-    pub file_name: RelativeFileName,
-    /// The part of a JSON value to use.
-    pub key: Option<KeySelector>,
-    /// How to write it.
-    pub format: OutputFormat,
-    /// The env vars it feeds.
-    pub env: Vec<EnvBinding>,
-}
-
 /// What the agent does: the one representation shared by the webhook (which renders it) and the
 /// agent (which parses it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,30 +616,25 @@ impl SecretPlan {
     /// own, the version the default unless given.
     pub fn for_spec(spec: &SecretSpec) -> Self {
         let secret = SecretId::from_source(&spec.source);
-        Self {
-            name: spec.name.clone(),
-            version: spec.version.clone().or_else(|| default_version(&secret)),
-            region: Some(spec.source.region().to_owned()),
-            secret,
-            file_name: spec.file_name.clone(),
-            key: spec.key.clone(),
-            format: spec.format,
-            env: spec.env.clone(),
-        }
+        Self::with_settings_of(
+            spec,
+            spec.name.clone(),
+            secret.clone(),
+            spec.version.clone().or_else(|| default_version(&secret)),
+            Some(spec.source.region().to_owned()),
+            spec.file_name.clone(),
+        )
     }
 
     /// The plan for a secret ARN with the contract's defaults.
     pub fn for_arn(arn: SecretArn) -> Self {
-        Self {
-            name: None,
-            region: Some(arn.region().to_owned()),
-            secret: SecretId::Arn(arn),
-            version: Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned())),
-            file_name: RelativeFileName::default(),
-            key: None,
-            format: OutputFormat::Raw,
-            env: Vec::new(),
-        }
+        Self::with_default_settings(
+            None,
+            SecretId::Arn(arn.clone()),
+            Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned())),
+            Some(arn.region().to_owned()),
+            RelativeFileName::default(),
+        )
     }
 
     /// How messages name it: `db` for secret `db`, else the secret's ARN or name.
@@ -279,23 +650,25 @@ impl SecretPlan {
         crate::spec::annotation_key(base, self.name.as_ref().map(SecretName::as_str))
     }
 
-    fn fields(&self) -> SecretFields {
+    /// Its fields as the webhook renders them.
+    pub fn carried(&self) -> SecretFields {
         let (version_stage, version_id) = match &self.version {
             Some(VersionSelector::Stage(stage)) => (Some(stage.clone()), None),
             Some(VersionSelector::Id(id)) => (None, Some(id.clone())),
             None => (None, None),
         };
-        SecretFields {
+        let mut fields = SecretFields {
             name: self.name.as_ref().map(|n| n.as_str().to_owned()),
-            arn: self.secret.to_string(),
+            arn: Some(self.secret.to_string()),
             file: Some(self.file_name.as_str().to_owned()),
+            // Only the unnamed secret carries a region (named ones use their ARN's).
+            region: self.region.clone().filter(|_| self.name.is_none()),
             version_stage,
             version_id,
-            key: self.key.as_ref().map(|k| k.as_str().to_owned()),
-            format: (self.format != OutputFormat::Raw).then(|| self.format.as_str().to_owned()),
-            env: (!self.env.is_empty()).then(|| EnvBinding::render_list(&self.env)),
-            region: None,
-        }
+            ..SecretFields::default()
+        };
+        self.carry_settings(&mut fields);
+        fields
     }
 }
 
@@ -320,56 +693,41 @@ impl Plan {
         }
     }
 
+    /// The plan's fields as the webhook renders them: the unnamed secret flat (the seed's
+    /// variables), the named ones in [`env::SECRETS`].
+    pub fn carried(&self) -> PlanFields {
+        let mut named = Vec::new();
+        let mut unnamed = None;
+        for secret in &self.secrets {
+            match secret.name {
+                None if unnamed.is_none() => unnamed = Some(secret.carried()),
+                _ => named.push(secret.carried()),
+            }
+        }
+        let refresh = self.refresh.as_ref();
+        let signal = refresh.and_then(|r| r.signal.as_ref());
+        PlanFields {
+            unnamed: unnamed.unwrap_or_default(),
+            pod: PodFields {
+                output_dir: Some(self.output_dir.as_str().to_owned()),
+                file_mode: Some(self.file_mode.as_str().to_owned()),
+                // Strings only: serializing cannot fail.
+                secrets: (!named.is_empty())
+                    .then(|| serde_json::to_string(&named).unwrap_or_default()),
+                failover_region: self.failover_region.clone(),
+                refresh_interval: refresh.map(|r| format!("{}ms", r.interval.as_millis())),
+                reload_signal: signal.map(|s| s.signal.clone()),
+                reload_process: signal.map(|s| s.process.clone()),
+                reload_url: refresh.and_then(|r| r.url.clone()),
+                restart_on_change: refresh.filter(|r| r.restart).map(|_| "true".to_owned()),
+            },
+        }
+    }
+
     /// The environment variables that carry this plan into the injected container. The
     /// unnamed secret goes into the seed's variables, the named ones into [`env::SECRETS`].
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let mut vars = Vec::new();
-        let (unnamed, named): (Vec<&SecretPlan>, Vec<&SecretPlan>) =
-            self.secrets.iter().partition(|s| s.name.is_none());
-        if let Some(secret) = unnamed.first() {
-            let fields = secret.fields();
-            vars.push((env::SECRET_ARN, fields.arn));
-            vars.extend(fields.file.map(|v| (env::SECRET_FILENAME, v)));
-            vars.push((env::OUTPUT_DIR, self.output_dir.as_str().to_owned()));
-            vars.extend(secret.region.clone().map(|v| (env::REGION, v)));
-            vars.push((env::FILE_MODE, self.file_mode.as_str().to_owned()));
-            vars.extend(fields.version_stage.map(|v| (env::VERSION_STAGE, v)));
-            vars.extend(fields.version_id.map(|v| (env::VERSION_ID, v)));
-            vars.extend(fields.key.map(|v| (env::SECRET_KEY, v)));
-            vars.extend(fields.format.map(|v| (env::SECRET_FORMAT, v)));
-            vars.extend(fields.env.map(|v| (env::ENV, v)));
-        } else {
-            vars.push((env::OUTPUT_DIR, self.output_dir.as_str().to_owned()));
-            vars.push((env::FILE_MODE, self.file_mode.as_str().to_owned()));
-        }
-        if !named.is_empty() {
-            let list: Vec<SecretFields> = named.iter().map(|s| s.fields()).collect();
-            // Strings only: serializing cannot fail.
-            vars.push((
-                env::SECRETS,
-                serde_json::to_string(&list).unwrap_or_default(),
-            ));
-        }
-        vars.extend(
-            self.failover_region
-                .clone()
-                .map(|v| (env::FAILOVER_REGION, v)),
-        );
-        if let Some(refresh) = &self.refresh {
-            vars.push((
-                env::REFRESH_INTERVAL,
-                format!("{}ms", refresh.interval.as_millis()),
-            ));
-            if let Some(signal) = &refresh.signal {
-                vars.push((env::RELOAD_SIGNAL, signal.signal.clone()));
-                vars.push((env::RELOAD_PROCESS, signal.process.clone()));
-            }
-            vars.extend(refresh.url.clone().map(|v| (env::RELOAD_URL, v)));
-            if refresh.restart {
-                vars.push((env::RESTART_ON_CHANGE, "true".to_owned()));
-            }
-        }
-        vars
+        self.carried().render()
     }
 
     /// Every env var of the plan's secrets.
@@ -380,63 +738,81 @@ impl Plan {
     }
 }
 
-/// One secret's fields as the agent receives them, before validation: the seed's variables for
-/// the unnamed secret, or one object of the [`env::SECRETS`] JSON array for a named one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretFields {
-    /// The secret's name (`<n>` of its annotations); required in [`env::SECRETS`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Its ARN (or, stand-alone, a Secrets Manager name).
-    pub arn: String,
-    /// Its file name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// Its version stage or label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_stage: Option<String>,
-    /// Its version id or number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_id: Option<String>,
-    /// The key selected from its JSON value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Its output format.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    /// `VAR=key,...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// The region to call (only the unnamed secret's [`env::REGION`]; named secrets use their
-    /// ARN's region).
-    #[serde(skip)]
-    pub region: Option<String>,
+/// A named secret's object in [`env::SECRETS`]: its fields that have a JSON key and a value.
+impl serde::Serialize for SecretFields {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        let mut result = Ok(());
+        self.for_each(|field, value| {
+            if let (Ok(()), Some(key), Some(value)) = (&result, field.json, value) {
+                result = map.serialize_entry(key, value);
+            }
+        });
+        result?;
+        map.end()
+    }
 }
 
-/// The plan's fields as the agent receives them (flags or environment), before validation.
-#[derive(Debug, Clone, Default)]
+/// A named secret's object in [`env::SECRETS`]: string (or null) values of known keys, each
+/// at most once.
+impl<'de> serde::Deserialize<'de> for SecretFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretFields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of a secret's fields")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SecretFields, A::Error> {
+                use serde::de::Error as _;
+                let mut fields = SecretFields::default();
+                let mut seen = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(field) = SecretFields::FIELDS
+                        .iter()
+                        .find(|f| f.json == Some(key.as_str()))
+                    else {
+                        let known: Vec<&str> =
+                            SecretFields::FIELDS.iter().filter_map(|f| f.json).collect();
+                        return Err(A::Error::custom(format_args!(
+                            "unknown field `{key}`, expected one of {}",
+                            known.join(", ")
+                        )));
+                    };
+                    if seen.contains(&field.id) {
+                        return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    seen.push(field.id);
+                    let value: Option<String> = map.next_value()?;
+                    fields.for_each_mut(|f, slot| {
+                        if f.id == field.id {
+                            *slot = value.clone();
+                        }
+                    });
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The plan's fields as the agent receives them (flags or environment), before validation: the
+/// agent's CLI flattens it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct PlanFields {
     /// The unnamed secret, if [`env::SECRET_ARN`] is set.
-    pub unnamed: Option<SecretFields>,
-    /// [`env::SECRETS`], if set.
-    pub secrets: Option<String>,
-    /// [`env::OUTPUT_DIR`], if set.
-    pub output_dir: Option<String>,
-    /// [`env::FILE_MODE`], if set.
-    pub file_mode: Option<String>,
-    /// [`env::FAILOVER_REGION`], if set.
-    pub failover_region: Option<String>,
-    /// [`env::REFRESH_INTERVAL`], if set.
-    pub refresh_interval: Option<String>,
-    /// [`env::RELOAD_SIGNAL`], if set.
-    pub reload_signal: Option<String>,
-    /// [`env::RELOAD_PROCESS`], if set.
-    pub reload_process: Option<String>,
-    /// [`env::RELOAD_URL`], if set.
-    pub reload_url: Option<String>,
-    /// [`env::RESTART_ON_CHANGE`], if set.
-    pub restart_on_change: Option<String>,
+    #[command(flatten)]
+    pub unnamed: SecretFields,
+    /// The pod's fields.
+    #[command(flatten)]
+    pub pod: PodFields,
 }
 
 /// A field of the contract the agent received with a bad value.
@@ -450,47 +826,41 @@ pub struct PlanError {
     pub problem: String,
 }
 
-impl PlanFields {
-    /// The fields from environment-like pairs, `get` looking a variable up by its name.
-    pub fn from_lookup<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Self {
-        let owned = |name| get(name).map(str::to_owned);
-        PlanFields {
-            unnamed: owned(env::SECRET_ARN).map(|arn| SecretFields {
-                name: None,
-                arn,
-                file: owned(env::SECRET_FILENAME),
-                version_stage: owned(env::VERSION_STAGE),
-                version_id: owned(env::VERSION_ID),
-                key: owned(env::SECRET_KEY),
-                format: owned(env::SECRET_FORMAT),
-                env: owned(env::ENV),
-                region: owned(env::REGION),
-            }),
-            secrets: owned(env::SECRETS),
-            output_dir: owned(env::OUTPUT_DIR),
-            file_mode: owned(env::FILE_MODE),
-            failover_region: owned(env::FAILOVER_REGION),
-            refresh_interval: owned(env::REFRESH_INTERVAL),
-            reload_signal: owned(env::RELOAD_SIGNAL),
-            reload_process: owned(env::RELOAD_PROCESS),
-            reload_url: owned(env::RELOAD_URL),
-            restart_on_change: owned(env::RESTART_ON_CHANGE),
-        }
+impl SecretField {
+    /// How messages name this field of the unnamed secret: its variable.
+    fn flat_variable(self) -> String {
+        let spec = self.spec();
+        spec.flat.map_or(spec.id, |flat| flat.env).to_owned()
     }
 
-    /// The fields of a rendered environment ([`Plan::env`]).
-    pub fn from_env(vars: &[(&'static str, String)]) -> Self {
-        Self::from_lookup(|name| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
-        })
+    /// How messages name this field of the named secret at `at`: its place in
+    /// [`env::SECRETS`].
+    fn json_variable(self, at: &str) -> String {
+        let spec = self.spec();
+        format!("{}[{at}].{}", env::SECRETS, spec.json.unwrap_or(spec.id))
+    }
+}
+
+impl PlanFields {
+    /// The environment variables that carry these fields, in the order the webhook has always
+    /// rendered them (goldens and the patches of admitted pods show it): the seed's two, the
+    /// output directory, the region, the file mode, then the rest as declared.
+    pub fn render(self) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::with_capacity(SecretFields::FIELDS.len() + PodFields::FIELDS.len());
+        self.unnamed.render_flat(&mut vars);
+        self.pod.render_flat(&mut vars);
+        vars.sort_by_key(|(name, _)| match *name {
+            env::SECRET_ARN | env::SECRET_FILENAME | env::OUTPUT_DIR => 0,
+            env::REGION | env::FILE_MODE => 1,
+            _ => 2,
+        });
+        vars
     }
 
     /// How messages name the plan's secrets before it parses: the ARNs as given.
     pub fn described(&self) -> String {
-        match (&self.unnamed, &self.secrets) {
-            (Some(unnamed), None) => unnamed.arn.clone(),
+        match (&self.unnamed.arn, &self.pod.secrets) {
+            (Some(arn), None) => arn.clone(),
             (None, None) => "<no secret>".to_owned(),
             (_, Some(_)) => "the pod's secrets".to_owned(),
         }
@@ -504,23 +874,10 @@ impl PlanFields {
             problem,
         };
         let mut secrets = Vec::new();
-        if let Some(unnamed) = &self.unnamed {
-            let flat = |field: &str| {
-                match field {
-                    "arn" => env::SECRET_ARN,
-                    "file" => env::SECRET_FILENAME,
-                    "versionStage" => env::VERSION_STAGE,
-                    "versionId" => env::VERSION_ID,
-                    "key" => env::SECRET_KEY,
-                    "format" => env::SECRET_FORMAT,
-                    "env" => env::ENV,
-                    _ => env::REGION,
-                }
-                .to_owned()
-            };
-            secrets.push(unnamed.parse(None, &flat)?);
+        if self.unnamed.arn.is_some() {
+            secrets.push(self.unnamed.parse(None, &SecretField::flat_variable)?);
         }
-        if let Some(json) = &self.secrets {
+        if let Some(json) = &self.pod.secrets {
             let list: Vec<SecretFields> = serde_json::from_str(json).map_err(|e| {
                 error(
                     env::SECRETS,
@@ -532,15 +889,12 @@ impl PlanFields {
                     Some(name) => name.chars().take(63).collect::<String>(),
                     None => index.to_string(),
                 };
+                let variable = |field: SecretField| field.json_variable(&at);
                 let Some(name) = &fields.name else {
-                    return Err(error(
-                        &format!("{}[{at}].name", env::SECRETS),
-                        "is missing".to_owned(),
-                    ));
+                    return Err(error(&variable(SecretField::Name), "is missing".to_owned()));
                 };
-                let name = SecretName::parse(name)
-                    .map_err(|p| error(&format!("{}[{at}].name", env::SECRETS), p))?;
-                let variable = |field: &str| format!("{}[{at}].{field}", env::SECRETS);
+                let name =
+                    SecretName::parse(name).map_err(|p| error(&variable(SecretField::Name), p))?;
                 secrets.push(fields.parse(Some(name), &variable)?);
             }
         }
@@ -564,12 +918,12 @@ impl PlanFields {
                 ));
             }
         }
-        let output_dir = match &self.output_dir {
+        let output_dir = match &self.pod.output_dir {
             Some(value) => MountPath::parse(value)
                 .map_err(|e| error(env::OUTPUT_DIR, format!("{}; {}", e.problem, e.fix)))?,
             None => MountPath::default(),
         };
-        let file_mode = match &self.file_mode {
+        let file_mode = match &self.pod.file_mode {
             Some(value) => FileMode::parse(value).ok_or_else(|| {
                 error(
                     env::FILE_MODE,
@@ -578,7 +932,7 @@ impl PlanFields {
             })?,
             None => defaults::FILE_MODE,
         };
-        let failover_region = match self.failover_region.as_deref() {
+        let failover_region = match self.pod.failover_region.as_deref() {
             None | Some("") => None,
             Some(region) if crate::spec::is_region(region) => Some(region.to_owned()),
             Some(other) => {
@@ -605,10 +959,15 @@ impl PlanFields {
             variable: variable.to_owned(),
             problem,
         };
-        let Some(value) = self.refresh_interval.as_deref().filter(|v| !v.is_empty()) else {
-            if self.reload_signal.is_some()
-                || self.reload_process.is_some()
-                || self.reload_url.is_some()
+        let Some(value) = self
+            .pod
+            .refresh_interval
+            .as_deref()
+            .filter(|v| !v.is_empty())
+        else {
+            if self.pod.reload_signal.is_some()
+                || self.pod.reload_process.is_some()
+                || self.pod.reload_url.is_some()
             {
                 return Err(error(
                     env::REFRESH_INTERVAL,
@@ -625,7 +984,7 @@ impl PlanFields {
                 format!("{value:?} is shorter than a second"),
             ));
         }
-        let signal = match (&self.reload_signal, &self.reload_process) {
+        let signal = match (&self.pod.reload_signal, &self.pod.reload_process) {
             (None, None) => None,
             (Some(signal), Some(process))
                 if crate::spec::RELOAD_SIGNALS.contains(&signal.as_str())
@@ -647,7 +1006,7 @@ impl PlanFields {
                 ));
             }
         };
-        let url = match &self.reload_url {
+        let url = match &self.pod.reload_url {
             None => None,
             Some(url) if crate::spec::loopback_url(url).is_some() => Some(url.clone()),
             Some(url) => {
@@ -657,7 +1016,7 @@ impl PlanFields {
                 ));
             }
         };
-        let restart = match self.restart_on_change.as_deref() {
+        let restart = match self.pod.restart_on_change.as_deref() {
             None | Some("") | Some("false") => false,
             Some("true") => true,
             Some(other) => {
@@ -677,26 +1036,31 @@ impl PlanFields {
 }
 
 impl SecretFields {
+    /// Validate one secret's fields; `variable` names a field in messages.
     fn parse(
         &self,
         name: Option<SecretName>,
-        variable: &dyn Fn(&str) -> String,
+        variable: &dyn Fn(SecretField) -> String,
     ) -> Result<SecretPlan, PlanError> {
-        let error = |field: &str, problem: String| PlanError {
+        let error = |field: SecretField, problem: String| PlanError {
             variable: variable(field),
             problem,
         };
-        let annotation_problem = |field: &str, e: crate::spec::AnnotationError| {
+        let annotation_problem = |field: SecretField, e: crate::spec::AnnotationError| {
             error(field, format!("{}; {}", e.problem, e.fix))
         };
-        let arn = self.arn.as_str();
+        let Some(arn) = self.arn.as_deref() else {
+            return Err(error(SecretField::Arn, "is missing".to_owned()));
+        };
         let secret = if arn.starts_with("arn:") {
-            SecretId::from_source(&SourceArn::parse(arn).map_err(|e| annotation_problem("arn", e))?)
+            SecretId::from_source(
+                &SourceArn::parse(arn).map_err(|e| annotation_problem(SecretField::Arn, e))?,
+            )
         } else if is_secret_name(arn) {
             SecretId::Name(arn.to_owned())
         } else {
             return Err(error(
-                "arn",
+                SecretField::Arn,
                 format!(
                     "{:?} is neither a secret ARN nor a secret name (1-512 of letters, digits \
                      and /_+=.@-)",
@@ -705,49 +1069,30 @@ impl SecretFields {
             ));
         };
         let file_name = match (&self.file, &name) {
-            (Some(value), _) => {
-                RelativeFileName::parse(value).map_err(|e| annotation_problem("file", e))?
-            }
-            (None, Some(name)) => {
-                RelativeFileName::parse(name.as_str()).map_err(|e| annotation_problem("file", e))?
-            }
+            (Some(value), _) => RelativeFileName::parse(value)
+                .map_err(|e| annotation_problem(SecretField::File, e))?,
+            (None, Some(name)) => RelativeFileName::parse(name.as_str())
+                .map_err(|e| annotation_problem(SecretField::File, e))?,
             (None, None) => RelativeFileName::default(),
         };
         let version = match (&self.version_id, &self.version_stage) {
             (Some(_), Some(_)) => {
                 return Err(error(
-                    "versionId",
+                    SecretField::VersionId,
                     format!(
                         "set either {} or {}, not both",
-                        variable("versionId"),
-                        variable("versionStage")
+                        variable(SecretField::VersionId),
+                        variable(SecretField::VersionStage)
                     ),
                 ));
             }
             (Some(id), None) if !id.is_empty() => Some(VersionSelector::Id(id.clone())),
             (None, Some(stage)) if !stage.is_empty() => Some(VersionSelector::Stage(stage.clone())),
             (None, None) => default_version(&secret),
-            (Some(_), None) => return Err(error("versionId", "is empty".to_owned())),
-            (None, Some(_)) => return Err(error("versionStage", "is empty".to_owned())),
-        };
-        let key = self
-            .key
-            .as_deref()
-            .map(KeySelector::parse)
-            .transpose()
-            .map_err(|p| error("key", p))?;
-        let format = match self.format.as_deref() {
-            None => OutputFormat::Raw,
-            Some(value) => OutputFormat::parse(value).ok_or_else(|| {
-                error(
-                    "format",
-                    format!("{value:?} is not raw, json, env or split"),
-                )
-            })?,
-        };
-        let env = match self.env.as_deref() {
-            None | Some("") => Vec::new(),
-            Some(value) => EnvBinding::parse_list(value).map_err(|p| error("env", p))?,
+            (Some(_), None) => return Err(error(SecretField::VersionId, "is empty".to_owned())),
+            (None, Some(_)) => {
+                return Err(error(SecretField::VersionStage, "is empty".to_owned()));
+            }
         };
         let region = self
             .region
@@ -759,16 +1104,7 @@ impl SecretFields {
                 SecretId::Parameter(arn) => Some(arn.region().to_owned()),
                 SecretId::Name(_) => None,
             });
-        Ok(SecretPlan {
-            name,
-            secret,
-            version,
-            region,
-            file_name,
-            key,
-            format,
-            env,
-        })
+        self.plan_with(error, name, secret, version, region, file_name)
     }
 }
 
@@ -801,16 +1137,31 @@ mod tests {
 
     fn unnamed(arn: &str) -> SecretFields {
         SecretFields {
-            arn: arn.to_owned(),
+            arn: Some(arn.to_owned()),
             ..Default::default()
         }
     }
 
     fn with_unnamed(fields: SecretFields) -> PlanFields {
         PlanFields {
-            unnamed: Some(fields),
+            unnamed: fields,
             ..Default::default()
         }
+    }
+
+    fn with_pod(pod: PodFields) -> PlanFields {
+        PlanFields {
+            pod,
+            ..Default::default()
+        }
+    }
+
+    /// The plan's environment, parsed back by the agent's own command-line parser.
+    fn reparse(plan: &Plan) -> Result<Plan, PlanError> {
+        let env = plan.env();
+        let args = crate::cli::AgentArgs::from_rendered(env.iter().map(|(n, v)| (*n, v.as_str())))
+            .unwrap();
+        args.plan_fields().parse()
     }
 
     #[test]
@@ -832,12 +1183,12 @@ mod tests {
         plan.output_dir = MountPath::parse("/var/run/secrets/app").unwrap();
         plan.secrets[0].file_name = RelativeFileName::parse("db/password").unwrap();
         plan.file_mode = FileMode::GroupRead;
-        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan.clone()));
+        assert_eq!(reparse(&plan), Ok(plan.clone()));
         plan.secrets[0].version = Some(VersionSelector::Id("01234567-89ab".to_owned()));
         plan.secrets[0].key = Some(KeySelector::parse("db.password").unwrap());
         plan.secrets[0].format = OutputFormat::Json;
         plan.secrets[0].env = EnvBinding::parse_list("A=a,B=b").unwrap();
-        assert_eq!(PlanFields::from_env(&plan.env()).parse(), Ok(plan.clone()));
+        assert_eq!(reparse(&plan), Ok(plan.clone()));
         // Named secrets, a parameter, failover.
         let mut named = SecretPlan::for_arn(SecretArn::parse(ARN).unwrap());
         named.name = Some(SecretName::parse("db").unwrap());
@@ -862,13 +1213,12 @@ mod tests {
             url: Some("http://127.0.0.1:9090/-/reload".to_owned()),
             restart: true,
         });
-        let env = plan.env();
-        assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan.clone()));
+        assert_eq!(reparse(&plan), Ok(plan.clone()));
         // Only named secrets: no seed variables.
         plan.secrets.remove(0);
         let env = plan.env();
         assert!(env.iter().all(|(name, _)| *name != env::SECRET_ARN));
-        assert_eq!(PlanFields::from_env(&env).parse(), Ok(plan));
+        assert_eq!(reparse(&plan), Ok(plan));
     }
 
     #[test]
@@ -932,14 +1282,20 @@ mod tests {
             ),
             (
                 PlanFields {
-                    output_dir: Some("relative".into()),
+                    pod: PodFields {
+                        output_dir: Some("relative".into()),
+                        ..Default::default()
+                    },
                     ..field(unnamed(ARN))
                 },
                 env::OUTPUT_DIR.to_owned(),
             ),
             (
                 PlanFields {
-                    file_mode: Some("0777".into()),
+                    pod: PodFields {
+                        file_mode: Some("0777".into()),
+                        ..Default::default()
+                    },
                     ..field(unnamed(ARN))
                 },
                 env::FILE_MODE.to_owned(),
@@ -968,36 +1324,39 @@ mod tests {
             ),
             (PlanFields::default(), env::SECRET_ARN.to_owned()),
             (
-                PlanFields {
+                with_pod(PodFields {
                     secrets: Some("{".into()),
                     ..Default::default()
-                },
+                }),
                 env::SECRETS.to_owned(),
             ),
             (
-                PlanFields {
+                with_pod(PodFields {
                     secrets: Some(format!(r#"[{{"name":"db","arn":"{ARN}","key":""}}]"#)),
                     ..Default::default()
-                },
+                }),
                 "SECRET_INJECT_SECRETS[db].key".to_owned(),
             ),
             (
-                PlanFields {
+                with_pod(PodFields {
                     secrets: Some(format!(r#"[{{"arn":"{ARN}"}}]"#)),
                     ..Default::default()
-                },
+                }),
                 "SECRET_INJECT_SECRETS[0].name".to_owned(),
             ),
             (
-                PlanFields {
+                with_pod(PodFields {
                     secrets: Some(format!(r#"[{{"name":"db","arn":"{ARN}","colour":"x"}}]"#)),
                     ..Default::default()
-                },
+                }),
                 env::SECRETS.to_owned(),
             ),
             (
                 PlanFields {
-                    failover_region: Some("mars".into()),
+                    pod: PodFields {
+                        failover_region: Some("mars".into()),
+                        ..Default::default()
+                    },
                     ..field(unnamed(ARN))
                 },
                 env::FAILOVER_REGION.to_owned(),

@@ -5,79 +5,23 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches as _};
 
 use crate::agent::{self, Options};
-use crate::contract::{PlanFields, SecretFields, env};
+use crate::contract::PlanFields;
 use crate::duration;
 
 /// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store and write them onto the
 /// in-memory volume, all files together.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// ARN (or, stand-alone, name) of the unnamed secret; the webhook renders the validated ARN.
-    /// A Systems Manager parameter ARN fetches a parameter.
-    #[arg(long, env = env::SECRET_ARN, value_name = "ARN")]
-    secret_arn: Option<String>,
-    /// File to write, relative to the output directory; may hold sub-folders [default: secret].
-    #[arg(long, env = env::SECRET_FILENAME)]
-    secret_filename: Option<String>,
-    /// Top-level JSON key or JMESPath expression selected from the secret's value.
-    #[arg(long, env = env::SECRET_KEY)]
-    secret_key: Option<String>,
-    /// Output format: raw, json, env or split [default: raw].
-    #[arg(long, env = env::SECRET_FORMAT)]
-    secret_format: Option<String>,
-    /// Env vars for the app containers from the secret's JSON keys: VAR=key[,VAR=key...],
-    /// written to the kubelet's env file.
-    #[arg(long = "env", env = env::ENV, value_name = "VAR=KEY,...")]
-    env_bindings: Option<String>,
-    /// The named secrets, a JSON array of {name, arn, file, versionStage, versionId, key,
-    /// format, env} objects (the webhook renders it).
-    #[arg(long, env = env::SECRETS, value_name = "JSON")]
-    secrets: Option<String>,
-    /// Directory to write into: the mount path of the in-memory volume [default: /tmp].
-    #[arg(long, env = env::OUTPUT_DIR)]
-    output_dir: Option<String>,
-    /// Mode of the written files: 0400, 0440 or 0444 [default: 0400]; the webhook chooses it
-    /// with the container's user.
-    #[arg(long, env = env::FILE_MODE)]
-    file_mode: Option<String>,
-    /// Version stage of the unnamed secret, sent explicitly [default: AWSCURRENT].
-    #[arg(long, env = env::VERSION_STAGE, conflicts_with = "version_id")]
-    version_stage: Option<String>,
-    /// Version id of the unnamed secret, instead of a stage.
-    #[arg(long, env = env::VERSION_ID)]
-    version_id: Option<String>,
-    /// AWS region of the unnamed secret. Default: the ARN's own region; for a name, the SDK's
-    /// region chain (AWS_REGION, profile).
-    #[arg(long, env = env::REGION)]
-    region: Option<String>,
-    /// Region holding replicas of the Secrets Manager secrets: a transient failure of the
-    /// primary region fails over there.
-    #[arg(long, env = env::FAILOVER_REGION)]
-    failover_region: Option<String>,
-    /// Keep the files current: check for new versions at this interval (with jitter) and run
-    /// until stopped, as the rotation sidecar. Unset: fetch once and exit.
-    #[arg(long, env = env::REFRESH_INTERVAL, value_name = "DURATION")]
-    refresh_interval: Option<String>,
-    /// After a change, send this signal (HUP, USR1, USR2, INT, QUIT, TERM, WINCH) to
-    /// --reload-process (the pod needs shareProcessNamespace; the webhook sets it).
-    #[arg(long, env = env::RELOAD_SIGNAL)]
-    reload_signal: Option<String>,
-    /// After a change, the name of the process to signal (as in /proc/PID/comm).
-    #[arg(long, env = env::RELOAD_PROCESS)]
-    reload_process: Option<String>,
-    /// After a change, POST to this loopback URL (e.g. http://127.0.0.1:9090/-/reload).
-    #[arg(long, env = env::RELOAD_URL)]
-    reload_url: Option<String>,
-    /// After a change, exit with code 42 (true), which the sidecar's RestartAllContainers
-    /// restart rule turns into an in-place restart of the pod's containers.
-    #[arg(long, env = env::RESTART_ON_CHANGE)]
-    restart_on_change: Option<String>,
+    /// The plan the webhook rendered: the contract's flags and variables, declared once in
+    /// [`crate::contract`].
+    #[command(flatten)]
+    plan: PlanFields,
     /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
     /// AWSCURRENT secrets; 0: always GetSecretValue.
-    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = 2)]
+    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = agent::sources::BATCH_THRESHOLD)]
     batch_threshold: usize,
     /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors.
     #[arg(long, env = "SECRET_INJECT_DEADLINE", default_value = "120s", value_parser = duration::parse)]
@@ -104,62 +48,47 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// The plan's fields as received.
-    pub fn plan_fields(&self) -> PlanFields {
-        PlanFields {
-            unnamed: self.secret_arn.clone().map(|arn| SecretFields {
-                name: None,
-                arn,
-                file: self.secret_filename.clone(),
-                version_stage: self.version_stage.clone(),
-                version_id: self.version_id.clone(),
-                key: self.secret_key.clone(),
-                format: self.secret_format.clone(),
-                env: self.env_bindings.clone(),
-                region: self.region.clone(),
-            }),
-            secrets: self.secrets.clone(),
-            output_dir: self.output_dir.clone(),
-            file_mode: self.file_mode.clone(),
-            failover_region: self.failover_region.clone(),
-            refresh_interval: self.refresh_interval.clone(),
-            reload_signal: self.reload_signal.clone(),
-            reload_process: self.reload_process.clone(),
-            reload_url: self.reload_url.clone(),
-            restart_on_change: self.restart_on_change.clone(),
+    pub fn plan_fields(&self) -> &PlanFields {
+        &self.plan
+    }
+
+    /// Parse an environment the webhook rendered ([`crate::contract::Plan::env`]) with the
+    /// agent's own parser: each variable is given as the flag that reads it. Fails for a
+    /// variable no flag reads, or a value the parser rejects.
+    pub fn from_rendered<'a>(
+        vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, String> {
+        let command = Self::augment_args(clap::Command::new(crate::contract::AGENT_SUBCOMMAND));
+        let mut argv = vec![crate::contract::AGENT_SUBCOMMAND.to_owned()];
+        for (name, value) in vars {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name))
+                .ok_or_else(|| format!("the agent has no flag reading {name}"))?;
+            let long = arg
+                .get_long()
+                .ok_or_else(|| format!("{name} has no long flag"))?;
+            argv.push(format!("--{long}={value}"));
         }
+        let matches = command
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        Self::from_arg_matches(&matches).map_err(|e| e.to_string())
     }
 
     /// Run to completion; returns the exit code.
     pub fn run(self) -> u8 {
-        let fields = self.plan_fields();
         let AgentArgs {
+            plan,
             batch_threshold,
             deadline,
             attempt_timeout,
             allow_disk,
             allow_instance_metadata,
             termination_log,
-            // The plan's fields, in `fields`.
-            secret_arn: _,
-            secret_filename: _,
-            secret_key: _,
-            secret_format: _,
-            env_bindings: _,
-            secrets: _,
-            output_dir: _,
-            file_mode: _,
-            version_stage: _,
-            version_id: _,
-            region: _,
-            failover_region: _,
-            refresh_interval: _,
-            reload_signal: _,
-            reload_process: _,
-            reload_url: _,
-            restart_on_change: _,
         } = self;
         agent::run(
-            fields,
+            plan,
             &Options {
                 deadline,
                 attempt_timeout,
@@ -174,7 +103,6 @@ impl AgentArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::FromArgMatches as _;
     use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -186,27 +114,22 @@ mod tests {
     /// Parse an injected container's environment with the agent's own parser: every variable
     /// the webhook renders must be one the agent reads (as the flag whose `env` it is).
     fn parse_rendered(container: &Container) -> AgentArgs {
-        let command = clap::Command::new("agent");
-        let command = AgentArgs::augment_args(command);
-        let mut argv = vec!["agent".to_owned()];
-        for var in container.env.iter().flatten() {
-            assert!(
-                var.value_from.is_none(),
-                "{} is not rendered as a value: the agent must run what was admitted",
-                var.name
-            );
-            let value = var.value.clone().unwrap_or_default();
-            if contract::AWS_IDENTITY_ENV.contains(&var.name.as_str()) {
-                continue; // the SDK's, copied from the app containers
-            }
-            let arg = command
-                .get_arguments()
-                .find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()))
-                .unwrap_or_else(|| panic!("the agent has no flag reading {}", var.name));
-            argv.push(format!("--{}={value}", arg.get_long().unwrap()));
-        }
-        let matches = command.try_get_matches_from(argv).unwrap();
-        AgentArgs::from_arg_matches(&matches).unwrap()
+        let vars: Vec<(&str, &str)> = container
+            .env
+            .iter()
+            .flatten()
+            .inspect(|var| {
+                assert!(
+                    var.value_from.is_none(),
+                    "{} is not rendered as a value: the agent must run what was admitted",
+                    var.name
+                );
+            })
+            // The SDK's, copied from the app containers.
+            .filter(|var| !contract::AWS_IDENTITY_ENV.contains(&var.name.as_str()))
+            .map(|var| (var.name.as_str(), var.value.as_deref().unwrap_or_default()))
+            .collect();
+        AgentArgs::from_rendered(vars).unwrap()
     }
 
     fn injected(annotations: &[(&str, &str)], fs_group: Option<i64>) -> Container {
@@ -330,15 +253,61 @@ mod tests {
     #[test]
     fn the_seed_variables_configure_a_stand_alone_agent() {
         let command = AgentArgs::augment_args(clap::Command::new("agent"));
-        for (name, var) in [
-            ("secret_arn", env::SECRET_ARN),
-            ("secret_filename", env::SECRET_FILENAME),
+        for (long, var) in [
+            ("secret-arn", contract::env::SECRET_ARN),
+            ("secret-filename", contract::env::SECRET_FILENAME),
         ] {
             let arg = command
                 .get_arguments()
-                .find(|a| a.get_id() == name)
+                .find(|a| a.get_long() == Some(long))
                 .unwrap();
             assert_eq!(arg.get_env().unwrap(), var);
         }
+    }
+
+    /// Every flag the agent had before its plan's flags were declared in the contract.
+    #[test]
+    fn the_agents_flags_and_variables_are_unchanged() {
+        let command = AgentArgs::augment_args(clap::Command::new("agent"));
+        let mut flags: Vec<(String, String)> = command
+            .get_arguments()
+            .map(|a| {
+                (
+                    a.get_long().unwrap().to_owned(),
+                    a.get_env().unwrap().to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        flags.sort();
+        let expected = [
+            ("allow-disk", "SECRET_INJECT_ALLOW_DISK"),
+            (
+                "allow-instance-metadata",
+                "SECRET_INJECT_ALLOW_INSTANCE_METADATA",
+            ),
+            ("attempt-timeout", "SECRET_INJECT_ATTEMPT_TIMEOUT"),
+            ("batch-threshold", "SECRET_INJECT_BATCH_THRESHOLD"),
+            ("deadline", "SECRET_INJECT_DEADLINE"),
+            ("env", "SECRET_INJECT_ENV"),
+            ("failover-region", "SECRET_INJECT_FAILOVER_REGION"),
+            ("file-mode", "SECRET_INJECT_FILE_MODE"),
+            ("output-dir", "SECRET_INJECT_OUTPUT_DIR"),
+            ("refresh-interval", "SECRET_INJECT_REFRESH_INTERVAL"),
+            ("region", "SECRET_INJECT_REGION"),
+            ("reload-process", "SECRET_INJECT_RELOAD_PROCESS"),
+            ("reload-signal", "SECRET_INJECT_RELOAD_SIGNAL"),
+            ("reload-url", "SECRET_INJECT_RELOAD_URL"),
+            ("restart-on-change", "SECRET_INJECT_RESTART_ON_CHANGE"),
+            ("secret-arn", "SECRET_ARN"),
+            ("secret-filename", "SECRET_FILENAME"),
+            ("secret-format", "SECRET_INJECT_SECRET_FORMAT"),
+            ("secret-key", "SECRET_INJECT_SECRET_KEY"),
+            ("secrets", "SECRET_INJECT_SECRETS"),
+            ("termination-log", "SECRET_INJECT_TERMINATION_LOG"),
+            ("version-id", "SECRET_INJECT_VERSION_ID"),
+            ("version-stage", "SECRET_INJECT_VERSION_STAGE"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(flags, expected);
     }
 }
