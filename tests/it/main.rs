@@ -16,6 +16,7 @@ mod image;
 mod inject_cli;
 mod manifests;
 mod many_secrets;
+mod plan_contract;
 mod properties;
 mod rotation;
 mod router;
