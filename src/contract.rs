@@ -208,6 +208,7 @@ fn flat_args<C: Carrier>(command: clap::Command) -> clap::Command {
                     .long(flat.long)
                     .env(flat.env)
                     .value_name(flat.value_name)
+                    .value_parser(clap::value_parser!(String))
                     .help(help_text(field.help)),
             ),
         })
@@ -662,7 +663,7 @@ impl SecretPlan {
             arn: Some(self.secret.to_string()),
             file: Some(self.file_name.as_str().to_owned()),
             // Only the unnamed secret carries a region (named ones use their ARN's).
-            region: self.region.clone().filter(|_| self.name.is_none()),
+            region: self.name.is_none().then(|| self.region.clone()).flatten(),
             version_stage,
             version_id,
             ..SecretFields::default()
