@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::common::agent::{agent, ram_dir};
+use crate::common::agent::{Group, agent, ram_dir};
 use crate::common::moto::{Fault, FaultProxy, Moto, PodIdentityEndpoint};
 
 fn static_credentials(endpoint: &str) -> Vec<(&'static str, String)> {
@@ -742,7 +742,8 @@ fn sigterm_stops_promptly_without_a_file() {
     let proxy = FaultProxy::start(moto.port, vec![Fault::Stall(Duration::from_secs(30)); 10]);
     let out = ram_dir();
     let scratch = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
+    command
         .args(["agent", "--attempt-timeout", "20s"])
         .env_clear()
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -758,9 +759,9 @@ fn sigterm_stops_promptly_without_a_file() {
                 scratch.path().join("t").to_str().unwrap(),
             ),
         ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // Killed with its group if the test fails before it ends.
+    let mut agent = Group::spawn(command);
     let deadline = Instant::now() + Duration::from_secs(10);
     while proxy.connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the agent never called AWS");
@@ -768,11 +769,11 @@ fn sigterm_stops_promptly_without_a_file() {
     }
     let stopped = Instant::now();
     rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Pid::from_raw(agent.child.id() as i32).unwrap(),
         rustix::process::Signal::TERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
+    let status = agent.child.wait().unwrap();
     assert!(
         stopped.elapsed() < Duration::from_secs(2),
         "took {:?}",
