@@ -1,13 +1,11 @@
 //! `POST /mutating-pods`: AdmissionReviews of Pods in, the [`mutate`] patch out. Parses,
 //! calls the pure mutation, and answers; no I/O.
 
-use kube_core::DynamicObject;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube_core::admission::Operation;
 use serde::Deserialize;
 
 use super::review::{
-    API_VERSION, Envelope, Outcome, ReviewSummary, Reviewed, Verdict, answer, check_envelope,
-    invalid, operation_name, respond, summarize,
+    API_VERSION, ReviewSummary, Reviewed, Verdict, check_envelope, invalid, operation_name, respond,
 };
 use super::router::{Endpoint, EndpointFuture};
 use crate::mutate::pod::{Pod, Text};
@@ -39,24 +37,24 @@ impl Endpoint for Pods {
     }
 }
 
-/// An AdmissionReview of a pod as it arrives, read borrowed: the request's identifying fields
-/// and the parts of the pod the mutation reads; everything else (`oldObject`, `userInfo`, the
-/// pod's other fields) is skipped unbuilt.
+/// An AdmissionReview as it arrives, read borrowed: the request's identifying fields and its
+/// object as `O` (the parts of a pod the mutation reads, or only the name of another object);
+/// everything else (`oldObject`, `userInfo`, the object's other fields) is skipped unbuilt.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodReview<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct PodReview<'a, O> {
     #[serde(default, borrow)]
     api_version: Text<'a>,
     #[serde(default, borrow)]
     kind: Text<'a>,
     #[serde(default, borrow)]
-    request: Option<PodRequest<'a>>,
+    request: Option<PodRequest<'a, O>>,
 }
 
 /// `request`, as admission.k8s.io/v1 defines it (the fields read).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodRequest<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct PodRequest<'a, O> {
     #[serde(borrow)]
     uid: Text<'a>,
     #[serde(borrow)]
@@ -68,8 +66,8 @@ struct PodRequest<'a> {
     #[serde(default, borrow)]
     namespace: Option<Text<'a>>,
     operation: Operation,
-    #[serde(default, borrow)]
-    object: Option<Pod<'a>>,
+    #[serde(default)]
+    object: Option<O>,
 }
 
 #[derive(Deserialize)]
@@ -82,36 +80,95 @@ struct GroupVersionResource<'a> {
     resource: Text<'a>,
 }
 
+/// The object of a review that is not a pod the mutation can read: only its `generateName`,
+/// for the log line.
+#[derive(Deserialize)]
+struct OtherObject<'a> {
+    #[serde(default, borrow)]
+    metadata: OtherMetadata<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OtherMetadata<'a> {
+    #[serde(default, borrow)]
+    generate_name: Option<Text<'a>>,
+}
+
+/// What the log line reads of a request's object.
+trait GenerateName {
+    fn generate_name(&self) -> Option<&str>;
+}
+
+impl GenerateName for Pod<'_> {
+    fn generate_name(&self) -> Option<&str> {
+        self.metadata.generate_name.as_deref()
+    }
+}
+
+impl GenerateName for OtherObject<'_> {
+    fn generate_name(&self) -> Option<&str> {
+        self.metadata.generate_name.as_deref()
+    }
+}
+
 /// Review a pod admission request body.
 pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
-    // Fast path: a pod review parses straight into what the mutation reads. Anything else
-    // (another resource, a malformed body) takes the slow path, which tells which it is.
-    let request = match serde_json::from_slice::<PodReview>(body) {
-        Ok(review) => match check_envelope(&review.api_version, &review.kind) {
-            Ok(()) => match review.request {
-                Some(request) => request,
-                None => return invalid("request is missing".to_owned(), Default::default()),
-            },
-            Err(reason) => return invalid(reason, Default::default()),
+    // Fast path: a pod review parses straight into what the mutation reads. When the object is
+    // not such a pod, the review is read again without it, to tell another resource (allowed
+    // unchanged) from a pod Kubernetes would not send (400).
+    match serde_json::from_slice::<PodReview<Pod>>(body) {
+        Ok(review) => review_request(review, Ok, config),
+        Err(pod_error) => match serde_json::from_slice::<PodReview<OtherObject>>(body) {
+            Ok(review) => review_request(
+                review,
+                |_| Err(format!("request.object is not a valid v1 Pod: {pod_error}")),
+                config,
+            ),
+            Err(error) => invalid(
+                format!("body is not an AdmissionReview {API_VERSION}: {error}"),
+                Default::default(),
+            ),
         },
-        Err(pod_error) => return review_other(body, &pod_error),
-    };
+    }
+}
 
-    let pod = request.object.as_ref();
+/// Answer a parsed review; `as_pod` reads the object of a request about pods as a pod.
+fn review_request<'a, O: GenerateName>(
+    review: PodReview<'a, O>,
+    as_pod: impl FnOnce(O) -> Result<Pod<'a>, String>,
+    config: &MutationConfig,
+) -> Reviewed {
+    if let Err(reason) = check_envelope(&review.api_version, &review.kind) {
+        return invalid(reason, Default::default());
+    }
+    let Some(request) = review.request else {
+        return invalid("request is missing".to_owned(), Default::default());
+    };
     let summary = ReviewSummary::new(
         &request.uid,
         request.namespace.as_deref(),
         request.name.as_deref().unwrap_or_default(),
-        pod.and_then(|p| p.metadata.generate_name.as_deref()),
+        request.object.as_ref().and_then(O::generate_name),
         operation_name(&request.operation),
     );
+    let uid = &*request.uid;
+    // The `pods` resource itself (not a subresource such as `pods/exec`); anything else comes
+    // from a misconfigured webhook rule and is allowed unchanged.
     let is_pod = request.resource.group.is_empty()
         && request.resource.version == "v1"
         && request.resource.resource == "pods"
         && request.sub_resource.is_none();
-    let uid = &*request.uid;
-    if request.operation != Operation::Create || !is_pod {
-        return respond(uid, Verdict::Allow(None, &[]), summary);
+    if !is_pod {
+        return respond(uid, Verdict::Allow, summary);
+    }
+    let pod = match request.object.map(as_pod).transpose() {
+        Ok(pod) => pod,
+        // It is a pod, but not one Kubernetes would send.
+        Err(reason) => return invalid(reason, summary),
+    };
+    if request.operation != Operation::Create {
+        return respond(uid, Verdict::Allow, summary);
     }
     let Some(pod) = pod else {
         return invalid("request.object is missing for a CREATE".to_owned(), summary);
@@ -120,56 +177,93 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
         return invalid("request.object.spec is missing".to_owned(), summary);
     };
     match mutate(&pod.metadata, spec, config) {
-        Ok(None) => respond(uid, Verdict::Allow(None, &[]), summary),
+        Ok(None) => respond(uid, Verdict::Allow, summary),
         Ok(Some(mutation)) => respond(
             uid,
-            // Add operations with string pointers and serialized values always serialize.
-            Verdict::Allow(
-                Some(serde_json::to_vec(&mutation.patch).unwrap_or_default()),
-                &mutation.warnings,
-            ),
+            Verdict::patch(&mutation.patch, &mutation.warnings),
             summary,
         ),
         Err(error) => respond(uid, Verdict::Deny(error.to_string()), summary),
     }
 }
 
-/// The body did not parse as a review of pods: find out why.
-fn review_other(body: &[u8], pod_error: &serde_json::Error) -> Reviewed {
-    let request = match serde_json::from_slice::<Envelope<DynamicObject>>(body) {
-        Ok(review) => match review.into_request() {
-            Ok(request) => request,
-            Err(reason) => return invalid(reason, Default::default()),
-        },
-        Err(error) => {
-            return invalid(
-                format!("body is not an AdmissionReview {API_VERSION}: {error}"),
-                Default::default(),
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::webhook::review::Outcome;
+
+    fn review(
+        resource: &str,
+        sub_resource: Option<&str>,
+        operation: &str,
+        object: Value,
+    ) -> Vec<u8> {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": resource},
+            "subResource": sub_resource, "namespace": "ns", "operation": operation,
+            "userInfo": {}, "object": object}})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// An object no pod parser reads: `spec.containers` is a number.
+    fn unreadable() -> Value {
+        json!({"metadata": {"generateName": "web-"}, "spec": {"containers": 7}})
+    }
+
+    #[test]
+    fn another_resource_is_allowed_unchanged_whatever_its_object() {
+        let config = MutationConfig::default();
+        for body in [
+            review("configmaps", None, "CREATE", unreadable()),
+            review("pods", Some("exec"), "CONNECT", unreadable()),
+            review(
+                "pods",
+                Some("ephemeralcontainers"),
+                "UPDATE",
+                json!({"spec": {}}),
+            ),
+        ] {
+            let reviewed = review_pod(&body, &config);
+            assert_eq!((reviewed.outcome, reviewed.status), (Outcome::Skipped, 200));
+            assert_eq!(
+                std::str::from_utf8(&reviewed.body).unwrap(),
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true}}"#
             );
         }
-    };
-    let summary = summarize(&request);
-    if is_pod_request(&request) {
-        // It is a pod, but not one Kubernetes would send.
-        return invalid(
-            format!("request.object is not a valid v1 Pod: {pod_error}"),
-            summary,
-        );
+        let reviewed = review_pod(&review("configmaps", None, "CREATE", unreadable()), &config);
+        assert_eq!(reviewed.summary.name, "web-*");
     }
-    // Another resource (a misconfigured webhook rule): allow it unchanged.
-    answer(
-        Outcome::Skipped,
-        AdmissionResponse::from(&request),
-        None,
-        summary,
-    )
-}
 
-/// A request about the `pods` resource itself (not a subresource such as `pods/exec`).
-fn is_pod_request<T: kube_core::Resource>(request: &AdmissionRequest<T>) -> bool {
-    let resource = &request.resource;
-    resource.group.is_empty()
-        && resource.version == "v1"
-        && resource.resource == "pods"
-        && request.sub_resource.is_none()
+    #[test]
+    fn a_pod_kubernetes_would_not_send_is_a_400_for_any_operation() {
+        let config = MutationConfig::default();
+        for operation in ["CREATE", "UPDATE"] {
+            let reviewed = review_pod(&review("pods", None, operation, unreadable()), &config);
+            assert_eq!((reviewed.outcome, reviewed.status), (Outcome::Invalid, 400));
+            let text = std::str::from_utf8(&reviewed.body).unwrap();
+            assert!(
+                text.contains("request.object is not a valid v1 Pod"),
+                "{text}"
+            );
+            assert_eq!(reviewed.summary.uid, "u-1");
+        }
+    }
+
+    #[test]
+    fn a_pod_without_an_object_or_a_spec_is_a_400_only_when_created() {
+        let config = MutationConfig::default();
+        let missing = review_pod(&review("pods", None, "CREATE", Value::Null), &config);
+        assert_eq!(missing.status, 400);
+        let no_spec = review_pod(
+            &review("pods", None, "CREATE", json!({"metadata": {}})),
+            &config,
+        );
+        assert_eq!(no_spec.status, 400);
+        let update = review_pod(&review("pods", None, "UPDATE", Value::Null), &config);
+        assert_eq!(update.outcome, Outcome::Skipped);
+    }
 }

@@ -4,8 +4,7 @@
 //! [`Verdict`] without building a tree first.
 
 use base64::Engine as _;
-use json_patch::Patch;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube_core::admission::{AdmissionRequest, Operation};
 use serde::{Deserialize, Serialize};
 
 /// The API version of AdmissionReview this webhook speaks.
@@ -155,11 +154,6 @@ impl ReviewSummary {
     }
 }
 
-/// Deny the request with `message`, shown to the user by `kubectl`.
-pub fn deny(response: AdmissionResponse, message: String, summary: ReviewSummary) -> Reviewed {
-    respond(&response.uid, Verdict::Deny(message), summary)
-}
-
 /// An unusable body: HTTP 400 with the reason.
 pub fn invalid(reason: String, mut summary: ReviewSummary) -> Reviewed {
     let body = format!("invalid AdmissionReview: {reason}\n").into_bytes();
@@ -188,11 +182,27 @@ pub struct Envelope<T: kube_core::Resource> {
 /// What the webhook answers to one request.
 #[derive(Debug, Clone)]
 pub enum Verdict<'a> {
-    /// Allowed, with the JSON text of a JSON Patch ([`Outcome::Mutated`]) or without
-    /// ([`Outcome::Skipped`]), and warnings for the user.
-    Allow(Option<Vec<u8>>, &'a [String]),
+    /// Allowed unchanged ([`Outcome::Skipped`]).
+    Allow,
+    /// Allowed with the JSON text of a JSON Patch, and warnings for the user
+    /// ([`Outcome::Mutated`]).
+    Patch(Vec<u8>, &'a [String]),
     /// Denied with this message, shown to the user by `kubectl` ([`Outcome::Denied`]).
     Deny(String),
+}
+
+impl<'a> Verdict<'a> {
+    /// Allowed with `patch` (a JSON Patch), and `warnings` for the user.
+    pub fn patch(patch: &impl Serialize, warnings: &'a [String]) -> Self {
+        match serde_json::to_vec(patch) {
+            Ok(json) => Verdict::Patch(json, warnings),
+            // Operations with string pointers and JSON values always serialize; were one not
+            // to, nothing is admitted that the webhook meant to change.
+            Err(error) => Verdict::Deny(format!(
+                "secret-inject: cannot serialize the JSON Patch: {error}"
+            )),
+        }
+    }
 }
 
 /// The AdmissionReview on the wire, written straight from the verdict: `response.patch` is the
@@ -230,24 +240,29 @@ struct WireStatus<'a> {
     code: u16,
 }
 
-/// The response to the request with `uid`.
+/// The response to the request with `uid`: every endpoint's one writer of a review's answer.
 pub fn respond(uid: &str, verdict: Verdict<'_>, mut summary: ReviewSummary) -> Reviewed {
     let (outcome, response) = match &verdict {
-        Verdict::Allow(patch, warnings) => (
-            if patch.is_some() {
-                Outcome::Mutated
-            } else {
-                Outcome::Skipped
+        Verdict::Allow => (
+            Outcome::Skipped,
+            WireResponse {
+                uid,
+                allowed: true,
+                status: None,
+                warnings: &[],
+                patch: None,
+                patch_type: None,
             },
+        ),
+        Verdict::Patch(json, warnings) => (
+            Outcome::Mutated,
             WireResponse {
                 uid,
                 allowed: true,
                 status: None,
                 warnings,
-                patch: patch
-                    .as_ref()
-                    .map(|json| base64::engine::general_purpose::STANDARD.encode(json)),
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch: Some(base64::engine::general_purpose::STANDARD.encode(json)),
+                patch_type: Some("JSONPatch"),
             },
         ),
         Verdict::Deny(message) => (
@@ -292,17 +307,55 @@ pub fn respond(uid: &str, verdict: Verdict<'_>, mut summary: ReviewSummary) -> R
     }
 }
 
-/// Allow the request answered by kube-core's `response` (its uid and warnings), with `patch`.
-pub fn answer(
-    outcome: Outcome,
-    response: AdmissionResponse,
-    patch: Option<&Patch>,
-    summary: ReviewSummary,
-) -> Reviewed {
-    debug_assert!(response.patch.is_none());
-    debug_assert_eq!(outcome == Outcome::Mutated, patch.is_some());
-    let warnings = response.warnings.as_deref().unwrap_or_default();
-    // A Patch of operations with string pointers and JSON values always serializes.
-    let patch = patch.map(|p| serde_json::to_vec(p).unwrap_or_default());
-    respond(&response.uid, Verdict::Allow(patch, warnings), summary)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> ReviewSummary {
+        ReviewSummary::new("u-1", Some("ns"), "", Some("web-"), "CREATE")
+    }
+
+    fn wire(reviewed: &Reviewed) -> &str {
+        std::str::from_utf8(&reviewed.body).unwrap()
+    }
+
+    #[test]
+    fn every_verdict_is_written_byte_for_byte_in_the_api_format() {
+        let allowed = respond("u-1", Verdict::Allow, summary());
+        assert_eq!((allowed.outcome, allowed.status), (Outcome::Skipped, 200));
+        assert_eq!(
+            wire(&allowed),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true}}"#
+        );
+
+        // The patch is the base64 of its JSON text, a string (not an array of numbers, kube-rs
+        // #1781), with its type; warnings go with it.
+        let operations = serde_json::json!([{"op": "add", "path": "/a", "value": 1}]);
+        let warnings = ["careful".to_owned()];
+        let patched = respond("u-1", Verdict::patch(&operations, &warnings), summary());
+        assert_eq!((patched.outcome, patched.status), (Outcome::Mutated, 200));
+        assert_eq!(
+            wire(&patched),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"warnings":["careful"],"patch":"W3sib3AiOiJhZGQiLCJwYXRoIjoiL2EiLCJ2YWx1ZSI6MX1d","patchType":"JSONPatch"}}"#
+        );
+        assert_eq!(patched.summary.name, "web-*");
+
+        let denied = respond("u-1", Verdict::Deny("bad \"x\"".to_owned()), summary());
+        assert_eq!((denied.outcome, denied.status), (Outcome::Denied, 200));
+        assert_eq!(
+            wire(&denied),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":false,"status":{"status":"Failure","message":"bad \"x\"","reason":"BadRequest","code":400}}}"#
+        );
+        assert_eq!(denied.summary.reason.as_deref(), Some("bad \"x\""));
+    }
+
+    #[test]
+    fn an_unusable_body_is_a_plain_400() {
+        let reviewed = invalid("request is missing".to_owned(), Default::default());
+        assert_eq!((reviewed.outcome, reviewed.status), (Outcome::Invalid, 400));
+        assert_eq!(
+            wire(&reviewed),
+            "invalid AdmissionReview: request is missing\n"
+        );
+    }
 }

@@ -12,10 +12,10 @@ use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::Tag;
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::Secret;
-use kube_core::admission::{AdmissionResponse, Operation};
+use kube_core::admission::Operation;
 
 use super::promote::{Promotions, describe};
-use super::review::{Envelope, Outcome, Reviewed, answer, deny, invalid, summarize};
+use super::review::{Envelope, Reviewed, Verdict, invalid, respond, summarize};
 use super::router::{Endpoint, EndpointFuture};
 use crate::mutate::secret::{
     PENDING_STAGE, SecretConversion, SecretRequest, WriterConfig, check_owner, stored_reference,
@@ -71,14 +71,14 @@ impl Secrets {
             Err(reason) => return invalid(reason, Default::default()),
         };
         let summary = summarize(&request);
-        let response = AdmissionResponse::from(&request);
+        let uid = request.uid.as_str();
         let is_secret = request.resource.group.is_empty()
             && request.resource.resource == "secrets"
             && request.sub_resource.is_none();
         let (true, Operation::Create | Operation::Update, Some(secret)) =
             (is_secret, &request.operation, &request.object)
         else {
-            return answer(Outcome::Skipped, response, None, summary);
+            return respond(uid, Verdict::Allow, summary);
         };
         // The namespace the request claims. A forged review may claim any: what it stores is
         // only ever staged, and made current only for a Secret the API server persisted in
@@ -87,33 +87,32 @@ impl Secrets {
         let conversion = match SecretConversion::for_secret(secret, &namespace, &self.config) {
             Ok(SecretRequest::Store(conversion)) => conversion,
             Ok(SecretRequest::None | SecretRequest::AlreadyConverted) => {
-                return answer(Outcome::Skipped, response, None, summary);
+                return respond(uid, Verdict::Allow, summary);
             }
-            Err(error) => return deny(response, error.to_string(), summary),
+            Err(error) => return respond(uid, Verdict::Deny(error.to_string()), summary),
         };
         if request.dry_run {
             // No AWS call: show what would be stored.
-            let mut response = response;
-            response.warnings = Some(vec![format!(
+            let warnings = [format!(
                 "secret-inject: dry run, nothing was written to Secrets Manager; the value would \
                  be staged as a new version of {} and made current once the Secret is stored \
                  (data.arn shows the name: the ARN is assigned by Secrets Manager)",
                 conversion.name,
-            )]);
+            )];
             let patch = stored_reference(secret, &conversion.name, None);
-            return answer(Outcome::Mutated, response, Some(&patch), summary);
+            return respond(uid, Verdict::patch(&patch, &warnings), summary);
         }
         if !self.promotions.is_synced() {
-            return deny(
-                response,
-                format!(
+            return respond(
+                uid,
+                Verdict::Deny(format!(
                     "secret-inject: cannot store Secret {namespace}/{} yet: the secret writer has \
                      not finished listing labelled Secrets from the API server (it makes stored \
                      versions current only for Secrets the API server persisted); retry in a few \
                      seconds, and if this persists check the webhook's log and its RBAC (list and \
                      watch on secrets); nothing was stored in Kubernetes",
                     secret.metadata.name.as_deref().unwrap_or("")
-                ),
+                )),
                 summary,
             );
         }
@@ -130,16 +129,16 @@ impl Secrets {
             Ok(arn) => {
                 self.promotions.staged(&conversion.name, &version_id);
                 let patch = stored_reference(secret, &arn, Some(&version_id));
-                answer(Outcome::Mutated, response, Some(&patch), summary)
+                respond(uid, Verdict::patch(&patch, &[]), summary)
             }
-            Err(reason) => deny(
-                response,
-                format!(
+            Err(reason) => respond(
+                uid,
+                Verdict::Deny(format!(
                     "secret-inject: cannot store Secret {namespace}/{} in Secrets Manager as {}: \
                      {reason}; nothing was stored in Kubernetes",
                     secret.metadata.name.as_deref().unwrap_or(""),
                     conversion.name
-                ),
+                )),
                 summary,
             ),
         }
@@ -241,6 +240,7 @@ mod tests {
     use super::*;
     use crate::aws::canned::Canned;
     use crate::spec;
+    use crate::webhook::review::Outcome;
 
     /// The writer over a Secrets Manager that never answers, its promotion loop synced or not.
     fn endpoint_synced(synced: bool) -> Secrets {
@@ -320,5 +320,31 @@ mod tests {
                 .unwrap()
                 .contains("dry run")
         );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_answers_in_the_api_wire_format() {
+        let reviewed = endpoint().review(review(true)).await;
+        let text = std::str::from_utf8(&reviewed.body).unwrap();
+        // The bytes: the uid kept, the patch a base64 string (not an array of numbers, kube-rs
+        // #1781) with its type, the warning beside it.
+        assert!(
+            text.starts_with(
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"warnings":["secret-inject: dry run"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#","patch":""#), "{text}");
+        assert!(text.ends_with(r#"","patchType":"JSONPatch"}}"#), "{text}");
+        let body: Value = serde_json::from_str(text).unwrap();
+        let patch = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            body["response"]["patch"].as_str().unwrap(),
+        )
+        .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        assert!(!patch.as_array().unwrap().is_empty());
+        // The value never travels back in the patch.
+        assert!(!patch.to_string().contains("c2VjcmV0LXZhbHVl"), "{patch}");
     }
 }

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::Pod;
-use kube_core::admission::AdmissionResponse;
-use secret_inject::webhook::review::{Envelope, Outcome, answer, invalid, summarize};
+use secret_inject::webhook::review::{Envelope, Verdict, invalid, respond, summarize};
 use secret_inject::webhook::router::{Endpoint, EndpointFuture};
 use secret_inject::webhook::tls::{ReloadingResolver, generate_dev_certificate};
 use secret_inject::webhook::{BodyLimits, Router, Server, ServerOptions};
@@ -47,16 +46,16 @@ impl IrsaMutation {
             Err(reason) => return invalid(reason, Default::default()),
         };
         let summary = summarize(&request);
-        let response = AdmissionResponse::from(&request);
+        let uid = request.uid.as_str();
         let Some(pod) = request
             .object
             .as_ref()
             .map(|p| serde_json::to_value(p).unwrap())
         else {
-            return answer(Outcome::Skipped, response, None, summary);
+            return respond(uid, Verdict::Allow, summary);
         };
         if pod["spec"]["serviceAccountName"] != self.service_account.as_str() {
-            return answer(Outcome::Skipped, response, None, summary);
+            return respond(uid, Verdict::Allow, summary);
         }
         let mut ops = Vec::new();
         let has_volume = pod["spec"]["volumes"]
@@ -102,10 +101,10 @@ impl IrsaMutation {
             }
         }
         if ops.is_empty() {
-            return answer(Outcome::Skipped, response, None, summary);
+            return respond(uid, Verdict::Allow, summary);
         }
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
-        answer(Outcome::Mutated, response, Some(&patch), summary)
+        respond(uid, Verdict::patch(&patch, &[]), summary)
     }
 }
 
