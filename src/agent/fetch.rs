@@ -10,9 +10,9 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use tracing::{debug, warn};
 
-use super::MAX_SECRET_BYTES;
 use super::failure::{Classified, Failure, FailureKind, classify};
 use crate::contract::VersionSelector;
+use crate::spec::MAX_SECRET_BYTES;
 
 /// Limits of the calls of one run.
 #[derive(Debug, Clone, Copy)]
@@ -297,7 +297,7 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling = Duration::from_millis(100)
         .saturating_mul(1u32 << attempt.min(16))
         .min(Duration::from_secs(5));
-    let fraction = (super::random() % 1_000_001) as f64 / 1_000_000.0;
+    let fraction = fastrand::u64(..=1_000_000) as f64 / 1_000_000.0;
     ceiling.mul_f64(fraction).max(Duration::from_millis(10))
 }
 

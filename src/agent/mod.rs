@@ -8,42 +8,25 @@
 
 pub mod failure;
 pub mod fetch;
+mod options;
+mod output;
 pub mod refresh;
 pub mod reload;
 pub mod render;
 pub mod sources;
 pub mod write;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::aws::{self, AwsSettings, Identity, Timeouts};
 use crate::contract::{Plan, PlanFields};
 use failure::{Failure, FailureKind};
-use fetch::RetryBudget;
-use sources::FetchOptions;
-
-/// Largest secret Secrets Manager stores, and the largest the agent writes.
-pub const MAX_SECRET_BYTES: usize = 65_536;
-
-/// How the agent runs (not what it fetches: that is the [`Plan`]).
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Give up after this long, retrying transient errors.
-    pub deadline: Duration,
-    /// Longest time for one attempt.
-    pub attempt_timeout: Duration,
-    /// Allow writing to a disk-backed directory (local testing only).
-    pub allow_disk: bool,
-    /// Let the credentials chain use the node's instance metadata (IMDS).
-    pub allow_instance_metadata: bool,
-    /// Where the failure message goes (Kubernetes shows it in `kubectl describe pod`).
-    pub termination_log: PathBuf,
-    /// Use BatchGetSecretValue for a region with at least this many secrets (0: never).
-    pub batch_threshold: usize,
-}
+pub use options::Options;
+use options::{budget_until, fetch_options};
+use output::{Written, write_all, write_failure, write_termination_log};
 
 /// Parse the plan's fields and run it to completion; returns the process exit code.
 pub fn run(fields: PlanFields, options: &Options) -> u8 {
@@ -107,16 +90,6 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
             failure.kind.exit_code()
         }
     }
-}
-
-/// What a successful run wrote.
-pub(crate) struct Written {
-    set: PathBuf,
-    files: usize,
-    secrets: usize,
-    summary: String,
-    /// The exit code: 0, or [`crate::contract::RESTART_EXIT_CODE`] to restart the pod.
-    exit_code: u8,
 }
 
 async fn fetch_and_write(
@@ -184,121 +157,4 @@ async fn prepare(
         ));
     }
     Ok(config)
-}
-
-/// How the fetches of one run (or one rotation round) go: the agent's batch rule, `budget`.
-fn fetch_options(options: &Options, budget: RetryBudget) -> FetchOptions {
-    FetchOptions {
-        batch_threshold: options.batch_threshold,
-        budget,
-    }
-}
-
-/// The budget of a run that ends `deadline` from now.
-fn budget_until(options: &Options, deadline: Duration) -> RetryBudget {
-    RetryBudget::new(Instant::now() + deadline, options.attempt_timeout)
-}
-
-/// Render every secret of the plan from the fetched values and write them as one set, with the
-/// versions beside them.
-fn write_all(
-    plan: &Plan,
-    served: &std::collections::HashMap<sources::FetchKey, sources::Served>,
-    options: &Options,
-) -> Result<Written, Failure> {
-    let output_dir = Path::new(plan.output_dir.as_str());
-    let mut files = Vec::new();
-    let mut env = Vec::new();
-    let mut failed_over = Vec::new();
-    let mut versions = std::collections::BTreeMap::new();
-    for secret in &plan.secrets {
-        let key = (secret.secret.clone(), secret.version.clone());
-        let Some(value) = served.get(&key) else {
-            return Err(
-                Failure::new(FailureKind::Internal, "NotFetched", "no value").about(secret.label()),
-            );
-        };
-        let rendered = render::render(secret, &value.fetched.bytes)?;
-        files.extend(rendered.files);
-        env.extend(rendered.env);
-        if secret.region.as_deref().is_some_and(|r| r != value.region) {
-            failed_over.push(secret.label());
-        }
-        versions.insert(
-            refresh::version_key(&key),
-            value.fetched.version.clone().unwrap_or_default(),
-        );
-    }
-    let visible = files.len();
-    if !env.is_empty() {
-        files.push(render::kubelet_env_file(&env)?);
-    }
-    files.push(render::OutputFile {
-        path: crate::contract::VERSIONS_FILE_NAME.to_owned(),
-        // Strings only: serializing cannot fail.
-        bytes: serde_json::to_vec(&versions).unwrap_or_default(),
-    });
-    let set = write::write_set(
-        output_dir,
-        &files,
-        plan.file_mode.bits(),
-        options.allow_disk,
-    )
-    .map_err(write_failure)?;
-    let mut summary = format!(
-        "secret-inject: wrote {visible} file(s) for {} secret(s) into {}",
-        plan.secrets.len(),
-        plan.output_dir.as_str()
-    );
-    if !env.is_empty() {
-        summary.push_str(&format!(" and {} env var(s)", env.len()));
-    }
-    if let (Some(region), false) = (&plan.failover_region, failed_over.is_empty()) {
-        summary.push_str(&format!(
-            "; served by the failover region {region}: {}",
-            failed_over.join(", ")
-        ));
-    }
-    summary.push('.');
-    Ok(Written {
-        set,
-        files: visible,
-        secrets: plan.secrets.len(),
-        summary,
-        exit_code: failure::exit::OK,
-    })
-}
-
-fn write_failure(error: write::WriteError) -> Failure {
-    let code = match &error {
-        write::WriteError::NotInMemory { .. } => "NotInMemory",
-        write::WriteError::Escapes { .. } => "PathEscapes",
-        write::WriteError::Collision { .. } => "FileCollision",
-        write::WriteError::Io { .. } => "WriteFailed",
-    };
-    Failure::new(FailureKind::Write, code, error.to_string())
-}
-
-/// Kubernetes reads at most 4096 bytes of the termination log.
-fn write_termination_log(path: &Path, message: &str) {
-    let mut end = message.len().min(4096);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    if let Err(error) = std::fs::write(path, &message[..end]) {
-        warn!(path = %path.display(), %error, "cannot write the termination log");
-    }
-}
-
-/// A random number for temporary names and jitter, from std's per-process random hash keys.
-pub(crate) fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
 }

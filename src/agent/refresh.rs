@@ -19,19 +19,12 @@ use tracing::{debug, error, info, warn};
 
 use super::failure::{Failure, FailureKind};
 use super::fetch;
+use super::options::{Options, budget_until, fetch_options};
+use super::output::{Written, version_key, write_all, write_termination_log};
+use super::reload;
 use super::sources::{self, FetchKey, Served};
-use super::{Options, Written, fetch_options, reload, write_all};
 use crate::aws;
 use crate::contract::{Plan, SecretId, VersionSelector};
-
-/// The key of a secret in the versions file.
-pub fn version_key((secret, version): &FetchKey) -> String {
-    match version {
-        Some(VersionSelector::Stage(stage)) => format!("{secret}|stage:{stage}"),
-        Some(VersionSelector::Id(id)) => format!("{secret}|id:{id}"),
-        None => format!("{secret}|latest"),
-    }
-}
 
 /// The versions of the set in place (`..data/..versions`), if any.
 fn versions_in_place(dir: &Path) -> Option<BTreeMap<String, String>> {
@@ -67,7 +60,7 @@ pub(crate) async fn run(
     let dir = Path::new(plan.output_dir.as_str());
     let mut stop = std::pin::pin!(crate::signal::shutdown_signal());
     let first = tokio::select! {
-        result = sources::fetch_all(plan, config, fetch_options(options, super::budget_until(options, options.deadline))) => result?,
+        result = sources::fetch_all(plan, config, fetch_options(options, budget_until(options, options.deadline))) => result?,
         signal = &mut stop => return Err(Failure::new(
             FailureKind::Interrupted,
             signal,
@@ -86,7 +79,7 @@ pub(crate) async fn run(
     };
     if let Some(written) = &written {
         info!(files = written.files, "secrets written");
-        super::write_termination_log(&options.termination_log, &written.summary);
+        write_termination_log(&options.termination_log, &written.summary);
     }
     let mut retry_after: Option<Duration> = None;
     let mut failures: u32 = 0;
@@ -172,7 +165,7 @@ pub(crate) async fn run(
 fn report(failure: &Failure, plan: &Plan, options: &Options) {
     let message = failure.message(&plan.secrets[0].secret.to_string(), None);
     error!(code = %failure.code, "keeping the files in place: {message}");
-    super::write_termination_log(&options.termination_log, &message);
+    write_termination_log(&options.termination_log, &message);
 }
 
 /// What one round found.
@@ -193,7 +186,7 @@ async fn check(
     options: &Options,
     deadline: Duration,
 ) -> Round {
-    let budget = super::budget_until(options, deadline);
+    let budget = budget_until(options, deadline);
     let mut round = Round {
         changed: HashMap::new(),
         versions: Vec::new(),
@@ -315,7 +308,7 @@ fn replica_id(id: &SecretId, region: &str) -> String {
 
 /// `interval` ± 10 %.
 fn jittered(interval: Duration) -> Duration {
-    let fraction = (super::random() % 2001) as f64 / 10_000.0; // 0 ..= 0.2
+    let fraction = fastrand::u64(..=2000) as f64 / 10_000.0; // 0 ..= 0.2
     interval.mul_f64(0.9 + fraction)
 }
 
@@ -334,26 +327,5 @@ mod tests {
         );
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
         assert!(distinct.len() > 10, "jitter must vary");
-    }
-
-    #[test]
-    fn version_keys_tell_stages_ids_and_latest_apart() {
-        let arn = crate::spec::SecretArn::parse(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
-        )
-        .unwrap();
-        let id = SecretId::Arn(arn);
-        let keys = [
-            version_key(&(
-                id.clone(),
-                Some(VersionSelector::Stage("AWSCURRENT".into())),
-            )),
-            version_key(&(id.clone(), Some(VersionSelector::Id("AWSCURRENT".into())))),
-            version_key(&(id, None)),
-        ];
-        assert_eq!(
-            keys.iter().collect::<std::collections::HashSet<_>>().len(),
-            3
-        );
     }
 }

@@ -118,7 +118,7 @@ pub fn write_set(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default(),
-        super::random() as u32
+        fastrand::u32(..)
     );
     let set_path = dir.join(&set_name);
     let cleanup = RemoveOnDrop {
@@ -191,7 +191,7 @@ pub fn write_set(
     let previous = rfs::readlinkat(&root, DATA_LINK, Vec::new())
         .ok()
         .and_then(|target| target.into_string().ok());
-    let temp_link = format!("{DATA_LINK}_tmp.{:08x}", super::random() as u32);
+    let temp_link = format!("{DATA_LINK}_tmp.{:08x}", fastrand::u32(..));
     rfs::symlinkat(set_name.as_str(), &root, temp_link.as_str())
         .map_err(io("cannot create the symlink", &dir.join(&temp_link)))?;
     if let Err(errno) = rfs::renameat(&root, temp_link.as_str(), &root, DATA_LINK) {
@@ -211,7 +211,7 @@ pub fn write_set(
         {
             continue;
         }
-        let temp = format!("..{name}.link-{:08x}", super::random() as u32);
+        let temp = format!("..{name}.link-{:08x}", fastrand::u32(..));
         let temp = &temp[..temp.len().min(255)];
         rfs::symlinkat(link_target.as_str(), &root, temp)
             .map_err(io("cannot create the symlink", &dir.join(name)))?;

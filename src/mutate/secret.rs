@@ -14,15 +14,13 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOp
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
-use crate::spec;
+use crate::spec::{self, MAX_SECRET_BYTES};
 
 /// The one key a converted Secret holds.
 pub const ARN_KEY: &str = "arn";
 /// Top-level key of the stored JSON listing the keys whose values are base64 (they were not
 /// UTF-8); a consumer decodes exactly those.
 pub const BASE64_KEYS: &str = "secrets.k8s.aws/base64-keys";
-/// Largest value Secrets Manager stores.
-pub const MAX_VALUE_BYTES: usize = 65_536;
 /// The staging label of a version the writer stored but the promotion loop has not yet made
 /// `AWSCURRENT`: no reader asks for it (the agent reads `AWSCURRENT` unless a pod names another
 /// stage), and it moves to each newer staged version.
@@ -81,7 +79,7 @@ pub enum SecretError {
     },
     /// The stored JSON would be over the limit.
     #[error(
-        "Secret {name}: its value is {size} bytes as JSON, over the {MAX_VALUE_BYTES} bytes a \
+        "Secret {name}: its value is {size} bytes as JSON, over the {MAX_SECRET_BYTES} bytes a \
          Secrets Manager secret may hold; split it into several Secrets"
     )]
     TooLarge {
@@ -228,7 +226,7 @@ impl SecretConversion {
             object.insert(BASE64_KEYS.to_owned(), Value::Array(base64_keys));
         }
         let value = Value::Object(object).to_string();
-        if value.len() > MAX_VALUE_BYTES {
+        if value.len() > MAX_SECRET_BYTES {
             return Err(SecretError::TooLarge {
                 name: shown,
                 size: value.len(),
@@ -562,7 +560,7 @@ mod tests {
         tls.type_ = Some("kubernetes.io/tls".to_owned());
         let err = SecretConversion::for_secret(&tls, "ns", &config()).unwrap_err();
         assert!(err.to_string().contains("only Opaque Secrets"), "{err}");
-        let big = vec![b'x'; MAX_VALUE_BYTES];
+        let big = vec![b'x'; MAX_SECRET_BYTES];
         let err = SecretConversion::for_secret(&secret(&[("big", &big)], &[]), "ns", &config())
             .unwrap_err();
         assert!(matches!(err, SecretError::TooLarge { .. }), "{err}");

@@ -72,6 +72,9 @@ pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
 pub const DEFAULT_SECRET_FILENAME: &str = "secret";
 /// Version stage fetched from Secrets Manager when none is given.
 pub const DEFAULT_VERSION_STAGE: &str = "AWSCURRENT";
+/// Largest secret value Secrets Manager stores (its quota): the agent writes no larger one and
+/// the secret writer stores no larger one.
+pub const MAX_SECRET_BYTES: usize = 65_536;
 /// Most secrets one pod may name by default (`--max-secrets`).
 pub const MAX_SECRETS: usize = limits::defaults::SECRETS;
 
