@@ -95,20 +95,29 @@ struct OtherMetadata<'a> {
     generate_name: Option<Text<'a>>,
 }
 
-/// What the log line reads of a request's object.
-trait GenerateName {
+/// What the review reads of a request's object.
+trait Object<'a> {
+    /// `metadata.generateName`, for the log line.
     fn generate_name(&self) -> Option<&str>;
+    /// The pod the mutation reads, if the object was read as one.
+    fn pod(&self) -> Option<&Pod<'a>>;
 }
 
-impl GenerateName for Pod<'_> {
+impl<'a> Object<'a> for Pod<'a> {
     fn generate_name(&self) -> Option<&str> {
         self.metadata.generate_name.as_deref()
     }
+    fn pod(&self) -> Option<&Pod<'a>> {
+        Some(self)
+    }
 }
 
-impl GenerateName for OtherObject<'_> {
+impl<'a> Object<'a> for OtherObject<'a> {
     fn generate_name(&self) -> Option<&str> {
         self.metadata.generate_name.as_deref()
+    }
+    fn pod(&self) -> Option<&Pod<'a>> {
+        None
     }
 }
 
@@ -118,13 +127,9 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     // not such a pod, the review is read again without it, to tell another resource (allowed
     // unchanged) from a pod Kubernetes would not send (400).
     match serde_json::from_slice::<PodReview<Pod>>(body) {
-        Ok(review) => review_request(review, Ok, config),
+        Ok(review) => review_request(review, None, config),
         Err(pod_error) => match serde_json::from_slice::<PodReview<OtherObject>>(body) {
-            Ok(review) => review_request(
-                review,
-                |_| Err(format!("request.object is not a valid v1 Pod: {pod_error}")),
-                config,
-            ),
+            Ok(review) => review_request(review, Some(pod_error), config),
             Err(error) => invalid(
                 format!("body is not an AdmissionReview {API_VERSION}: {error}"),
                 Default::default(),
@@ -133,10 +138,10 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     }
 }
 
-/// Answer a parsed review; `as_pod` reads the object of a request about pods as a pod.
-fn review_request<'a, O: GenerateName>(
+/// Answer a parsed review; `pod_error` says why its object could not be read as a pod.
+fn review_request<'a, O: Object<'a>>(
     review: PodReview<'a, O>,
-    as_pod: impl FnOnce(O) -> Result<Pod<'a>, String>,
+    pod_error: Option<serde_json::Error>,
     config: &MutationConfig,
 ) -> Reviewed {
     if let Err(reason) = check_envelope(&review.api_version, &review.kind) {
@@ -162,15 +167,17 @@ fn review_request<'a, O: GenerateName>(
     if !is_pod {
         return respond(uid, Verdict::Allow, summary);
     }
-    let pod = match request.object.map(as_pod).transpose() {
-        Ok(pod) => pod,
+    if let Some(error) = pod_error {
         // It is a pod, but not one Kubernetes would send.
-        Err(reason) => return invalid(reason, summary),
-    };
+        return invalid(
+            format!("request.object is not a valid v1 Pod: {error}"),
+            summary,
+        );
+    }
     if request.operation != Operation::Create {
         return respond(uid, Verdict::Allow, summary);
     }
-    let Some(pod) = pod else {
+    let Some(pod) = request.object.as_ref().and_then(O::pod) else {
         return invalid("request.object is missing for a CREATE".to_owned(), summary);
     };
     let Some(spec) = &pod.spec else {
