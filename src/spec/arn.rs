@@ -126,6 +126,50 @@ impl SecretArn {
     }
 }
 
+impl SecretArn {
+    /// Whether this is a partial ARN: its name lacks the `-` and six random characters Secrets
+    /// Manager appends (Secrets Manager accepts such ARNs; IAM matches policies against the
+    /// full one).
+    pub fn is_partial(&self) -> bool {
+        let name = self.resource_name().as_bytes();
+        let full = name.len() > SUFFIX_LEN
+            && name[name.len() - SUFFIX_LEN] == b'-'
+            && name[name.len() - SUFFIX_LEN + 1..]
+                .iter()
+                .all(u8::is_ascii_alphanumeric);
+        !full
+    }
+
+    /// Whether an ARN taken for a full one may well be a partial ARN whose name ends in `-`
+    /// and a six-character word or number (`db-master`, `cert-202401`): its last six
+    /// characters are all lowercase letters, all uppercase letters or all digits, which about
+    /// one random suffix in a hundred is. Neither IAM nor Secrets Manager can tell the two
+    /// apart.
+    pub fn is_ambiguous(&self) -> bool {
+        if self.is_partial() {
+            return false;
+        }
+        let name = self.resource_name().as_bytes();
+        let suffix = &name[name.len() - SUFFIX_LEN + 1..];
+        suffix.iter().all(u8::is_ascii_lowercase)
+            || suffix.iter().all(u8::is_ascii_uppercase)
+            || suffix.iter().all(u8::is_ascii_digit)
+    }
+
+    /// Whether `arn`, a full ARN Secrets Manager answered with, is this secret's: this ARN, or
+    /// this partial ARN with the `-` and six characters it lacks.
+    pub fn is_arn_of(&self, arn: &str) -> bool {
+        arn == self.as_str()
+            || arn
+                .strip_prefix(self.as_str())
+                .is_some_and(|rest| rest.len() == SUFFIX_LEN && rest.starts_with('-'))
+    }
+}
+
+/// The length of what Secrets Manager appends to a secret's name in its ARN: `-` and six
+/// random characters.
+const SUFFIX_LEN: usize = 7;
+
 impl fmt::Display for SecretArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -330,6 +374,39 @@ mod tests {
                 .region(),
             "us-gov-west-1"
         );
+    }
+
+    #[test]
+    fn partial_and_ambiguous_arns_by_the_shape_of_the_name() {
+        let arn = |name: &str| {
+            SecretArn::parse(&format!(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}"
+            ))
+            .unwrap()
+        };
+        for (name, partial, ambiguous) in [
+            ("db-AbCd12", false, false),
+            ("team/db-password-hlRvvF", false, false),
+            ("db-abcdeF", false, false),
+            ("db-master", false, true),
+            ("db-BACKUP", false, true),
+            ("cert-202401", false, true),
+            ("db", true, false),
+            ("db-password", true, false),
+            ("db-AbCd1", true, false),
+            ("db_AbCd12", true, false),
+            ("-abcdef", true, false),
+            ("db-AbCd1+", true, false),
+        ] {
+            assert_eq!(arn(name).is_partial(), partial, "{name}");
+            assert_eq!(arn(name).is_ambiguous(), ambiguous, "{name}");
+        }
+        let full = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        assert!(arn("db-AbCdEf").is_arn_of(full));
+        assert!(arn("db").is_arn_of(full));
+        assert!(!arn("d").is_arn_of(full));
+        assert!(!arn("db").is_arn_of(&full.replace("123456789012", "210987654321")));
+        assert!(!arn("db").is_arn_of(&format!("{full}x")));
     }
 
     #[test]
