@@ -1,4 +1,4 @@
-//! The one place that builds AWS clients.
+//! The one place that builds AWS clients: [`Clients`], one per service and region per run.
 //!
 //! Credentials come from an explicit chain: environment keys, the shared profile files, IRSA web
 //! identity, EKS Pod Identity (the container credentials endpoint), and the node's instance
@@ -9,6 +9,8 @@
 //! deadline. Every request carries the app name `secret-inject/<version>` in its User-Agent, which
 //! CloudTrail records.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_config::meta::credentials::CredentialsProviderChain;
@@ -197,9 +199,65 @@ pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
 }
 
-/// A Secrets Manager client for `region`, sharing `config`'s credentials (and so its one STS
-/// call) with every other client built from it.
-pub fn secrets_manager_in(config: &SdkConfig, region: &str) -> aws_sdk_secretsmanager::Client {
+/// The AWS clients of one run: one per service and region, built on first use from the run's
+/// configuration (so all share its credentials provider and cache, and its one STS call), and
+/// passed down to every call. Cloning shares them.
+#[derive(Clone)]
+pub struct Clients(Arc<ClientsInner>);
+
+struct ClientsInner {
+    config: SdkConfig,
+    secrets_manager: Mutex<BTreeMap<String, aws_sdk_secretsmanager::Client>>,
+    ssm: Mutex<BTreeMap<String, aws_sdk_ssm::Client>>,
+}
+
+impl Clients {
+    /// The clients of a run with this configuration.
+    pub fn new(config: SdkConfig) -> Self {
+        Self(Arc::new(ClientsInner {
+            config,
+            secrets_manager: Mutex::default(),
+            ssm: Mutex::default(),
+        }))
+    }
+
+    /// The configuration's own region: where a secret given by name without one is read.
+    pub fn region(&self) -> Option<&str> {
+        self.0.config.region().map(|r| r.as_ref())
+    }
+
+    /// The Secrets Manager client for `region`.
+    pub fn secrets_manager(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        let mut clients = self
+            .0
+            .secrets_manager
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| secrets_manager_in(&self.0.config, region))
+            .clone()
+    }
+
+    /// The Systems Manager client for `region`.
+    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let mut clients = self.0.ssm.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| ssm_in(&self.0.config, region))
+            .clone()
+    }
+
+    /// How many clients were built so far.
+    #[cfg(test)]
+    fn built(&self) -> usize {
+        self.0.secrets_manager.lock().map_or(0, |m| m.len())
+            + self.0.ssm.lock().map_or(0, |m| m.len())
+    }
+}
+
+/// A Secrets Manager client for `region`, sharing `config`'s credentials.
+fn secrets_manager_in(config: &SdkConfig, region: &str) -> aws_sdk_secretsmanager::Client {
     let config = aws_sdk_secretsmanager::config::Builder::from(config)
         .region(aws_sdk_secretsmanager::config::Region::new(
             region.to_owned(),
@@ -209,7 +267,7 @@ pub fn secrets_manager_in(config: &SdkConfig, region: &str) -> aws_sdk_secretsma
 }
 
 /// A Systems Manager client for `region`, sharing `config`'s credentials.
-pub fn ssm_in(config: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
+fn ssm_in(config: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
     let config = aws_sdk_ssm::config::Builder::from(config)
         .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
         .build();
@@ -372,6 +430,21 @@ mod tests {
         );
         assert_eq!(detect(&[("AWS_PROFILE", "dev")], false), Identity::Profile);
         assert_eq!(detect(&[("AWS_ACCESS_KEY_ID", "")], false), Identity::None);
+    }
+
+    #[test]
+    fn one_client_per_service_and_region() {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let clients = Clients::new(config);
+        assert_eq!(clients.region(), Some("us-east-1"));
+        for region in ["us-east-1", "us-west-2", "us-east-1"] {
+            let _ = clients.clone().secrets_manager(region);
+        }
+        let _ = clients.ssm("us-east-1");
+        assert_eq!(clients.built(), 3);
     }
 
     #[test]

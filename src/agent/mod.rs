@@ -97,13 +97,13 @@ async fn fetch_and_write(
     identity: &Identity,
     options: &Options,
 ) -> Result<Written, Failure> {
-    let config = prepare(plan, identity, options).await?;
+    let clients = aws::Clients::new(prepare(plan, identity, options).await?);
     if plan.refresh.is_some() {
-        return refresh::run(plan, &config, options).await;
+        return refresh::run(plan, &clients, options).await;
     }
     let served = sources::fetch_all(
         plan,
-        &config,
+        &clients,
         fetch_options(options, budget_until(options, options.deadline)),
     )
     .await?;

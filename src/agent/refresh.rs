@@ -2,8 +2,8 @@
 //!
 //! After the first complete write, every interval (±10 % jitter) it asks for each Secrets
 //! Manager secret's version with `DescribeSecret` (the version that holds the wanted stage;
-//! secrets pinned to a version id never change and are not asked about) and for the parameters
-//! with `GetParameters` (compared by version). Only what changed is fetched again; the whole
+//! [`sources::described`] says which secrets: those pinned to a version id never change and
+//! are not asked about) and for the parameters with `GetParameters` (compared by version). Only what changed is fetched again; the whole
 //! set is then rendered and written as one new `..data` set, the change logged with the old and
 //! new version ids, and the pod's reload action run. Errors keep the last good files: transient
 //! ones are retried sooner with backoff, permanent ones (a denial, a deleted secret) are logged
@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -23,7 +22,7 @@ use super::options::{Options, budget_until, fetch_options};
 use super::output::{Written, version_key, write_all, write_termination_log};
 use super::reload;
 use super::sources::{self, FetchKey, Served};
-use crate::aws;
+use crate::aws::Clients;
 use crate::contract::{Plan, SecretId, VersionSelector};
 
 /// The versions of the set in place (`..data/..versions`), if any.
@@ -51,7 +50,7 @@ fn versions_of(served: &HashMap<FetchKey, Served>) -> BTreeMap<String, String> {
 /// Fetch and write, then keep the files current until SIGTERM or SIGINT.
 pub(crate) async fn run(
     plan: &Plan,
-    config: &SdkConfig,
+    clients: &Clients,
     options: &Options,
 ) -> Result<Written, Failure> {
     let Some(refresh) = &plan.refresh else {
@@ -60,7 +59,7 @@ pub(crate) async fn run(
     let dir = Path::new(plan.output_dir.as_str());
     let mut stop = std::pin::pin!(crate::signal::shutdown_signal());
     let first = tokio::select! {
-        result = sources::fetch_all(plan, config, fetch_options(options, budget_until(options, options.deadline))) => result?,
+        result = sources::fetch_all(plan, clients, fetch_options(options, budget_until(options, options.deadline))) => result?,
         signal = &mut stop => return Err(Failure::new(
             FailureKind::Interrupted,
             signal,
@@ -99,7 +98,7 @@ pub(crate) async fn run(
             }
         }
         let deadline = options.deadline.min(refresh.interval);
-        let round = check(plan, config, &values, options, deadline).await;
+        let round = check(plan, clients, &values, options, deadline).await;
         // What changed is written, whatever else failed.
         if !round.changed.is_empty() {
             for (key, (old, new)) in &round.versions {
@@ -181,7 +180,7 @@ struct Round {
 /// Look for new versions; fetch what changed.
 async fn check(
     plan: &Plan,
-    config: &SdkConfig,
+    clients: &Clients,
     values: &HashMap<FetchKey, Served>,
     options: &Options,
     deadline: Duration,
@@ -195,22 +194,23 @@ async fn check(
     let mut describe: JoinSet<(FetchKey, Result<Option<String>, Failure>)> = JoinSet::new();
     let mut parameters: Vec<(FetchKey, String)> = Vec::new();
     for (key, served) in values {
-        match key {
-            (SecretId::Parameter(_), _) => parameters.push((key.clone(), served.region.clone())),
-            // Pinned to a version id: never changes.
-            (_, Some(VersionSelector::Id(_))) => {}
-            (id, version) => {
-                let client = aws::secrets_manager_in(config, &served.region);
-                let stage = match version {
-                    Some(VersionSelector::Stage(stage)) => stage.clone(),
-                    _ => crate::contract::defaults::VERSION_STAGE.to_owned(),
-                };
-                let (key, secret_id) = (key.clone(), replica_id(id, &served.region));
-                describe.spawn(async move {
-                    let result = fetch::describe_version(&client, &secret_id, &stage, budget).await;
-                    (key, result)
-                });
-            }
+        if let (SecretId::Parameter(_), _) = key {
+            parameters.push((key.clone(), served.region.clone()));
+        } else if sources::described(key) {
+            let client = clients.secrets_manager(&served.region);
+            let stage = match &key.1 {
+                Some(VersionSelector::Stage(stage)) => stage.clone(),
+                _ => crate::contract::defaults::VERSION_STAGE.to_owned(),
+            };
+            // The replica's ARN where the failover region served it.
+            let secret_id = sources::replica(&key.0, &served.region)
+                .unwrap_or_else(|| key.0.clone())
+                .to_string();
+            let key = key.clone();
+            describe.spawn(async move {
+                let result = fetch::describe_version(&client, &secret_id, &stage, budget).await;
+                (key, result)
+            });
         }
     }
     let mut stale: Vec<FetchKey> = Vec::new();
@@ -241,7 +241,7 @@ async fn check(
             .map(|(k, _)| k.clone())
             .collect();
         let sub = sub_plan(plan, &keys, region);
-        match sources::fetch_all(&sub, config, fetch_options(options, budget)).await {
+        match sources::fetch_all(&sub, clients, fetch_options(options, budget)).await {
             Ok(fetched) => {
                 for (key, served) in fetched {
                     let known = values[&key].fetched.version.clone().unwrap_or_default();
@@ -268,7 +268,7 @@ async fn check(
             refresh: None,
             ..plan.clone()
         };
-        match sources::fetch_all(&sub, config, fetch_options(options, budget)).await {
+        match sources::fetch_all(&sub, clients, fetch_options(options, budget)).await {
             Ok(fetched) => round.changed.extend(fetched),
             Err(failure) => {
                 // Not fetched: not changed this round, tried again at the next.
@@ -295,14 +295,6 @@ fn sub_plan(plan: &Plan, keys: &[FetchKey], region: &str) -> Plan {
             .collect(),
         refresh: None,
         ..plan.clone()
-    }
-}
-
-/// The id to describe in `region`: the replica's ARN when a failover region served it.
-fn replica_id(id: &SecretId, region: &str) -> String {
-    match id {
-        SecretId::Arn(arn) if arn.region() != region => arn.in_region(region).to_string(),
-        other => other.to_string(),
     }
 }
 

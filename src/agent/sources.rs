@@ -1,35 +1,246 @@
-//! Fetching all of a plan's secrets with as few calls as the quotas allow.
+//! Fetching all of a plan's secrets with as few calls as the quotas allow, and [`calls`]: the
+//! one description of which AWS calls the agent makes for a plan, which [`fetch_all`] follows
+//! and `secret-inject iam-policy` allows.
 //!
 //! - Each distinct secret (ARN and version) is fetched once, however many files or env vars it
 //!   feeds.
-//! - Secrets Manager, per region: when at least `batch_threshold` secrets want `AWSCURRENT`,
-//!   they go in BatchGetSecretValue calls of up to 20; the others (other stages or versions,
-//!   which the batch call cannot ask for) in parallel GetSecretValue calls. If a batch call is
-//!   throttled or denied (its quota is 100/s against GetSecretValue's 10,000/s, and it needs
-//!   its own IAM action), its secrets fall back to parallel GetSecretValue, logged once.
+//! - Secrets Manager, per region: when at least `batch_threshold` ([`BATCH_THRESHOLD`] unless
+//!   changed) secrets want `AWSCURRENT`, they go in BatchGetSecretValue calls of up to 20; the
+//!   others (other stages or versions, which the batch call cannot ask for) in parallel
+//!   GetSecretValue calls. If a batch call is throttled or denied (its quota is 100/s against
+//!   GetSecretValue's 10,000/s, and it needs its own IAM action), its secrets fall back to
+//!   parallel GetSecretValue, logged once.
 //! - Parameter Store, per region: GetParameters calls of up to 10 distinct ARNs.
 //! - With a failover region, a Secrets Manager call that fails transiently in the primary
 //!   region (after a few attempts) is made again for the replica in the failover region; a
 //!   denial or a missing secret never fails over.
+//! - As the rotation sidecar, every interval: DescribeSecret on each Secrets Manager secret not
+//!   pinned to a version id ([`described`]), in the region that served it; GetParameters on the
+//!   parameters again; the secrets that changed are fetched again as above.
+//!
+//! Every call goes through the run's [`Clients`]: one client per service and region.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aws_config::SdkConfig;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::failure::{Classified, Failure, FailureKind, classify_code};
 use super::fetch::{self, BATCH_SIZE, Fetched, PARAMETERS_BATCH_SIZE, RetryBudget};
-use crate::aws;
+use crate::aws::Clients;
 use crate::contract::{Plan, SecretId, VersionSelector, defaults};
 
 /// Attempts in the primary region before a transient failure fails over.
 const PRIMARY_ATTEMPTS: u32 = 3;
 
+/// The agent uses BatchGetSecretValue in a region where a plan reads at least this many
+/// distinct secrets at `AWSCURRENT`: the default of `secret-inject agent --batch-threshold`,
+/// which the webhook never overrides (so `iam-policy` assumes it).
+pub const BATCH_THRESHOLD: usize = 2;
+
 /// What to fetch: a secret and its version.
 pub type FetchKey = (SecretId, Option<VersionSelector>);
+
+/// An AWS operation the agent calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    /// Secrets Manager: one secret's value.
+    GetSecretValue,
+    /// Secrets Manager: up to 20 secrets' `AWSCURRENT` values. IAM also checks
+    /// GetSecretValue on each of them.
+    BatchGetSecretValue,
+    /// Secrets Manager: a secret's versions and stages, no value.
+    DescribeSecret,
+    /// Parameter Store: up to ten parameters, decrypted.
+    GetParameters,
+}
+
+impl Operation {
+    /// The IAM action that allows it.
+    pub fn action(self) -> &'static str {
+        match self {
+            Operation::GetSecretValue => "secretsmanager:GetSecretValue",
+            Operation::BatchGetSecretValue => "secretsmanager:BatchGetSecretValue",
+            Operation::DescribeSecret => "secretsmanager:DescribeSecret",
+            Operation::GetParameters => "ssm:GetParameters",
+        }
+    }
+}
+
+/// When the agent makes a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Occasion {
+    /// At start, always.
+    Start,
+    /// When a BatchGetSecretValue call is throttled or denied (or answers a transient error
+    /// for a secret): each of its secrets with its own call.
+    BatchFallback,
+    /// When the primary region stays unavailable: the replica in the failover region.
+    Failover,
+    /// Every refresh interval, as the rotation sidecar (a secret that changed is then fetched
+    /// again with its [`Occasion::Start`], [`Occasion::BatchFallback`] or
+    /// [`Occasion::Failover`] calls).
+    Rotation,
+}
+
+/// One call the agent makes, or may make, for a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCall {
+    /// What it calls.
+    pub operation: Operation,
+    /// The region it calls.
+    pub region: String,
+    /// What it names: one secret; up to 20 (BatchGetSecretValue); up to ten parameters
+    /// (GetParameters). A call in the failover region names the replicas.
+    pub keys: Vec<FetchKey>,
+    /// When.
+    pub occasion: Occasion,
+}
+
+/// Every call the agent makes for `plan`, and when. `default_region` is the region of a secret
+/// given by name without one (the SDK configuration's); `batch_threshold` is
+/// `--batch-threshold` (0: never batch).
+pub fn calls(plan: &Plan, default_region: &str, batch_threshold: usize) -> Vec<AwsCall> {
+    let keys = distinct(plan, default_region);
+    let mut regions: Vec<&str> = keys.iter().map(|(_, region, _)| region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let mut calls = Vec::new();
+    let mut call = |operation, region: &str, keys: Vec<FetchKey>, occasion| {
+        calls.push(AwsCall {
+            operation,
+            region: region.to_owned(),
+            keys,
+            occasion,
+        });
+    };
+    for region in regions {
+        let (parameters, secrets): (Vec<FetchKey>, Vec<FetchKey>) = keys
+            .iter()
+            .filter(|(_, r, _)| r == region)
+            .map(|(key, _, _)| key.clone())
+            .partition(|(id, _)| matches!(id, SecretId::Parameter(_)));
+        let (batched, single) = batched(&secrets, batch_threshold);
+        for chunk in batched.chunks(BATCH_SIZE) {
+            call(
+                Operation::BatchGetSecretValue,
+                region,
+                chunk.to_vec(),
+                Occasion::Start,
+            );
+        }
+        for key in &single {
+            call(
+                Operation::GetSecretValue,
+                region,
+                vec![key.clone()],
+                Occasion::Start,
+            );
+        }
+        for key in &batched {
+            call(
+                Operation::GetSecretValue,
+                region,
+                vec![key.clone()],
+                Occasion::BatchFallback,
+            );
+        }
+        let chunks = parameter_chunks(parameters);
+        for chunk in &chunks {
+            call(
+                Operation::GetParameters,
+                region,
+                chunk.clone(),
+                Occasion::Start,
+            );
+        }
+        let replicas: Vec<FetchKey> = match &plan.failover_region {
+            Some(failover) => secrets
+                .iter()
+                .filter_map(|(id, version)| Some((replica(id, failover)?, version.clone())))
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(failover) = &plan.failover_region {
+            for key in &replicas {
+                call(
+                    Operation::GetSecretValue,
+                    failover,
+                    vec![key.clone()],
+                    Occasion::Failover,
+                );
+            }
+        }
+        if plan.refresh.is_some() {
+            // Where the secret was served from: the primary region, or the failover region.
+            let primary = secrets.iter().map(|key| (region, key));
+            let failover = plan.failover_region.as_deref();
+            let replicas = replicas.iter().filter_map(|key| Some((failover?, key)));
+            for (region, key) in primary.chain(replicas).filter(|(_, key)| described(key)) {
+                call(
+                    Operation::DescribeSecret,
+                    region,
+                    vec![key.clone()],
+                    Occasion::Rotation,
+                );
+            }
+            for chunk in chunks {
+                call(Operation::GetParameters, region, chunk, Occasion::Rotation);
+            }
+        }
+    }
+    calls
+}
+
+/// The plan's distinct secrets (ARN or name, and version), in the plan's order: each with the
+/// region it is called in and how messages name it.
+fn distinct(plan: &Plan, default_region: &str) -> Vec<(FetchKey, String, String)> {
+    let mut keys: Vec<(FetchKey, String, String)> = Vec::new();
+    for secret in &plan.secrets {
+        let key = (secret.secret.clone(), secret.version.clone());
+        if keys.iter().any(|(k, _, _)| *k == key) {
+            continue;
+        }
+        let region = secret
+            .region
+            .clone()
+            .unwrap_or_else(|| default_region.to_owned());
+        keys.push((key, region, secret.label()));
+    }
+    keys
+}
+
+/// The batch rule: of one region's Secrets Manager secrets, `(batched, single)`. Those at
+/// `AWSCURRENT` are batched once there are at least `threshold` of them (0: never); the others
+/// (other stages or versions, which BatchGetSecretValue cannot ask for) are fetched one by one.
+fn batched(secrets: &[FetchKey], threshold: usize) -> (Vec<FetchKey>, Vec<FetchKey>) {
+    let current = |v: &Option<VersionSelector>| matches!(v, Some(VersionSelector::Stage(s)) if s == defaults::VERSION_STAGE);
+    let (batchable, single): (Vec<FetchKey>, Vec<FetchKey>) =
+        secrets.iter().cloned().partition(|(_, v)| current(v));
+    if threshold > 0 && batchable.len() >= threshold {
+        (batchable, single)
+    } else {
+        (Vec::new(), batchable.into_iter().chain(single).collect())
+    }
+}
+
+/// The rotation rule: whether the sidecar asks DescribeSecret about a secret every interval.
+/// Parameters are fetched again instead (the answer carries their version), and a secret
+/// pinned to a version id never changes.
+pub fn described((id, version): &FetchKey) -> bool {
+    !matches!(id, SecretId::Parameter(_)) && !matches!(version, Some(VersionSelector::Id(_)))
+}
+
+/// The failover rule: the secret's replica in `region` (Secrets Manager replication keeps the
+/// ARN and changes its region); a name or a parameter has none.
+pub fn replica(id: &SecretId, region: &str) -> Option<SecretId> {
+    match id {
+        SecretId::Arn(arn) => Some(SecretId::Arn(arn.in_region(region))),
+        SecretId::Name(_) | SecretId::Parameter(_) => None,
+    }
+}
 
 /// A fetched value and the region that served it.
 #[derive(Debug, Clone)]
@@ -50,68 +261,50 @@ pub struct FetchOptions {
     pub budget: RetryBudget,
 }
 
-/// Fetch every secret of the plan. The first failure (in the plan's order) is returned,
-/// naming its secret.
+/// Fetch every secret of the plan with its [`Occasion::Start`] calls (and, as they fail, its
+/// fallback and failover calls). The first failure (in the plan's order) is returned, naming
+/// its secret.
 pub async fn fetch_all(
     plan: &Plan,
-    config: &SdkConfig,
+    clients: &Clients,
     options: FetchOptions,
 ) -> Result<HashMap<FetchKey, Served>, Failure> {
-    let mut keys: Vec<(FetchKey, String, String)> = Vec::new();
-    for secret in &plan.secrets {
-        let key = (secret.secret.clone(), secret.version.clone());
-        if keys.iter().any(|(k, _, _)| *k == key) {
-            continue;
-        }
-        let region = secret
-            .region
-            .clone()
-            .or_else(|| config.region().map(|r| r.to_string()))
-            .unwrap_or_default();
-        keys.push((key, region, secret.label()));
-    }
+    let default_region = clients.region().unwrap_or_default();
     let context = Arc::new(Context {
-        config: config.clone(),
+        clients: clients.clone(),
         failover_region: plan.failover_region.clone(),
         options,
         fell_back: AtomicBool::new(false),
     });
     let mut tasks: JoinSet<Vec<(FetchKey, Result<Served, Failure>)>> = JoinSet::new();
-
-    // Group by service and region.
-    let mut regions: Vec<String> = keys.iter().map(|(_, r, _)| r.clone()).collect();
-    regions.sort();
-    regions.dedup();
-    for region in regions {
-        let here = keys.iter().filter(|(_, r, _)| *r == region);
-        let (parameters, secrets): (Vec<_>, Vec<_>) =
-            here.partition(|((id, _), _, _)| matches!(id, SecretId::Parameter(_)));
-        let current = |v: &Option<VersionSelector>| matches!(v, Some(VersionSelector::Stage(s)) if s == defaults::VERSION_STAGE);
-        let (batchable, single): (Vec<_>, Vec<_>) =
-            secrets.into_iter().partition(|((_, v), _, _)| current(v));
-        let (batchable, single) =
-            if options.batch_threshold > 0 && batchable.len() >= options.batch_threshold {
-                (batchable, single)
-            } else {
-                (Vec::new(), batchable.into_iter().chain(single).collect())
-            };
-        for chunk in batchable.chunks(BATCH_SIZE) {
-            let ids: Vec<SecretId> = chunk.iter().map(|((id, _), _, _)| id.clone()).collect();
-            let (context, region) = (context.clone(), region.clone());
-            tasks.spawn(async move { context.batch(&region, ids).await });
-        }
-        for ((id, version), _, _) in single {
-            let (context, region, id, version) =
-                (context.clone(), region.clone(), id.clone(), version.clone());
-            tasks.spawn(async move {
-                let result = context.get(&region, &id, version.as_ref()).await;
-                vec![((id, version), result)]
-            });
-        }
-        let parameters: Vec<FetchKey> = parameters.into_iter().map(|(k, _, _)| k.clone()).collect();
-        for chunk in parameter_chunks(parameters) {
-            let (context, region) = (context.clone(), region.clone());
-            tasks.spawn(async move { context.parameters(&region, chunk).await });
+    for call in calls(plan, default_region, options.batch_threshold) {
+        let AwsCall {
+            operation,
+            region,
+            keys,
+            occasion: Occasion::Start,
+        } = call
+        else {
+            continue;
+        };
+        let context = context.clone();
+        match operation {
+            Operation::BatchGetSecretValue => {
+                let ids = keys.into_iter().map(|(id, _)| id).collect();
+                tasks.spawn(async move { context.batch(&region, ids).await });
+            }
+            Operation::GetParameters => {
+                tasks.spawn(async move { context.parameters(&region, keys).await });
+            }
+            Operation::GetSecretValue | Operation::DescribeSecret => {
+                for (id, version) in keys {
+                    let (context, region) = (context.clone(), region.clone());
+                    tasks.spawn(async move {
+                        let result = context.get(&region, &id, version.as_ref()).await;
+                        vec![((id, version), result)]
+                    });
+                }
+            }
         }
     }
 
@@ -126,6 +319,7 @@ pub async fn fetch_all(
         })?;
         results.extend(batch);
     }
+    let keys = distinct(plan, default_region);
     let mut served = HashMap::with_capacity(results.len());
     for (key, _, label) in keys {
         match results.remove(&key) {
@@ -167,7 +361,7 @@ fn parameter_chunks(mut keys: Vec<FetchKey>) -> Vec<Vec<FetchKey>> {
 }
 
 struct Context {
-    config: SdkConfig,
+    clients: Clients,
     failover_region: Option<String>,
     options: FetchOptions,
     fell_back: AtomicBool,
@@ -189,35 +383,42 @@ impl Context {
         id: &SecretId,
         version: Option<&VersionSelector>,
     ) -> Result<Served, Failure> {
-        let client = aws::secrets_manager_in(&self.config, region);
+        let client = self.clients.secrets_manager(region);
         let result =
             fetch::get_secret_value(&client, &id.to_string(), version, self.budget(true)).await;
-        match (result, &self.failover_region, id) {
-            (Ok(fetched), _, _) => Ok(Served {
+        let replica = self
+            .failover_region
+            .as_deref()
+            .and_then(|failover| Some((failover, replica(id, failover)?)));
+        match (result, replica) {
+            (Ok(fetched), _) => Ok(Served {
                 fetched,
                 region: region.to_owned(),
             }),
-            (Err(failure), Some(failover), SecretId::Arn(arn))
+            (Err(failure), Some((failover, replica)))
                 if failure.kind == FailureKind::Unavailable =>
             {
                 warn!(
-                    secret = %arn,
+                    secret = %id,
                     region,
                     failover_region = %failover,
                     code = %failure.code,
                     "primary region unavailable; failing over"
                 );
-                let client = aws::secrets_manager_in(&self.config, failover);
-                let replica = arn.in_region(failover);
-                let fetched =
-                    fetch::get_secret_value(&client, replica.as_str(), version, self.budget(false))
-                        .await?;
+                let client = self.clients.secrets_manager(failover);
+                let fetched = fetch::get_secret_value(
+                    &client,
+                    &replica.to_string(),
+                    version,
+                    self.budget(false),
+                )
+                .await?;
                 Ok(Served {
                     fetched,
-                    region: failover.clone(),
+                    region: failover.to_owned(),
                 })
             }
-            (Err(failure), _, _) => Err(failure),
+            (Err(failure), _) => Err(failure),
         }
     }
 
@@ -231,7 +432,7 @@ impl Context {
         let stage = Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()));
         let key = |id: &SecretId| (id.clone(), stage.clone());
         let sent: Vec<String> = ids.iter().map(SecretId::to_string).collect();
-        let client = aws::secrets_manager_in(&self.config, region);
+        let client = self.clients.secrets_manager(region);
         let mut budget = self.budget(true);
         // Throttling of the batch call means its quota is spent: fall back at once.
         budget.max_attempts = budget.max_attempts.min(PRIMARY_ATTEMPTS);
@@ -269,7 +470,7 @@ impl Context {
             if let Some((_, _, value)) = answer
                 .values
                 .iter()
-                .find(|(arn, name, _)| same_secret(sent, arn, name))
+                .find(|(arn, name, _)| same_secret(id, arn, name))
             {
                 results.push((
                     key(id),
@@ -341,13 +542,12 @@ impl Context {
                 failure.clone(),
             );
             tasks.spawn(async move {
-                let result = match &id {
-                    SecretId::Arn(arn) => {
-                        let client = aws::secrets_manager_in(&context.config, &failover);
-                        let replica = arn.in_region(&failover);
+                let result = match replica(&id, &failover) {
+                    Some(replica) => {
+                        let client = context.clients.secrets_manager(&failover);
                         fetch::get_secret_value(
                             &client,
-                            replica.as_str(),
+                            &replica.to_string(),
                             stage.as_ref(),
                             context.budget(false),
                         )
@@ -358,7 +558,7 @@ impl Context {
                         })
                     }
                     // A name has no replica ARN: the primary's failure stands.
-                    _ => Err(primary_failure),
+                    None => Err(primary_failure),
                 };
                 ((id, stage), result)
             });
@@ -380,7 +580,7 @@ impl Context {
                 None => id.to_string(),
             })
             .collect();
-        let client = aws::ssm_in(&self.config, region);
+        let client = self.clients.ssm(region);
         let answer = match fetch::get_parameters(&client, &names, self.budget(false)).await {
             Ok(answer) => answer,
             Err(failure) => {
@@ -442,13 +642,13 @@ fn is_throttling(code: &str) -> bool {
 }
 
 /// Whether a BatchGetSecretValue answer (`arn`, `name`) is the secret sent as `sent`: its full
-/// ARN, its ARN without the random suffix, or its name.
-fn same_secret(sent: &str, arn: &str, name: &str) -> bool {
-    sent == arn
-        || sent == name
-        || arn
-            .strip_prefix(sent)
-            .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
+/// ARN, its partial ARN, or its name.
+fn same_secret(sent: &SecretId, arn: &str, name: &str) -> bool {
+    match sent {
+        SecretId::Arn(sent) => sent.is_arn_of(arn),
+        SecretId::Name(sent) => sent == name || sent == arn,
+        SecretId::Parameter(_) => false,
+    }
 }
 
 /// Log what was fetched: per secret, the version and the region.
@@ -470,21 +670,175 @@ pub fn log_served(plan: &Plan, served: &HashMap<FetchKey, Served>) {
 mod tests {
     use super::*;
 
+    fn arn(value: &str) -> SecretId {
+        SecretId::Arn(crate::spec::SecretArn::parse(value).unwrap())
+    }
+
     #[test]
     fn batch_answers_match_full_and_partial_arns_and_names() {
-        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
-        assert!(same_secret(arn, arn, "db"));
+        let full = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        assert!(same_secret(&arn(full), full, "db"));
         assert!(same_secret(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
-            arn,
+            &arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:db"),
+            full,
             "db"
         ));
-        assert!(same_secret("db", arn, "db"));
+        assert!(same_secret(&SecretId::Name("db".into()), full, "db"));
         assert!(!same_secret(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:d",
-            arn,
+            &arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:d"),
+            full,
             "db"
         ));
+    }
+
+    fn secret(id: SecretId, version: Option<VersionSelector>) -> crate::contract::SecretPlan {
+        let mut secret = crate::contract::SecretPlan::for_arn(
+            crate::spec::SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf",
+            )
+            .unwrap(),
+        );
+        secret.region = match &id {
+            SecretId::Arn(arn) => Some(arn.region().to_owned()),
+            SecretId::Parameter(arn) => Some(arn.region().to_owned()),
+            SecretId::Name(_) => None,
+        };
+        secret.secret = id;
+        secret.version = version;
+        secret
+    }
+
+    fn stage(stage: &str) -> Option<VersionSelector> {
+        Some(VersionSelector::Stage(stage.to_owned()))
+    }
+
+    /// `(operation, region, what it names, occasion)` of each call.
+    fn summary(calls: &[AwsCall]) -> Vec<(Operation, &str, Vec<String>, Occasion)> {
+        calls
+            .iter()
+            .map(|c| {
+                let keys = c.keys.iter().map(|(id, _)| id.to_string()).collect();
+                (c.operation, c.region.as_str(), keys, c.occasion)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_calls_of_a_plan_batch_fall_back_fail_over_and_rotate() {
+        use Occasion::*;
+        use Operation::*;
+        let a = "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf";
+        let b = "arn:aws:secretsmanager:us-east-1:123456789012:secret:b";
+        let pinned = "arn:aws:secretsmanager:us-east-1:123456789012:secret:c-AbCdEf";
+        let west = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:w-AbCdEf";
+        let url = "arn:aws:ssm:us-east-1:123456789012:parameter/url";
+        let parameter = SecretId::Parameter(crate::spec::ParameterArn::parse(url).unwrap());
+        let mut plan = Plan::for_arn(crate::spec::SecretArn::parse(a).unwrap());
+        plan.secrets = vec![
+            secret(arn(a), stage("AWSCURRENT")),
+            // The same secret and version again: one call.
+            secret(arn(a), stage("AWSCURRENT")),
+            secret(arn(b), stage("AWSCURRENT")),
+            secret(arn(pinned), Some(VersionSelector::Id("v1".into()))),
+            secret(arn(west), stage("AWSCURRENT")),
+            secret(parameter, None),
+            secret(SecretId::Name("by-name".into()), stage("AWSCURRENT")),
+        ];
+        let replica = |arn: &str| arn.replace(":us-east-1:", ":us-west-2:");
+        let start = [
+            (BatchGetSecretValue, "us-east-1", vec![a, b], Start),
+            (GetSecretValue, "us-east-1", vec![pinned], Start),
+            (GetSecretValue, "us-east-1", vec![a], BatchFallback),
+            (GetSecretValue, "us-east-1", vec![b], BatchFallback),
+            (GetParameters, "us-east-1", vec![url], Start),
+        ];
+        let owned = |calls: &[(Operation, &'static str, Vec<&str>, Occasion)]| {
+            calls
+                .iter()
+                .map(|(o, r, k, w)| (*o, *r, k.iter().map(|k| k.to_string()).collect(), *w))
+                .collect::<Vec<_>>()
+        };
+        let mut expected = vec![(GetSecretValue, "eu-west-1", vec![west], Start)];
+        expected.extend(start.clone());
+        expected.push((GetSecretValue, "us-east-2", vec!["by-name"], Start));
+        assert_eq!(
+            summary(&calls(&plan, "us-east-2", BATCH_THRESHOLD)),
+            owned(&expected)
+        );
+        // Never batching: each secret on its own, in the plan's order.
+        let never = calls(&plan, "us-east-2", 0);
+        assert!(never.iter().all(|c| c.operation != BatchGetSecretValue));
+        assert!(never.iter().all(|c| c.occasion == Start));
+        // A failover region and rotation.
+        plan.failover_region = Some("us-west-2".to_owned());
+        plan.refresh = Some(crate::contract::Refresh {
+            interval: std::time::Duration::from_secs(60),
+            signal: None,
+            url: None,
+            restart: false,
+        });
+        let all = calls(&plan, "us-east-2", BATCH_THRESHOLD);
+        let (ra, rb, rp) = (replica(a), replica(b), replica(pinned));
+        let failover: Vec<_> = summary(&all)
+            .into_iter()
+            .filter(|c| c.3 == Failover || c.3 == Rotation)
+            .collect();
+        let rwest = west.replace(":eu-west-1:", ":us-west-2:");
+        assert_eq!(
+            failover,
+            owned(&[
+                (GetSecretValue, "us-west-2", vec![rwest.as_str()], Failover),
+                (DescribeSecret, "eu-west-1", vec![west], Rotation),
+                (DescribeSecret, "us-west-2", vec![rwest.as_str()], Rotation),
+                (GetSecretValue, "us-west-2", vec![ra.as_str()], Failover),
+                (GetSecretValue, "us-west-2", vec![rb.as_str()], Failover),
+                (GetSecretValue, "us-west-2", vec![rp.as_str()], Failover),
+                // Not the pinned one, not the parameter: GetParameters again instead.
+                (DescribeSecret, "us-east-1", vec![a], Rotation),
+                (DescribeSecret, "us-east-1", vec![b], Rotation),
+                (DescribeSecret, "us-west-2", vec![ra.as_str()], Rotation),
+                (DescribeSecret, "us-west-2", vec![rb.as_str()], Rotation),
+                (GetParameters, "us-east-1", vec![url], Rotation),
+                // A name has no replica.
+                (DescribeSecret, "us-east-2", vec!["by-name"], Rotation),
+            ])
+        );
+    }
+
+    #[test]
+    fn batches_hold_twenty_secrets_and_need_the_threshold_in_one_region() {
+        let arn_of = |i: usize| {
+            arn(&format!(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:s{i}"
+            ))
+        };
+        let mut plan = Plan::for_arn(
+            crate::spec::SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:s0",
+            )
+            .unwrap(),
+        );
+        plan.secrets = (0..45)
+            .map(|i| secret(arn_of(i), stage("AWSCURRENT")))
+            .collect();
+        let batches: Vec<usize> = calls(&plan, "", BATCH_THRESHOLD)
+            .iter()
+            .filter(|c| c.operation == Operation::BatchGetSecretValue)
+            .map(|c| c.keys.len())
+            .collect();
+        assert_eq!(batches, [20, 20, 5]);
+        // One AWSCURRENT secret and one at another stage: below the threshold.
+        plan.secrets = vec![
+            secret(arn_of(0), stage("AWSCURRENT")),
+            secret(arn_of(1), stage("AWSPREVIOUS")),
+        ];
+        let all = calls(&plan, "", BATCH_THRESHOLD);
+        assert!(all.iter().all(|c| c.operation == Operation::GetSecretValue));
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            calls(&plan, "", 1)[0].operation,
+            Operation::BatchGetSecretValue
+        );
     }
 
     #[test]

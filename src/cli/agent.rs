@@ -21,7 +21,7 @@ pub struct AgentArgs {
     plan: PlanFields,
     /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
     /// AWSCURRENT secrets; 0: always GetSecretValue.
-    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = 2)]
+    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = agent::sources::BATCH_THRESHOLD)]
     batch_threshold: usize,
     /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors.
     #[arg(long, env = "SECRET_INJECT_DEADLINE", default_value = "120s", value_parser = duration::parse)]

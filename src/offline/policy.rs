@@ -3,15 +3,17 @@
 //!
 //! Pure: it reads the pod templates that [`super::pod_templates`] finds (the walker `inject`
 //! uses), parses their annotations with the grammar the webhook uses, and allows exactly the
-//! calls the agent makes for them (see [`crate::agent::sources`]):
+//! calls the agent says it makes for that plan ([`crate::agent::sources::calls`], with the
+//! agent's default batch threshold), whatever the occasion (start, batch fallback, failover,
+//! rotation):
 //!
 //! - `secretsmanager:GetSecretValue` on each Secrets Manager secret, and, for a pod with
 //!   `secrets.k8s.aws/failover-region`, on its replica in that region (the same ARN with the
 //!   region replaced), which the agent reads when the primary region is unavailable.
-//! - `secretsmanager:BatchGetSecretValue` on `*`, only for a ServiceAccount with a pod that
-//!   reads at least [`AGENT_BATCH_THRESHOLD`] distinct secrets at `AWSCURRENT` in one region
-//!   (the agent's batch rule). The action has no resource-level permissions; it grants no
-//!   secret by itself, because Secrets Manager also checks `GetSecretValue` on each secret.
+//! - `secretsmanager:BatchGetSecretValue` on `*`, only for a ServiceAccount with a pod whose
+//!   agent makes that call. The action has no resource-level permissions; it grants no secret
+//!   by itself, because Secrets Manager also checks `GetSecretValue` on each secret.
+//! - `secretsmanager:DescribeSecret` on the secrets (and replicas) a rotating agent watches.
 //! - `ssm:GetParameters` on each Parameter Store parameter (the agent always decrypts).
 //!
 //! IAM matches a policy's resource against a secret's full ARN, which ends in `-` and six
@@ -19,7 +21,7 @@
 //! with `-??????`, which matches every incarnation of that one secret and no other. A name
 //! that itself ends in `-` and six letters or digits is taken for a full ARN: Secrets Manager
 //! has the same ambiguity and documents it; when those six are a word or a number, a note says
-//! so.
+//! so ([`SecretArn::is_partial`], [`SecretArn::is_ambiguous`]).
 //!
 //! What the manifests cannot say is reported as notes: `kms:Decrypt` on customer-managed KMS
 //! keys, whose ARNs are not in any manifest.
@@ -30,14 +32,10 @@ use std::fmt;
 use serde::Serialize;
 
 use super::{InjectError, PodTemplate, pod_templates};
-use crate::contract::{SecretPlan, VersionSelector, defaults};
+use crate::agent::sources::{self, AwsCall, Occasion, Operation};
+use crate::contract::{Plan, SecretId, SecretPlan, defaults};
 use crate::mutate::secret::WriterConfig;
-use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn, SourceArn};
-
-/// The agent calls BatchGetSecretValue for a region once a pod reads at least this many
-/// distinct secrets at `AWSCURRENT` there: the default of `secret-inject agent
-/// --batch-threshold`, which the webhook never overrides.
-pub const AGENT_BATCH_THRESHOLD: usize = 2;
+use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn};
 
 /// The IAM policy language version of every document.
 pub const POLICY_VERSION: &str = "2012-10-17";
@@ -180,41 +178,23 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
             name: template.service_account().to_owned(),
         };
         let entry = access.entry(account).or_default();
-        for secret in &spec.secrets {
-            match &secret.source {
-                SourceArn::SecretsManager(arn) => {
-                    let resource = resource_of(arn);
-                    let place = || format!("document {} ({})", template.document, template.object);
-                    if resource != arn.as_str() {
-                        partial.entry(arn.as_str().to_owned()).or_insert_with(place);
-                    } else if is_ambiguous(arn) {
-                        ambiguous
-                            .entry(arn.as_str().to_owned())
-                            .or_insert_with(place);
-                    }
-                    let watched = spec.refresh.is_some()
-                        && !matches!(secret.version, Some(crate::spec::VersionSelector::Id(_)));
-                    if watched {
-                        entry.described.insert(resource.clone());
-                    }
-                    entry.secrets.insert(resource);
-                    entry.secret_regions.insert(arn.region().to_owned());
-                    if let Some(region) = &spec.failover_region {
-                        let replica = resource_of(&arn.in_region(region));
-                        if watched {
-                            entry.described.insert(replica.clone());
-                        }
-                        entry.replicas.insert(replica);
-                        entry.secret_regions.insert(region.clone());
-                    }
-                }
-                SourceArn::Parameter(arn) => {
-                    entry.parameters.insert(arn.as_str().to_owned());
-                    entry.parameter_regions.insert(arn.region().to_owned());
+        let plan = plan_of(&spec);
+        let place = || format!("document {} ({})", template.document, template.object);
+        for secret in &plan.secrets {
+            if let SecretId::Arn(arn) = &secret.secret {
+                if arn.is_partial() {
+                    partial.entry(arn.as_str().to_owned()).or_insert_with(place);
+                } else if arn.is_ambiguous() {
+                    ambiguous
+                        .entry(arn.as_str().to_owned())
+                        .or_insert_with(place);
                 }
             }
         }
-        entry.batch |= uses_batch(&spec);
+        // The webhook never sets a region for a name: the default region is never asked.
+        for call in sources::calls(&plan, "", sources::BATCH_THRESHOLD) {
+            entry.allow(&call);
+        }
     }
     for entry in access.values_mut() {
         let Access {
@@ -226,63 +206,63 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
     Ok(Policies { access, notes })
 }
 
+/// The plan the webhook renders for a pod with this spec, as far as the agent's calls go.
+fn plan_of(spec: &InjectionSpec) -> Plan {
+    Plan {
+        secrets: spec.secrets.iter().map(SecretPlan::for_spec).collect(),
+        output_dir: spec.mount_path.clone(),
+        file_mode: defaults::FILE_MODE,
+        failover_region: spec.failover_region.clone(),
+        refresh: spec.refresh.clone(),
+    }
+}
+
 /// The IAM resource that matches a secret's ARN: the ARN itself, or a partial ARN with
 /// `-??????` for the random suffix it lacks.
 pub fn resource_of(arn: &SecretArn) -> String {
-    if is_partial(arn) {
+    if arn.is_partial() {
         format!("{}{SUFFIX_WILDCARD}", arn.as_str())
     } else {
         arn.as_str().to_owned()
     }
 }
 
-/// Whether the ARN lacks the `-` and six random characters that Secrets Manager appends to
-/// the secret's name.
-pub fn is_partial(arn: &SecretArn) -> bool {
-    // Validated: `arn:partition:secretsmanager:region:account:secret:name`.
-    let name = arn.as_str().splitn(7, ':').nth(6).unwrap_or("");
-    let bytes = name.as_bytes();
-    let full = bytes.len() > 7
-        && bytes[bytes.len() - 7] == b'-'
-        && bytes[bytes.len() - 6..]
-            .iter()
-            .all(u8::is_ascii_alphanumeric);
-    !full
-}
-
-/// Whether an ARN taken for a full one may well be a partial ARN whose name ends in `-` and a
-/// six-character word or number (`db-master`, `cert-202401`): its last six characters are all
-/// lowercase letters, all uppercase letters or all digits, which about one random suffix in a
-/// hundred is.
-pub fn is_ambiguous(arn: &SecretArn) -> bool {
-    if is_partial(arn) {
-        return false;
-    }
-    let suffix = &arn.as_str().as_bytes()[arn.as_str().len() - 6..];
-    suffix.iter().all(u8::is_ascii_lowercase)
-        || suffix.iter().all(u8::is_ascii_uppercase)
-        || suffix.iter().all(u8::is_ascii_digit)
-}
-
-/// Whether the agent calls BatchGetSecretValue for a pod with this spec: some region holds at
-/// least [`AGENT_BATCH_THRESHOLD`] distinct secrets it reads at `AWSCURRENT` (what the agent's
-/// plan resolves the version to when the annotations name none).
-pub fn uses_batch(spec: &InjectionSpec) -> bool {
-    let current = Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned()));
-    let mut per_region: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-    for secret in &spec.secrets {
-        let SourceArn::SecretsManager(arn) = &secret.source else {
-            continue;
-        };
-        let plan = SecretPlan::for_spec(secret);
-        if plan.version == current {
-            let region = plan.region.unwrap_or_else(|| arn.region().to_owned());
-            per_region.entry(region).or_default().insert(arn.as_str());
+impl Access {
+    /// Allow one call of the agent: its action on what it names.
+    fn allow(&mut self, call: &AwsCall) {
+        for (id, _) in &call.keys {
+            let resource = match id {
+                SecretId::Arn(arn) => resource_of(arn),
+                SecretId::Parameter(arn) => arn.as_str().to_owned(),
+                // Never from annotations: the webhook renders ARNs.
+                SecretId::Name(_) => continue,
+            };
+            match (call.operation, call.occasion) {
+                (Operation::GetSecretValue, Occasion::Failover) => {
+                    self.replicas.insert(resource);
+                }
+                // Secrets Manager also checks GetSecretValue on each secret of a batch.
+                (Operation::GetSecretValue | Operation::BatchGetSecretValue, _) => {
+                    self.secrets.insert(resource);
+                }
+                (Operation::DescribeSecret, _) => {
+                    self.described.insert(resource);
+                }
+                (Operation::GetParameters, _) => {
+                    self.parameters.insert(resource);
+                }
+            }
         }
+        let regions = match call.operation {
+            Operation::GetParameters => &mut self.parameter_regions,
+            Operation::BatchGetSecretValue => {
+                self.batch = true;
+                &mut self.secret_regions
+            }
+            Operation::GetSecretValue | Operation::DescribeSecret => &mut self.secret_regions,
+        };
+        regions.insert(call.region.clone());
     }
-    per_region
-        .values()
-        .any(|arns| arns.len() >= AGENT_BATCH_THRESHOLD)
 }
 
 impl Access {
@@ -851,8 +831,8 @@ mod tests {
             ("-abcdef", true, false),
             ("db-AbCd1+", true, false),
         ] {
-            assert_eq!(is_partial(&arn(name)), partial, "{name}");
-            assert_eq!(is_ambiguous(&arn(name)), ambiguous, "{name}");
+            assert_eq!(arn(name).is_partial(), partial, "{name}");
+            assert_eq!(arn(name).is_ambiguous(), ambiguous, "{name}");
             let expected = if partial {
                 format!("{}-??????", arn(name).as_str())
             } else {

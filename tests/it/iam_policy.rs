@@ -386,9 +386,10 @@ async fn moto_allows_each_generated_action_and_denies_it_without_its_statement()
     moto.reset_auth(0);
     for (without, allowed, keys) in &users {
         let config = sdk_config(&moto, keys).await;
-        let east = secret_inject::aws::secrets_manager_in(&config, "us-east-1");
-        let west = secret_inject::aws::secrets_manager_in(&config, "us-west-2");
-        let ssm = secret_inject::aws::ssm_in(&config, "us-east-1");
+        let clients = secret_inject::aws::Clients::new(config);
+        let east = clients.secrets_manager("us-east-1");
+        let west = clients.secrets_manager("us-west-2");
+        let ssm = clients.ssm("us-east-1");
         let batch = east
             .batch_get_secret_value()
             .secret_id_list(&db)
@@ -676,7 +677,7 @@ async fn moto_allows_each_writer_action_and_denies_it_without_its_statement() {
     moto.reset_auth(0);
     for (i, (without, allowed, keys)) in users.iter().enumerate() {
         let config = sdk_config(&moto, keys).await;
-        let sm = secret_inject::aws::secrets_manager_in(&config, "us-east-1");
+        let sm = secret_inject::aws::Clients::new(config).secrets_manager("us-east-1");
         let tag = |k: &str, v: &str| {
             aws_sdk_secretsmanager::types::Tag::builder()
                 .key(k)
