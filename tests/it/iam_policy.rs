@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use crate::common::secret_inject;
 use crate::common::{self, moto::Moto};
 
+mod agrees;
+
 const EXAMPLE: &str = "examples/many-secrets.yaml";
 const GET: &str = "secretsmanager:GetSecretValue";
 const BATCH: &str = "secretsmanager:BatchGetSecretValue";

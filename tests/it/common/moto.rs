@@ -483,6 +483,9 @@ pub struct Call {
     pub region: String,
     /// The status of the answer the client got.
     pub status: u16,
+    /// What the request names, as sent: `SecretId`, each of `SecretIdList` (Secrets Manager),
+    /// each of `Names` (GetParameters).
+    pub resources: Vec<String>,
 }
 
 /// A loopback HTTP/1.1 proxy in front of AWS stand-ins that records every request by operation
@@ -752,6 +755,28 @@ fn operation_of(request: &Message, service: Option<&str>) -> String {
     }
 }
 
+/// The secrets or parameters a JSON-protocol request names (none for other requests).
+fn resources_of(body: &[u8]) -> Vec<String> {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let mut resources: Vec<String> = body["SecretId"]
+        .as_str()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    for list in ["SecretIdList", "Names"] {
+        resources.extend(
+            body[list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    resources
+}
+
 fn scripted(status: u16, reason: &str, body: &str, close: bool) -> Vec<u8> {
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\n\
@@ -819,6 +844,7 @@ fn serve_connection(
             operation,
             region,
             status,
+            resources: resources_of(&request.body),
         });
         if writer.write_all(&bytes).is_err() || close {
             break;
