@@ -127,9 +127,9 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
     // not such a pod, the review is read again without it, to tell another resource (allowed
     // unchanged) from a pod Kubernetes would not send (400).
     match serde_json::from_slice::<PodReview<Pod>>(body) {
-        Ok(review) => review_request(review, None, config),
+        Ok(review) => review_request(&review, None, config),
         Err(pod_error) => match serde_json::from_slice::<PodReview<OtherObject>>(body) {
-            Ok(review) => review_request(review, Some(pod_error), config),
+            Ok(review) => review_request(&review, Some(pod_error), config),
             Err(error) => invalid(
                 format!("body is not an AdmissionReview {API_VERSION}: {error}"),
                 Default::default(),
@@ -140,14 +140,14 @@ pub fn review_pod(body: &[u8], config: &MutationConfig) -> Reviewed {
 
 /// Answer a parsed review; `pod_error` says why its object could not be read as a pod.
 fn review_request<'a, O: Object<'a>>(
-    review: PodReview<'a, O>,
+    review: &PodReview<'a, O>,
     pod_error: Option<serde_json::Error>,
     config: &MutationConfig,
 ) -> Reviewed {
     if let Err(reason) = check_envelope(&review.api_version, &review.kind) {
         return invalid(reason, Default::default());
     }
-    let Some(request) = review.request else {
+    let Some(request) = &review.request else {
         return invalid("request is missing".to_owned(), Default::default());
     };
     let summary = ReviewSummary::new(
