@@ -817,22 +817,14 @@ mod tests {
             ))
             .unwrap()
         };
-        for (name, partial, ambiguous) in [
-            ("db-AbCd12", false, false),
-            ("team/db-password-hlRvvF", false, false),
-            ("db-abcdeF", false, false),
-            ("db-master", false, true),
-            ("db-BACKUP", false, true),
-            ("cert-202401", false, true),
-            ("db", true, false),
-            ("db-password", true, false),
-            ("db-AbCd1", true, false),
-            ("db_AbCd12", true, false),
-            ("-abcdef", true, false),
-            ("db-AbCd1+", true, false),
+        // Which names are partial is spec::arn's table test; here, what the policy makes of them.
+        for (name, partial) in [
+            ("team/db-password-hlRvvF", false),
+            ("db-master", false),
+            ("db-password", true),
+            ("db-AbCd1+", true),
         ] {
             assert_eq!(arn(name).is_partial(), partial, "{name}");
-            assert_eq!(arn(name).is_ambiguous(), ambiguous, "{name}");
             let expected = if partial {
                 format!("{}-??????", arn(name).as_str())
             } else {
