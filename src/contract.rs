@@ -844,17 +844,29 @@ impl SecretField {
 
 impl PlanFields {
     /// The environment variables that carry these fields, in the order the webhook has always
-    /// rendered them (goldens and the patches of admitted pods show it): the seed's two, the
-    /// output directory, the region, the file mode, then the rest as declared.
+    /// rendered them (goldens and the patches of admitted pods show it): the unnamed secret's
+    /// ARN and file, the output directory, the secret's region, the file mode, then the rest in
+    /// declaration order.
     pub fn render(self) -> Vec<(&'static str, String)> {
+        let PlanFields {
+            mut unnamed,
+            mut pod,
+        } = self;
         let mut vars = Vec::with_capacity(SecretFields::FIELDS.len() + PodFields::FIELDS.len());
-        self.unnamed.render_flat(&mut vars);
-        self.pod.render_flat(&mut vars);
-        vars.sort_by_key(|(name, _)| match *name {
-            env::SECRET_ARN | env::SECRET_FILENAME | env::OUTPUT_DIR => 0,
-            env::REGION | env::FILE_MODE => 1,
-            _ => 2,
-        });
+        let seed_order = [
+            (env::SECRET_ARN, unnamed.arn.take()),
+            (env::SECRET_FILENAME, unnamed.file.take()),
+            (env::OUTPUT_DIR, pod.output_dir.take()),
+            (env::REGION, unnamed.region.take()),
+            (env::FILE_MODE, pod.file_mode.take()),
+        ];
+        vars.extend(
+            seed_order
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?))),
+        );
+        unnamed.render_flat(&mut vars);
+        pod.render_flat(&mut vars);
         vars
     }
 
