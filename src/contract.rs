@@ -75,9 +75,9 @@ pub trait Carrier: Default + 'static {
     /// Visit each field with its slot.
     fn for_each_mut(&mut self, visit: impl FnMut(&'static Field, &mut Option<String>));
 
-    /// Move the values of the fields that travel flat into `vars`, as (variable, value), in
+    /// Take the values of the fields that travel flat into `vars`, as (variable, value), in
     /// declaration order.
-    fn render_flat(mut self, vars: &mut Vec<(&'static str, String)>) {
+    fn render_flat(&mut self, vars: &mut Vec<(&'static str, String)>) {
         self.for_each_mut(|field, slot| {
             if let (Some(flat), Some(value)) = (field.flat, slot.take()) {
                 vars.push((flat.env, value));
@@ -617,11 +617,12 @@ impl SecretPlan {
     /// own, the version the default unless given.
     pub fn for_spec(spec: &SecretSpec) -> Self {
         let secret = SecretId::from_source(&spec.source);
+        let version = spec.version.clone().or_else(|| default_version(&secret));
         Self::with_settings_of(
             spec,
             spec.name.clone(),
-            secret.clone(),
-            spec.version.clone().or_else(|| default_version(&secret)),
+            secret,
+            version,
             Some(spec.source.region().to_owned()),
             spec.file_name.clone(),
         )
@@ -629,11 +630,12 @@ impl SecretPlan {
 
     /// The plan for a secret ARN with the contract's defaults.
     pub fn for_arn(arn: SecretArn) -> Self {
+        let region = Some(arn.region().to_owned());
         Self::with_default_settings(
             None,
-            SecretId::Arn(arn.clone()),
+            SecretId::Arn(arn),
             Some(VersionSelector::Stage(defaults::VERSION_STAGE.to_owned())),
-            Some(arn.region().to_owned()),
+            region,
             RelativeFileName::default(),
         )
     }
