@@ -274,6 +274,30 @@ fn ssm_in(config: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(config)
 }
 
+/// The AWS error code and message, or the kind of failure; never a value.
+pub fn describe_error<E, R>(error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_secretsmanager::error::SdkError;
+    match error {
+        SdkError::ServiceError(context) => {
+            let err = context.err();
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("ServiceError"),
+                err.message().unwrap_or("no message")
+            )
+        }
+        SdkError::TimeoutError(_) => "the call to Secrets Manager timed out".to_owned(),
+        other => {
+            let text = aws_smithy_types::error::display::DisplayErrorContext(other).to_string();
+            text.chars().take(300).collect()
+        }
+    }
+}
+
 /// A real SDK client over canned HTTP answers, for unit tests of code that takes a client.
 /// (aws-smithy-mocks would do, but its test-util features switch on serde_json's
 /// `preserve_order` for every test and bench build, which changes what the benches measure.)

@@ -35,7 +35,7 @@ use super::metrics::SecretWriterVersions;
 use crate::mutate::secret::{
     CURRENT_STAGE, PENDING_STAGE, WriterConfig, check_owner, owner_tags, secret_name,
 };
-use crate::spec;
+use crate::{aws, spec};
 
 /// How often failed promotions are retried and expired staged versions swept.
 const TICK: Duration = Duration::from_secs(2);
@@ -363,7 +363,7 @@ impl PromotionLoop {
             Err(error) if error.code() == Some("ResourceNotFoundException") => {
                 return Ok(Attempt::Refused(format!("{derived} does not exist")));
             }
-            Err(error) => return Err(describe(&error)),
+            Err(error) => return Err(aws::describe_error(&error)),
         };
         let expected = owner_tags(&self.config, &target.namespace, &target.name);
         let tags = described
@@ -400,7 +400,7 @@ impl PromotionLoop {
                 .set_remove_from_version_id(current)
                 .send()
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| aws::describe_error(&e))?;
             result = Attempt::Promoted;
         }
         if let Some(pending) = holding(PENDING_STAGE) {
@@ -418,7 +418,7 @@ impl PromotionLoop {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| describe(&e))
+            .map_err(|e| aws::describe_error(&e))
     }
 
     /// Versions staged longer than the grace period ago that no persisted Secret named: counted,
@@ -459,7 +459,7 @@ impl PromotionLoop {
         let described = match self.client.describe_secret().secret_id(secret).send().await {
             Ok(described) => described,
             Err(error) if error.code() == Some("ResourceNotFoundException") => return Ok(()),
-            Err(error) => return Err(describe(&error)),
+            Err(error) => return Err(aws::describe_error(&error)),
         };
         let stages = described
             .version_ids_to_stages()
@@ -478,7 +478,7 @@ impl PromotionLoop {
                 .force_delete_without_recovery(true)
                 .send()
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| aws::describe_error(&e))?;
             info!(
                 secret,
                 "secret writer: deleted a secret that only an unpersisted review created"
@@ -487,30 +487,6 @@ impl PromotionLoop {
             self.remove_pending(secret, version_id).await?;
         }
         Ok(())
-    }
-}
-
-/// The AWS error code and message, or the kind of failure; never a value.
-pub fn describe<E, R>(error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_secretsmanager::error::SdkError;
-    match error {
-        SdkError::ServiceError(context) => {
-            let err = context.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("ServiceError"),
-                err.message().unwrap_or("no message")
-            )
-        }
-        SdkError::TimeoutError(_) => "the call to Secrets Manager timed out".to_owned(),
-        other => {
-            let text = aws_smithy_types::error::display::DisplayErrorContext(other).to_string();
-            text.chars().take(300).collect()
-        }
     }
 }
 

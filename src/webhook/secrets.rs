@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::Secret;
 use kube_core::admission::Operation;
 
-use super::promote::{Promotions, describe};
+use super::promote::Promotions;
 use super::review::{Envelope, Reviewed, Verdict, invalid, respond, summarize};
 use super::router::{Endpoint, EndpointFuture};
 use crate::mutate::secret::{
@@ -178,7 +178,7 @@ impl Secrets {
                         .owned_arn(conversion)
                         .await?
                         .ok_or_else(|| "the secret was created and then vanished".to_owned())?,
-                    Err(error) => return Err(describe(&error)),
+                    Err(error) => return Err(crate::aws::describe_error(&error)),
                 }
             }
         };
@@ -190,7 +190,7 @@ impl Secrets {
             .version_stages(PENDING_STAGE)
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| crate::aws::describe_error(&e))?;
         Ok(arn)
     }
 
@@ -224,7 +224,7 @@ impl Secrets {
                     .ok_or_else(no_arn)
             }
             Err(error) if error.code() == Some("ResourceNotFoundException") => Ok(None),
-            Err(error) => Err(describe(&error)),
+            Err(error) => Err(crate::aws::describe_error(&error)),
         }
     }
 }
