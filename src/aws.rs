@@ -18,7 +18,10 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::Connector;
+use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 /// The application name in every request's User-Agent (and so in CloudTrail).
 pub const APP_NAME: &str = concat!("secret-inject-", env!("CARGO_PKG_VERSION"));
@@ -108,11 +111,32 @@ impl Identity {
     }
 }
 
+/// The HTTPS client (rustls with ring) that sends through `proxy`. Its connector is built once
+/// per connector settings and cached by the client, as the SDK's default client does.
+fn https_client(proxy: ProxyConfig) -> SharedHttpClient {
+    // `build_with_connector_fn` is the builder's way to a connector with a proxy (hidden from
+    // the docs, pinned by Cargo.lock; a change would fail the build, not the behaviour).
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = Connector::builder();
+        connector.set_connector_settings(settings.cloned());
+        connector.set_sleep_impl(components.and_then(|c| c.sleep_impl()));
+        connector
+            .proxy_config(proxy.clone())
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build()
+    })
+}
+
 /// Load the shared AWS configuration.
+///
+/// Egress proxies: requests to AWS (Secrets Manager, Parameter Store, STS for IRSA) honour
+/// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case), as the other AWS SDKs
+/// and the CLI do. The node-local credential endpoints (EKS Pod Identity's container credentials
+/// endpoint and, when allowed, instance metadata) are always reached directly: a proxy outside
+/// the node cannot reach them, and their credentials must not cross it.
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client = https_client(ProxyConfig::from_env());
+    let node_local = https_client(ProxyConfig::disabled());
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(settings.timeouts.connect)
         .operation_attempt_timeout(settings.timeouts.attempt)
@@ -143,16 +167,28 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     if let Some(region) = &region {
         loader = loader.region(region.clone());
     }
-    let provider_config = ProviderConfig::without_region()
-        .with_http_client(http_client)
-        .with_retry_config(RetryConfig::disabled())
-        .with_timeout_config(timeouts)
-        .with_region(region);
-    loader = loader.credentials_provider(credentials_chain(&provider_config, settings));
+    let provider_config = |client: SharedHttpClient| {
+        ProviderConfig::without_region()
+            .with_http_client(client)
+            .with_retry_config(RetryConfig::disabled())
+            .with_timeout_config(timeouts.clone())
+            .with_region(region.clone())
+    };
+    loader = loader.credentials_provider(credentials_chain(
+        &provider_config(http_client),
+        &provider_config(node_local),
+        settings,
+    ));
     loader.load().await
 }
 
-fn credentials_chain(config: &ProviderConfig, settings: &AwsSettings) -> CredentialsProviderChain {
+/// The credentials chain: `config` for providers that call AWS (STS), `node_local` for the
+/// endpoints on the node (container credentials, instance metadata).
+fn credentials_chain(
+    config: &ProviderConfig,
+    node_local: &ProviderConfig,
+    settings: &AwsSettings,
+) -> CredentialsProviderChain {
     use aws_config::environment::EnvironmentVariableCredentialsProvider;
     use aws_config::{
         ecs::EcsCredentialsProvider, imds, profile::ProfileFileCredentialsProvider,
@@ -177,7 +213,7 @@ fn credentials_chain(config: &ProviderConfig, settings: &AwsSettings) -> Credent
     .or_else(
         "EcsContainer",
         EcsCredentialsProvider::builder()
-            .configure(config)
+            .configure(node_local)
             .connect_timeout(settings.timeouts.connect)
             .read_timeout(settings.timeouts.attempt)
             .build(),
@@ -186,7 +222,7 @@ fn credentials_chain(config: &ProviderConfig, settings: &AwsSettings) -> Credent
         chain.or_else(
             "Ec2InstanceMetadata",
             imds::credentials::ImdsCredentialsProvider::builder()
-                .configure(config)
+                .configure(node_local)
                 .build(),
         )
     } else {

@@ -18,6 +18,7 @@ mod manifests;
 mod many_secrets;
 mod plan_contract;
 mod properties;
+mod proxy;
 mod rotation;
 mod router;
 mod webhook_e2e;
