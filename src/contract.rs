@@ -10,6 +10,7 @@
 //! Pure: no I/O, no async, no AWS.
 
 use std::fmt;
+use std::time::Duration;
 
 pub use crate::spec::VersionSelector;
 use crate::spec::{
@@ -470,11 +471,119 @@ carrier! {
         flat(RESTART_ON_CHANGE = "SECRET_INJECT_RESTART_ON_CHANGE", "restart-on-change", "BOOL"),
 }
 
+carrier! {
+    /// How the agent runs, as the operator set it for every injected pod (the webhook's and
+    /// `inject`'s `--sidecar-*` flags, the chart's `sidecar.*` values) and the agent receives it
+    /// (flags or environment), before validation. Unset fields are not rendered: the agent's
+    /// defaults apply.
+    pub struct SettingsFields;
+    /// A field of [`SettingsFields`], to name it in messages.
+    pub enum SettingsField;
+    /// The variables of the agent's settings.
+    pub mod settings_env;
+    /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors
+    /// [default: 120s].
+    Deadline deadline flat(DEADLINE = "SECRET_INJECT_DEADLINE", "deadline", "DURATION"),
+    /// Longest time for one attempt (connect, send, answer); a stalled attempt is retried
+    /// [default: 10s].
+    AttemptTimeout attempt_timeout
+        flat(ATTEMPT_TIMEOUT = "SECRET_INJECT_ATTEMPT_TIMEOUT", "attempt-timeout", "DURATION"),
+    /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
+    /// AWSCURRENT secrets; 0: always GetSecretValue [default: 2].
+    BatchThreshold batch_threshold
+        flat(BATCH_THRESHOLD = "SECRET_INJECT_BATCH_THRESHOLD", "batch-threshold", "N"),
+}
+
 /// The environment variables of the contract, declared with their fields ([`SecretFields`],
-/// [`PodFields`]).
+/// [`PodFields`], [`SettingsFields`]).
 pub mod env {
     pub use super::pod_env::*;
     pub use super::secret_env::*;
+    pub use super::settings_env::*;
+    /// The log level of every subcommand (a global flag, `--log-level`): the webhook renders the
+    /// operator's `--sidecar-log-level` into it.
+    pub const LOG_LEVEL: &str = "SECRET_INJECT_LOG_LEVEL";
+}
+
+/// The agent's settings, validated ([`SettingsFields::parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Give up after this long.
+    pub deadline: Duration,
+    /// Longest time for one attempt.
+    pub attempt_timeout: Duration,
+    /// Batch in a region with at least this many AWSCURRENT secrets (0: never).
+    pub batch_threshold: usize,
+}
+
+impl AgentSettings {
+    /// The defaults, what an agent uses for a setting that was not rendered.
+    pub const DEFAULT: AgentSettings = AgentSettings {
+        deadline: defaults::DEADLINE,
+        attempt_timeout: defaults::ATTEMPT_TIMEOUT,
+        batch_threshold: defaults::BATCH_THRESHOLD,
+    };
+}
+
+impl SettingsFields {
+    /// Validate the settings; unset ones take [`AgentSettings::DEFAULT`]. The webhook checks the
+    /// operator's flags with this at start, the agent what it received.
+    pub fn parse(&self) -> Result<AgentSettings, PlanError> {
+        let invalid = |field: SettingsField, problem: String| PlanError {
+            variable: field
+                .spec()
+                .flat
+                .map_or(field.spec().id, |f| f.env)
+                .to_owned(),
+            problem,
+        };
+        let duration = |field, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(value) => match crate::duration::parse(value) {
+                Ok(d) if d.is_zero() => Err(invalid(
+                    field,
+                    format!("{value:?} is zero; give a positive duration such as 30s or 2m"),
+                )),
+                Ok(d) => Ok(d),
+                Err(e) => Err(invalid(field, format!("{value:?}: {e}"))),
+            },
+        };
+        let default = AgentSettings::DEFAULT;
+        let settings = AgentSettings {
+            deadline: duration(SettingsField::Deadline, &self.deadline, default.deadline)?,
+            attempt_timeout: duration(
+                SettingsField::AttemptTimeout,
+                &self.attempt_timeout,
+                default.attempt_timeout,
+            )?,
+            batch_threshold: match &self.batch_threshold {
+                None => default.batch_threshold,
+                Some(value) => value.parse().map_err(|_| {
+                    invalid(
+                        SettingsField::BatchThreshold,
+                        format!("{value:?} is not a whole number of secrets (0: never batch)"),
+                    )
+                })?,
+            },
+        };
+        if settings.attempt_timeout > settings.deadline {
+            return Err(invalid(
+                SettingsField::AttemptTimeout,
+                format!(
+                    "{:?} is longer than the deadline ({:?}); one attempt must fit in the deadline",
+                    settings.attempt_timeout, settings.deadline
+                ),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// The variables that carry the settings that were set, in declaration order.
+    pub fn render(mut self) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::new();
+        self.render_flat(&mut vars);
+        vars
+    }
 }
 
 /// The exit code of the rotation sidecar after a change when the pod asked to be restarted.
@@ -497,6 +606,15 @@ pub mod defaults {
     pub const VERSION_STAGE: &str = crate::spec::DEFAULT_VERSION_STAGE;
     /// File mode of a stand-alone agent (the webhook always renders one).
     pub const FILE_MODE: FileMode = FileMode::OwnerRead;
+    /// The agent uses BatchGetSecretValue in a region where a plan reads at least this many
+    /// distinct secrets at `AWSCURRENT`: the default of `secret-inject agent --batch-threshold`
+    /// (an operator may change it for every pod with `--sidecar-batch-threshold`; `iam-policy`
+    /// assumes the default).
+    pub const BATCH_THRESHOLD: usize = 2;
+    /// How long the agent retries before it gives up.
+    pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+    /// Longest time for one attempt.
+    pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 }
 
 /// The env file the agent writes for the `env.<n>` annotations, relative to the volume: the

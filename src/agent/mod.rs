@@ -22,25 +22,36 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::aws::{self, AwsSettings, Identity, Timeouts};
-use crate::contract::{Plan, PlanFields};
+use crate::contract::{Plan, PlanError, PlanFields, SettingsFields};
 use failure::{Failure, FailureKind};
-pub use options::Options;
+pub use options::{Launch, Options};
 use options::{budget_until, fetch_options};
 use output::{Written, write_all, write_failure, write_termination_log};
 
-/// Parse the plan's fields and run it to completion; returns the process exit code.
-pub fn run(fields: PlanFields, options: &Options) -> u8 {
+/// Parse the plan's fields and the settings, and run the plan to completion; returns the process
+/// exit code.
+pub fn run(fields: PlanFields, settings: &SettingsFields, launch: Launch) -> u8 {
     let started = Instant::now();
     let identity = Identity::detect(
         |name| std::env::var(name).ok(),
-        options.allow_instance_metadata,
+        launch.allow_instance_metadata,
     );
+    let termination_log = launch.termination_log.clone();
     // As given: a plan that does not parse is reported with the value it was given.
     let described = fields.described();
-    let result = fields
+    let invalid =
+        |e: PlanError| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string());
+    let result = settings
         .parse()
-        .map_err(|e| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string()))
-        .and_then(|plan| {
+        .map_err(invalid)
+        .and_then(|settings| {
+            Ok((
+                fields.parse().map_err(invalid)?,
+                Options::new(settings, launch),
+            ))
+        })
+        .and_then(|(plan, options)| {
+            let options = &options;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -76,7 +87,7 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
                 duration_ms = started.elapsed().as_millis() as u64,
                 "secrets written"
             );
-            write_termination_log(&options.termination_log, &written.summary);
+            write_termination_log(&termination_log, &written.summary);
             written.exit_code
         }
         Err(failure) => {
@@ -86,7 +97,7 @@ pub fn run(fields: PlanFields, options: &Options) -> u8 {
                 exit_code = failure.kind.exit_code(),
                 "{message}"
             );
-            write_termination_log(&options.termination_log, &message);
+            write_termination_log(&termination_log, &message);
             failure.kind.exit_code()
         }
     }

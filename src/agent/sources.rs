@@ -35,10 +35,8 @@ use crate::contract::{Plan, SecretId, VersionSelector, defaults};
 /// Attempts in the primary region before a transient failure fails over.
 const PRIMARY_ATTEMPTS: u32 = 3;
 
-/// The agent uses BatchGetSecretValue in a region where a plan reads at least this many
-/// distinct secrets at `AWSCURRENT`: the default of `secret-inject agent --batch-threshold`,
-/// which the webhook never overrides (so `iam-policy` assumes it).
-pub const BATCH_THRESHOLD: usize = 2;
+/// The default batch threshold, declared with the contract's other defaults.
+pub use crate::contract::defaults::BATCH_THRESHOLD;
 
 /// What to fetch: a secret and its version.
 pub type FetchKey = (SecretId, Option<VersionSelector>);

@@ -3,13 +3,11 @@
 //! without a command line.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, FromArgMatches as _};
 
-use crate::agent::{self, Options};
-use crate::contract::PlanFields;
-use crate::duration;
+use crate::agent::{self, Launch};
+use crate::contract::{PlanFields, SettingsFields};
 
 /// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store and write them onto the
 /// in-memory volume, all files together.
@@ -19,16 +17,10 @@ pub struct AgentArgs {
     /// [`crate::contract`].
     #[command(flatten)]
     plan: PlanFields,
-    /// Fetch with BatchGetSecretValue (20 secrets a call) in a region with at least this many
-    /// AWSCURRENT secrets; 0: always GetSecretValue.
-    #[arg(long, env = "SECRET_INJECT_BATCH_THRESHOLD", default_value_t = agent::sources::BATCH_THRESHOLD)]
-    batch_threshold: usize,
-    /// Give up after this long, retrying throttling, 5xx, timeouts and connection errors.
-    #[arg(long, env = "SECRET_INJECT_DEADLINE", default_value = "120s", value_parser = duration::parse)]
-    deadline: Duration,
-    /// Longest time for one attempt (connect, send, answer); a stalled attempt is retried.
-    #[arg(long, env = "SECRET_INJECT_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
-    attempt_timeout: Duration,
+    /// How the agent runs, as the operator set it for every pod (the webhook's `--sidecar-*`
+    /// flags): declared once in [`crate::contract`].
+    #[command(flatten)]
+    settings: SettingsFields,
     /// Allow writing to a disk-backed directory (for local testing only).
     #[arg(long, env = "SECRET_INJECT_ALLOW_DISK")]
     allow_disk: bool,
@@ -58,7 +50,10 @@ impl AgentArgs {
     pub fn from_rendered<'a>(
         vars: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, String> {
-        let command = Self::augment_args(clap::Command::new(crate::contract::AGENT_SUBCOMMAND));
+        // The global flags (the log level the webhook may render) are read with the agent's own.
+        let command = super::logging::LogArgs::augment_args(Self::augment_args(
+            clap::Command::new(crate::contract::AGENT_SUBCOMMAND),
+        ));
         let mut argv = vec![crate::contract::AGENT_SUBCOMMAND.to_owned()];
         for (name, value) in vars {
             let arg = command
@@ -80,22 +75,18 @@ impl AgentArgs {
     pub fn run(self) -> u8 {
         let AgentArgs {
             plan,
-            batch_threshold,
-            deadline,
-            attempt_timeout,
+            settings,
             allow_disk,
             allow_instance_metadata,
             termination_log,
         } = self;
         agent::run(
             plan,
-            &Options {
-                deadline,
-                attempt_timeout,
+            &settings,
+            Launch {
                 allow_disk,
                 allow_instance_metadata,
                 termination_log,
-                batch_threshold,
             },
         )
     }
@@ -133,6 +124,14 @@ mod tests {
     }
 
     fn injected(annotations: &[(&str, &str)], fs_group: Option<i64>) -> Container {
+        injected_with(annotations, fs_group, &MutationConfig::default())
+    }
+
+    fn injected_with(
+        annotations: &[(&str, &str)],
+        fs_group: Option<i64>,
+        config: &MutationConfig,
+    ) -> Container {
         let metadata = ObjectMeta {
             annotations: Some(
                 annotations
@@ -157,13 +156,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mutation = mutate(
-            &(&metadata).into(),
-            &(&spec).into(),
-            &MutationConfig::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let mutation = mutate(&(&metadata).into(), &(&spec).into(), config)
+            .unwrap()
+            .unwrap();
         let patch = serde_json::to_value(&mutation.patch).unwrap();
         let op = patch
             .as_array()
@@ -172,6 +167,49 @@ mod tests {
             .find(|op| op["path"] == "/spec/initContainers")
             .expect("the patch adds the init container");
         serde_json::from_value(op["value"][0].clone()).unwrap()
+    }
+
+    /// The operator's settings (`--sidecar-*`) are rendered as the variables the agent's own
+    /// flags read, the log level as the global flag's; the extra environment is the SDK's.
+    #[test]
+    fn the_operators_settings_round_trip_through_the_agents_parser() {
+        let extra = ["HTTPS_PROXY=http://proxy:3128".to_owned()];
+        let config = MutationConfig::new(&crate::mutate::Settings {
+            agent: contract::SettingsFields {
+                deadline: Some("90s".into()),
+                attempt_timeout: Some("1500ms".into()),
+                batch_threshold: Some("7".into()),
+            },
+            agent_log_level: Some("secret_inject=debug,aws_config=warn"),
+            agent_env: &extra,
+            ..Default::default()
+        })
+        .unwrap();
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        let mut container = injected_with(&[(spec::SECRET_ARN, arn)], None, &config);
+        let env = container.env.as_mut().unwrap();
+        let proxy = env.iter().position(|v| v.name == "HTTPS_PROXY").unwrap();
+        assert_eq!(
+            env.remove(proxy).value.as_deref(),
+            Some("http://proxy:3128")
+        );
+        let args = parse_rendered(&container);
+        assert_eq!(
+            args.settings.parse().unwrap(),
+            contract::AgentSettings {
+                deadline: std::time::Duration::from_secs(90),
+                attempt_timeout: std::time::Duration::from_millis(1500),
+                batch_threshold: 7,
+            }
+        );
+        assert!(
+            container
+                .env
+                .iter()
+                .flatten()
+                .any(|v| v.name == contract::env::LOG_LEVEL
+                    && v.value.as_deref() == Some("secret_inject=debug,aws_config=warn"))
+        );
     }
 
     #[test]

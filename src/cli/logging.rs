@@ -23,7 +23,7 @@ pub struct LogArgs {
     #[arg(
         long,
         global = true,
-        env = "SECRET_INJECT_LOG_LEVEL",
+        env = crate::contract::env::LOG_LEVEL,
         default_value = "info"
     )]
     log_level: String,
@@ -56,6 +56,23 @@ impl Output {
             tracing::error!("{error:#}");
         }
     }
+}
+
+/// Check a log level or filter as `--log-level` reads it: a level (off, error, warn, info, debug,
+/// trace) or filter directives (`secret_inject=debug,aws_config=warn`). A bare word that is no
+/// level is refused: the filter would read it as a module's name and log nothing new.
+pub fn check_level(value: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bare = !value.contains(['=', ',', '[']);
+    if bare && !LEVELS.contains(&value.trim().to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "is not a level ({}) or filter directives such as secret_inject=debug",
+            LEVELS.join(", ")
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(drop)
+        .map_err(|e| format!("is not a level or filter: {e}"))
 }
 
 /// Install the subscriber.

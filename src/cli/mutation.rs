@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::contract;
+use crate::contract::{self, SettingsFields};
 use crate::mutate::{MutationConfig, Settings, SettingsError, defaults};
 use crate::spec::Limits;
 use crate::spec::limits::defaults as limit;
@@ -57,7 +57,43 @@ pub struct MutationArgs {
     )]
     native_sidecars: Mode,
     #[command(flatten)]
+    agent: AgentSettingsArgs,
+    #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// How every injected agent runs: rendered into its container (the contract's settings,
+/// [`crate::contract::SettingsFields`]); unset, the agent's own defaults apply. Pod authors cannot
+/// change them: a proxy or an endpoint is the cluster's choice, not a pod's.
+#[derive(Args, Debug)]
+pub struct AgentSettingsArgs {
+    /// How long the injected agent retries throttling, 5xx, timeouts and connection errors
+    /// before it fails the pod's start (e.g. 5m) [agent's default: 120s].
+    #[arg(long, env = "SECRET_INJECT_SIDECAR_DEADLINE", value_name = "DURATION")]
+    sidecar_deadline: Option<String>,
+    /// Longest time for one attempt of the injected agent (connect, send, answer) [agent's
+    /// default: 10s].
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SIDECAR_ATTEMPT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    sidecar_attempt_timeout: Option<String>,
+    /// The injected agent fetches with BatchGetSecretValue in a region with at least this many
+    /// AWSCURRENT secrets; 0: always GetSecretValue [agent's default: 2].
+    #[arg(long, env = "SECRET_INJECT_SIDECAR_BATCH_THRESHOLD", value_name = "N")]
+    sidecar_batch_threshold: Option<String>,
+    /// Log level or filter directives of the injected agent (e.g. debug) [agent's default:
+    /// info]. No level logs a secret's value.
+    #[arg(long, env = "SECRET_INJECT_SIDECAR_LOG_LEVEL", value_name = "LEVEL")]
+    sidecar_log_level: Option<String>,
+    /// Extra environment of the injected agent, NAME=VALUE; repeat the flag for more (no
+    /// variable: values such as NO_PROXY hold commas). For egress proxies (HTTPS_PROXY,
+    /// NO_PROXY), AWS endpoints (AWS_ENDPOINT_URL, AWS_USE_FIPS_ENDPOINT,
+    /// AWS_USE_DUALSTACK_ENDPOINT). Identity and credential variables are refused: each pod's
+    /// agent uses its own ServiceAccount's identity.
+    #[arg(long = "sidecar-env", value_name = "NAME=VALUE")]
+    sidecar_env: Vec<String>,
 }
 
 /// How much one pod may ask for: checked on a pod that opts in before its annotations are
@@ -159,8 +195,16 @@ impl MutationArgs {
             volume_size_limit,
             env_files,
             native_sidecars,
+            agent,
             limits,
         } = self;
+        if let Some(level) = &agent.sidecar_log_level {
+            super::logging::check_level(level).map_err(|problem| SettingsError {
+                flag: "sidecar-log-level",
+                value: level.clone(),
+                problem: problem.into(),
+            })?;
+        }
         MutationConfig::new(&Settings {
             image: sidecar_image,
             image_pull_policy: sidecar_image_pull_policy,
@@ -180,6 +224,13 @@ impl MutationArgs {
                 Mode::Auto => auto.native_sidecars,
             },
             limits: limits.limits(),
+            agent: SettingsFields {
+                deadline: agent.sidecar_deadline.clone(),
+                attempt_timeout: agent.sidecar_attempt_timeout.clone(),
+                batch_threshold: agent.sidecar_batch_threshold.clone(),
+            },
+            agent_log_level: agent.sidecar_log_level.as_deref(),
+            agent_env: &agent.sidecar_env,
         })
     }
 }

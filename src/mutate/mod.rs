@@ -6,6 +6,7 @@
 //! the patch. Arrays are appended to or inserted into, never replaced, so what other webhooks
 //! added survives.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
@@ -18,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::contract::{self, FileMode, Plan, SecretPlan};
+use crate::contract::{self, FileMode, Plan, SecretPlan, SettingsFields};
 use crate::spec::{
     self, AnnotationError, InitContainerPosition, InjectionSpec, Limit, LimitError, Limits,
     Request, SecretSpec, SpecError,
@@ -64,6 +65,14 @@ pub struct MutationConfig {
     pub env_files: bool,
     /// How much one pod may ask for ([`Limits`]).
     pub limits: Limits,
+    /// How the injected agent runs (deadline, attempt timeout, batch threshold), validated;
+    /// the ones set are rendered into every agent container.
+    pub agent: SettingsFields,
+    /// The injected agent's log level, when set.
+    pub agent_log_level: Option<String>,
+    /// Extra environment for the injected agent (a proxy, an endpoint or FIPS switch), in the
+    /// order given.
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// The operator's settings as given, before validation.
@@ -89,6 +98,12 @@ pub struct Settings<'a> {
     pub native_sidecars: bool,
     /// How much one pod may ask for.
     pub limits: Limits,
+    /// How the injected agent runs; unset fields keep the agent's defaults.
+    pub agent: SettingsFields,
+    /// The injected agent's log level (checked by the caller, which owns logging).
+    pub agent_log_level: Option<&'a str>,
+    /// Extra environment for the injected agent, `NAME=VALUE` each.
+    pub agent_env: &'a [String],
 }
 
 impl Default for Settings<'_> {
@@ -104,6 +119,9 @@ impl Default for Settings<'_> {
             env_files: true,
             native_sidecars: true,
             limits: Limits::default(),
+            agent: SettingsFields::default(),
+            agent_log_level: None,
+            agent_env: &[],
         }
     }
 }
@@ -117,7 +135,7 @@ pub struct SettingsError {
     /// The value given.
     pub value: String,
     /// What is wrong.
-    pub problem: &'static str,
+    pub problem: Cow<'static, str>,
 }
 
 impl MutationConfig {
@@ -130,7 +148,7 @@ impl MutationConfig {
                 Err(SettingsError {
                     flag,
                     value: value.to_owned(),
-                    problem: "is not a Kubernetes quantity such as 10m, 16Mi or 1Gi",
+                    problem: "is not a Kubernetes quantity such as 10m, 16Mi or 1Gi".into(),
                 })
             }
         };
@@ -138,14 +156,14 @@ impl MutationConfig {
             return Err(SettingsError {
                 flag: "sidecar-image",
                 value: settings.image.to_owned(),
-                problem: "is empty; give an image reference",
+                problem: "is empty; give an image reference".into(),
             });
         }
         if !["Always", "IfNotPresent", "Never"].contains(&settings.image_pull_policy) {
             return Err(SettingsError {
                 flag: "sidecar-image-pull-policy",
                 value: settings.image_pull_policy.to_owned(),
-                problem: "is not Always, IfNotPresent or Never",
+                problem: "is not Always, IfNotPresent or Never".into(),
             });
         }
         for limit in [
@@ -159,10 +177,26 @@ impl MutationConfig {
                 return Err(SettingsError {
                     flag: limit.flag(),
                     value: "0".to_owned(),
-                    problem: "is not a limit; give at least 1",
+                    problem: "is not a limit; give at least 1".into(),
                 });
             }
         }
+        let agent = settings.agent.clone();
+        if let Err(error) = agent.parse() {
+            let (flag, value) = match error.variable.as_str() {
+                contract::env::DEADLINE => ("sidecar-deadline", &agent.deadline),
+                contract::env::ATTEMPT_TIMEOUT => {
+                    ("sidecar-attempt-timeout", &agent.attempt_timeout)
+                }
+                _ => ("sidecar-batch-threshold", &agent.batch_threshold),
+            };
+            return Err(SettingsError {
+                flag,
+                value: value.clone().unwrap_or_default(),
+                problem: error.problem.into(),
+            });
+        }
+        let agent_env = agent_env(settings.agent_env)?;
         let mut limits = std::collections::BTreeMap::from([(
             "memory".to_owned(),
             quantity("sidecar-memory-limit", settings.memory_limit)?,
@@ -194,9 +228,97 @@ impl MutationConfig {
             env_files: settings.env_files,
             native_sidecars: settings.native_sidecars,
             limits: settings.limits,
+            agent,
+            agent_log_level: settings.agent_log_level.map(str::to_owned),
+            agent_env,
         })
     }
+
+    /// The environment of the agent's settings, in the order it is rendered: the settings that
+    /// were set, the log level, then the extra environment.
+    fn agent_env_vars(&self) -> impl Iterator<Item = (&str, String)> {
+        self.agent
+            .clone()
+            .render()
+            .into_iter()
+            .chain(
+                self.agent_log_level
+                    .clone()
+                    .map(|level| (contract::env::LOG_LEVEL, level)),
+            )
+            .chain(
+                self.agent_env
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.clone())),
+            )
+    }
 }
+
+/// The operator's extra environment for the agent, checked: `NAME=VALUE` with a valid, unique
+/// name that neither the contract nor the pod's identity owns.
+fn agent_env(given: &[String]) -> Result<Vec<(String, String)>, SettingsError> {
+    let bad = |value: &str, problem: Cow<'static, str>| SettingsError {
+        flag: "sidecar-env",
+        value: value.to_owned(),
+        problem,
+    };
+    let mut env: Vec<(String, String)> = Vec::with_capacity(given.len());
+    for item in given {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(bad(item, "is not NAME=VALUE".into()));
+        };
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(bad(
+                item,
+                "names no environment variable: use letters, digits and _, not starting with a \
+                 digit"
+                    .into(),
+            ));
+        }
+        if name.starts_with("SECRET_INJECT_")
+            || name == contract::env::SECRET_ARN
+            || name == contract::env::SECRET_FILENAME
+        {
+            return Err(bad(
+                item,
+                format!(
+                    "{name} is the webhook's to render (the pod's plan, or a --sidecar-* flag \
+                     such as --sidecar-deadline); set it that way"
+                )
+                .into(),
+            ));
+        }
+        if contract::AWS_IDENTITY_ENV.contains(&name) || STATIC_CREDENTIALS_ENV.contains(&name) {
+            return Err(bad(
+                item,
+                format!(
+                    "{name} would give every injected agent the same AWS identity or region; \
+                     each pod's agent uses its own ServiceAccount's identity (IRSA or EKS Pod \
+                     Identity), which the identity webhooks set"
+                )
+                .into(),
+            ));
+        }
+        if env.iter().any(|(n, _)| n == name) {
+            return Err(bad(item, format!("{name} is given twice").into()));
+        }
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(env)
+}
+
+/// Environment variables that would hand every injected agent one set of AWS credentials.
+const STATIC_CREDENTIALS_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
 
 impl Default for MutationConfig {
     fn default() -> Self {
@@ -958,6 +1080,7 @@ fn agent_container(
     let mut env: Vec<EnvVar> = plan
         .env()
         .into_iter()
+        .chain(config.agent_env_vars())
         .map(|(name, value)| EnvVar {
             name: name.to_owned(),
             value: Some(value),
@@ -1099,5 +1222,7 @@ pub mod secret;
 
 #[cfg(test)]
 mod limit_tests;
+#[cfg(test)]
+mod settings_tests;
 #[cfg(test)]
 mod tests;

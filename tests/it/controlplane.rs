@@ -504,6 +504,64 @@ fn with_env_files_off_env_annotations_are_denied_saying_why() {
     );
 }
 
+/// The chart's `sidecar.*` agent settings reach the injected agent of every pod, through the
+/// webhook's `--sidecar-*` flags (issue 19 item 2); identity variables are refused at install.
+#[test]
+fn the_charts_agent_settings_reach_every_injected_agent() {
+    let ns = Namespaces::new("agentcfg", &[]);
+    let plane = shared();
+    let _release = Release::install(
+        &ns,
+        &[
+            "--set",
+            "sidecar.deadline=5m",
+            "--set",
+            "sidecar.batchThreshold=0",
+            "--set",
+            "sidecar.logLevel=debug",
+            "--set-string",
+            "sidecar.env.HTTPS_PROXY=http://proxy.internal:3128",
+            "--set-string",
+            "sidecar.env.NO_PROXY=10.0.0.0/8\\,.svc",
+        ],
+    );
+    create_ok(
+        plane,
+        &ns.app,
+        &pod(
+            "settings",
+            json!({"secrets.k8s.aws/secret-arn": ARN}),
+            false,
+        ),
+    );
+    let stored = plane.get_json(&["pod", "settings", "-n", &ns.app]);
+    let agent = &stored["spec"]["initContainers"][0];
+    let env: std::collections::BTreeMap<&str, &str> = agent["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["value"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (name, value) in [
+        ("SECRET_INJECT_DEADLINE", "5m"),
+        ("SECRET_INJECT_BATCH_THRESHOLD", "0"),
+        ("SECRET_INJECT_LOG_LEVEL", "debug"),
+        ("HTTPS_PROXY", "http://proxy.internal:3128"),
+        ("NO_PROXY", "10.0.0.0/8,.svc"),
+    ] {
+        assert_eq!(env.get(name), Some(&value), "{name} in {env:?}");
+    }
+    assert!(
+        !env.contains_key("SECRET_INJECT_ATTEMPT_TIMEOUT"),
+        "unset stays unset"
+    );
+}
+
 #[test]
 fn match_conditions_keep_unannotated_pods_away_from_a_webhook_that_is_down() {
     let ns = Namespaces::new("down", &[]);

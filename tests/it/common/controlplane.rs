@@ -579,6 +579,8 @@ impl Release {
     }
 
     /// [`Release::install`], the webhook started with more arguments and environment.
+    ///
+    /// The webhook runs with the chart's [`CHART_FLAGS`] as its Deployment renders them.
     pub fn install_with(
         ns: &Namespaces,
         extra: &[&str],
@@ -616,15 +618,20 @@ impl Release {
             .unwrap()
             .parse()
             .unwrap();
-        // The flags the chart decides from the cluster's version (.Capabilities), as rendered
-        // into its Deployment, so the webhook here runs as the chart would run it.
+        // The flags the chart decides from the cluster's version (.Capabilities) and the agent's
+        // settings (sidecar.deadline, .env, ...), as rendered into its Deployment, so the webhook
+        // here runs as the chart would run it.
         let deployment = plane.get_json(&["deployment", &fullname, "-n", &ns.release]);
         let from_chart = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(Value::as_str)
-            .filter(|arg| arg.starts_with("--env-files=") || arg.starts_with("--native-sidecars="))
+            .filter(|arg| {
+                CHART_FLAGS
+                    .iter()
+                    .any(|flag| arg.starts_with(&format!("{flag}=")))
+            })
             // A test that passes the flag itself decides.
             .filter(|arg| {
                 let flag = arg.split('=').next().unwrap_or_default();
@@ -732,3 +739,14 @@ impl Release {
             .unwrap_or_default()
     }
 }
+
+/// The webhook flags a test's webhook takes from the chart's rendered Deployment.
+const CHART_FLAGS: &[&str] = &[
+    "--env-files",
+    "--native-sidecars",
+    "--sidecar-deadline",
+    "--sidecar-attempt-timeout",
+    "--sidecar-batch-threshold",
+    "--sidecar-log-level",
+    "--sidecar-env",
+];
