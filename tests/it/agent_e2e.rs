@@ -1,6 +1,6 @@
 //! The webhook and the agent together, the way kubelet would run them: take the pod the webhook
-//! returns, resolve the injected container's env (Downward API fieldRefs from the pod's
-//! annotations), mount the emptyDir as a tmpfs at its mountPath in a private mount namespace,
+//! returns, take the injected container's env (plain values only: the agent runs the plan
+//! admission validated, nothing the kubelet resolves later), mount the emptyDir as a tmpfs at its mountPath in a private mount namespace,
 //! run the agent with the container's runAsUser/runAsGroup and the pod's fsGroup against moto,
 //! then read the file as the app container's user at the app container's mount path.
 
@@ -46,7 +46,6 @@ async fn injected_pod(server: &Webhook, template: &Value) -> Value {
     patched
 }
 
-/// The container's env as kubelet resolves it.
 /// The container's environment as the kubelet would set it. Everything the webhook renders is a
 /// plain value: the agent runs what admission validated, nothing resolved later.
 fn resolve_env(container: &Value) -> Vec<(String, String)> {
