@@ -234,23 +234,27 @@ impl MutationConfig {
         })
     }
 
-    /// The environment of the agent's settings, in the order it is rendered: the settings that
-    /// were set, the log level, then the extra environment.
-    fn agent_env_vars(&self) -> impl Iterator<Item = (&str, String)> {
-        self.agent
-            .clone()
-            .render()
-            .into_iter()
-            .chain(
-                self.agent_log_level
-                    .clone()
-                    .map(|level| (contract::env::LOG_LEVEL, level)),
-            )
-            .chain(
-                self.agent_env
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.clone())),
-            )
+    /// Append the environment of the agent's settings, in the order it is rendered: the
+    /// settings that were set, the log level, then the extra environment. Nothing to do (and no
+    /// work on the review's path) when the operator set none.
+    fn push_agent_env(&self, env: &mut Vec<EnvVar>) {
+        let var = |name: &str, value: String| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        };
+        if self.agent != SettingsFields::default() {
+            let settings = self.agent.clone().render();
+            env.extend(settings.into_iter().map(|(name, value)| var(name, value)));
+        }
+        if let Some(level) = &self.agent_log_level {
+            env.push(var(contract::env::LOG_LEVEL, level.clone()));
+        }
+        env.extend(
+            self.agent_env
+                .iter()
+                .map(|(name, value)| var(name, value.clone())),
+        );
     }
 }
 
@@ -1080,13 +1084,13 @@ fn agent_container(
     let mut env: Vec<EnvVar> = plan
         .env()
         .into_iter()
-        .chain(config.agent_env_vars())
         .map(|(name, value)| EnvVar {
             name: name.to_owned(),
             value: Some(value),
             value_from: None,
         })
         .collect();
+    config.push_agent_env(&mut env);
     let mut volume_mounts = vec![
         secret_mount(injection.mount_path.as_str()),
         no_token_mount(),

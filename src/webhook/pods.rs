@@ -187,7 +187,7 @@ fn review_request<'a, O: Object<'a>>(
         Ok(None) => respond(uid, Verdict::Allow, summary),
         Ok(Some(mutation)) => respond(
             uid,
-            Verdict::patch(&mutation.patch, &mutation.warnings),
+            Verdict::json_patch(&mutation.patch, &mutation.warnings),
             summary,
         ),
         Err(error) => respond(uid, Verdict::Deny(error.to_string()), summary),

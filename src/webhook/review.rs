@@ -194,7 +194,20 @@ pub enum Verdict<'a> {
 impl<'a> Verdict<'a> {
     /// Allowed with `patch` (a JSON Patch), and `warnings` for the user.
     pub fn patch(patch: &impl Serialize, warnings: &'a [String]) -> Self {
-        match serde_json::to_vec(patch) {
+        Self::serialized(serde_json::to_vec(patch), warnings)
+    }
+
+    /// Allowed with a pod's JSON Patch, serialized into one buffer of its exact length.
+    pub fn json_patch(patch: &crate::mutate::JsonPatch, warnings: &'a [String]) -> Self {
+        let mut json = Vec::with_capacity(patch.json_len());
+        Self::serialized(
+            serde_json::to_writer(&mut json, patch).map(|()| json),
+            warnings,
+        )
+    }
+
+    fn serialized(json: serde_json::Result<Vec<u8>>, warnings: &'a [String]) -> Self {
+        match json {
             Ok(json) => Verdict::Patch(json, warnings),
             // Operations with string pointers and JSON values always serialize; were one not
             // to, nothing is admitted that the webhook meant to change.
