@@ -12,7 +12,7 @@ pub mod limits;
 mod path;
 mod select;
 
-pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name};
+pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name, partition_of_region};
 pub use limits::{Limit, LimitError, Limits};
 pub use path::{AGENT_BINARY_PATH, API_TOKEN_DIR, CA_BUNDLE_PATH, MountPath, RelativeFileName};
 pub use select::{
@@ -508,6 +508,7 @@ impl InjectionSpec {
                 "give the region that holds the replicas, or remove the annotation",
             ));
         }
+        check_partitions(&spec)?;
         let mut spec = spec;
         spec.refresh = parse_refresh(&get)?;
         if get(STATUS) == Some(STATUS_INJECTED) {
@@ -611,7 +612,8 @@ impl SecretSpec {
                         key(SECRET_KEY),
                         problem,
                         "give a top-level JSON key such as password, or a JMESPath expression \
-                         such as db.password",
+                         such as db.hosts[0] (quote keys with other characters than letters, \
+                         digits and _: \"my-key\".port)",
                     )
                 })
             })
@@ -692,6 +694,58 @@ fn check_overlaps(secrets: &[SecretSpec]) -> Result<(), AnnotationError> {
                 "give each env var one source",
             ));
         }
+    }
+    Ok(())
+}
+
+/// One pod reads from one partition: its AWS identity (an IAM role) lives in one, and so do a
+/// secret's replicas. A secret of another partition than the pod's first, or a failover region
+/// outside its secrets' partition, names something the agent can never read (and an ARN
+/// `iam-policy` would print that cannot exist).
+fn check_partitions(spec: &InjectionSpec) -> Result<(), AnnotationError> {
+    let Some(first) = spec.secrets.first() else {
+        return Ok(());
+    };
+    let partition = first.source.partition();
+    if let Some(other) = spec
+        .secrets
+        .iter()
+        .find(|s| s.source.partition() != partition)
+    {
+        return Err(AnnotationError::new(
+            other.key_of(SECRET_ARN),
+            format!(
+                "is in partition {}, but {} is in {partition}; a pod's AWS identity belongs to \
+                 one partition",
+                other.source.partition(),
+                first.key_of(SECRET_ARN)
+            ),
+            "read secrets of one partition per pod",
+        ));
+    }
+    if let Some(region) = &spec.failover_region
+        && let Some(secret) = spec
+            .secrets
+            .iter()
+            .find(|s| matches!(s.source, SourceArn::SecretsManager(_)))
+        && let Some(actual) = partition_of_region(region)
+        && actual != partition
+    {
+        let example = arn::example_region(partition)
+            .map(|example| format!(" (such as {example})"))
+            .unwrap_or_default();
+        return Err(AnnotationError::new(
+            FAILOVER_REGION,
+            format!(
+                "{region} is in partition {actual}, but {} is in {partition}; Secrets Manager \
+                 replicates a secret only within its partition",
+                secret.key_of(SECRET_ARN)
+            ),
+            format!(
+                "give a region of {partition} that holds the replicas{example}, or remove the \
+                 annotation"
+            ),
+        ));
     }
     Ok(())
 }
