@@ -163,8 +163,9 @@ mod tests {
             &MutationConfig::default(),
         )
         .unwrap()
+        .patch
         .unwrap();
-        let patch = serde_json::to_value(&mutation.patch).unwrap();
+        let patch = serde_json::to_value(&mutation).unwrap();
         let op = patch
             .as_array()
             .unwrap()

@@ -174,19 +174,19 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
                 object: template.object.clone(),
                 source,
             })?;
-            if let Some(mutation) = mutation {
-                mutations.push((template, mutation));
-            }
+            mutations.push((template, mutation));
             Ok(())
         })?;
         for (template, mutation) in mutations {
-            let patch = rebase(mutation.patch.to_patch(), &template.pointer);
-            json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
-                document: number,
-                object: template.object.clone(),
-                message: e.to_string(),
-            })?;
-            injected += 1;
+            if let Some(patch) = &mutation.patch {
+                let patch = rebase(patch.to_patch(), &template.pointer);
+                json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
+                    document: number,
+                    object: template.object.clone(),
+                    message: e.to_string(),
+                })?;
+                injected += 1;
+            }
             warnings.extend(
                 mutation
                     .warnings
