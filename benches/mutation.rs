@@ -26,7 +26,12 @@ fn benches(c: &mut Criterion) {
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let pod = secret_inject::mutate::Pod::from_value(&value["request"]["object"]).unwrap();
     let spec = pod.spec.clone().unwrap();
-    assert!(mutate(&pod.metadata, &spec, &config).unwrap().is_some());
+    assert!(
+        mutate(&pod.metadata, &spec, &config)
+            .unwrap()
+            .patch
+            .is_some()
+    );
 
     let mut group = c.benchmark_group("admission");
     group.bench_function("serde_json round trip (Value)", |b| {

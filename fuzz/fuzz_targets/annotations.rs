@@ -43,13 +43,15 @@ fuzz_target!(|data: &[u8]| {
     }))
     .unwrap();
     let spec = pod.spec.unwrap();
-    if let Ok(Some(mutation)) = mutate(
+    if let Ok(Some(patch)) = mutate(
         &(&pod.metadata).into(),
         &(&spec).into(),
         &MutationConfig::default(),
-    ) {
+    )
+    .map(|mutation| mutation.patch)
+    {
         let mut object = serde_json::json!({"metadata": pod.metadata, "spec": spec});
-        json_patch::patch(&mut object, &mutation.patch.to_patch()).expect("the patch applies");
+        json_patch::patch(&mut object, &patch.to_patch()).expect("the patch applies");
     }
 });
 

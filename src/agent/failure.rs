@@ -471,8 +471,10 @@ fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Optio
     error_sources(error).find_map(|e| e.downcast_ref::<T>())
 }
 
-/// "outer: inner: innermost", without repeating messages that already contain their cause.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
+/// "outer: inner: innermost", without repeating messages that already contain their cause: how
+/// an error and its `source()`s are shown on one line wherever it is not printed by anyhow's
+/// `{:#}` (log fields, termination messages).
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in error_sources(error) {
         let text = e.to_string();

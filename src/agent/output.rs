@@ -114,7 +114,11 @@ pub(crate) fn write_failure(error: write::WriteError) -> Failure {
         write::WriteError::Collision { .. } => "FileCollision",
         write::WriteError::Io { .. } => "WriteFailed",
     };
-    Failure::new(FailureKind::Write, code, error.to_string())
+    Failure::new(
+        FailureKind::Write,
+        code,
+        super::failure::error_chain(&error),
+    )
 }
 
 /// Write `message` to the termination log; Kubernetes reads at most 4096 bytes of it.

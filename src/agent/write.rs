@@ -50,7 +50,7 @@ pub enum WriteError {
         path: PathBuf,
     },
     /// Another I/O error.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,

@@ -156,10 +156,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mutation = mutate(&(&metadata).into(), &(&spec).into(), config)
+        let patch = mutate(&(&metadata).into(), &(&spec).into(), config)
             .unwrap()
+            .patch
             .unwrap();
-        let patch = serde_json::to_value(&mutation.patch).unwrap();
+        let patch = serde_json::to_value(&patch).unwrap();
         let op = patch
             .as_array()
             .unwrap()

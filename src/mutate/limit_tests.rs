@@ -47,7 +47,7 @@ fn run_within(pod: &Value, limits: Limits) -> Result<Option<Mutation>, MutationE
         limits,
         ..MutationConfig::default()
     };
-    mutate(&(&metadata).into(), &(&spec).into(), &config)
+    mutate(&(&metadata).into(), &(&spec).into(), &config).map(|m| m.patch.is_some().then_some(m))
 }
 
 fn limit_error(result: Result<Option<Mutation>, MutationError>) -> LimitError {
@@ -60,7 +60,11 @@ fn limit_error(result: Result<Option<Mutation>, MutationError>) -> LimitError {
 #[test]
 fn the_patch_size_is_known_exactly_before_it_is_built() {
     let pod = wide_pod(7, 20);
-    let patch = run_within(&pod, Limits::default()).unwrap().unwrap().patch;
+    let patch = run_within(&pod, Limits::default())
+        .unwrap()
+        .unwrap()
+        .patch
+        .unwrap();
     let bytes = serde_json::to_vec(&patch).unwrap().len();
     assert_eq!(patch.json_len(), bytes);
     // Exactly the patch's size is allowed; a byte less is not, and says by how much.
@@ -68,7 +72,10 @@ fn the_patch_size_is_known_exactly_before_it_is_built() {
         patch_bytes: bytes,
         ..Limits::default()
     };
-    assert_eq!(run_within(&pod, at).unwrap().unwrap().patch, patch);
+    assert_eq!(
+        run_within(&pod, at).unwrap().unwrap().patch.as_ref(),
+        Some(&patch)
+    );
     let error = limit_error(run_within(
         &pod,
         Limits {
@@ -123,7 +130,7 @@ fn env_vars_times_containers_are_denied_before_the_patch_is_built() {
     // Naming one container makes it fit.
     let mut one = pod.clone();
     one["metadata"]["annotations"][spec::CONTAINERS] = json!("c3");
-    let patch = run_within(&one, limits).unwrap().unwrap().patch;
+    let patch = run_within(&one, limits).unwrap().unwrap().patch.unwrap();
     assert!(patch.json_len() < limits.patch_bytes);
     // The same bound holds on reinvocation, for containers added since.
     let mut injected = pod.clone();

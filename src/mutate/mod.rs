@@ -343,12 +343,12 @@ fn is_quantity(value: &str) -> bool {
     !number.is_empty() && number.parse::<f64>().is_ok() && SUFFIXES.contains(&suffix)
 }
 
-/// The result of a mutation that changes the pod.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of a mutation: a patch when the pod changes, and warnings either way.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mutation {
-    /// JSON Patch rooted at the pod (`/metadata`, `/spec`).
-    pub patch: JsonPatch,
-    /// Warnings for the user who created the pod (shown by `kubectl`).
+    /// JSON Patch rooted at the pod (`/metadata`, `/spec`); `None`: the pod stays as it is.
+    pub patch: Option<JsonPatch>,
+    /// Warnings for the user who created the pod (shown by `kubectl`, printed by `inject`).
     pub warnings: Vec<String>,
 }
 
@@ -377,8 +377,9 @@ impl From<SpecError> for MutationError {
 
 /// Compute the patch that injects the pod described by `metadata` and `spec`.
 ///
-/// Returns `Ok(None)` when the pod does not ask for injection, or was injected already and
-/// needs nothing more.
+/// The patch is `None` when the pod does not ask for injection, or was injected already and
+/// needs nothing more. A pod that is not injected is warned about the `secrets.k8s.aws/` keys
+/// the grammar does not know (a typo in the opt-in key would otherwise pass silently).
 ///
 /// The work is linear in the pod (n log n in its secrets), and bounded by `config.limits`: a pod
 /// that opts in is checked against them before its annotations are parsed and before the patch
@@ -387,19 +388,39 @@ pub fn mutate(
     metadata: &ObjectMeta<'_>,
     spec: &PodSpec<'_>,
     config: &MutationConfig,
-) -> Result<Option<Mutation>, MutationError> {
+) -> Result<Mutation, MutationError> {
     let limits = &config.limits;
     match InjectionSpec::from_annotations_within(metadata.annotations.as_ref(), limits)? {
-        Request::None => Ok(None),
+        Request::None => Ok(Mutation {
+            patch: None,
+            warnings: ignored_key_warnings(metadata),
+        }),
         Request::AlreadyInjected(injection) => {
             check_containers(spec, limits)?;
             reconcile_mounts(spec, &injection, limits)
         }
         Request::Inject(injection) => {
             check_containers(spec, limits)?;
-            inject(metadata, spec, &injection, config).map(Some)
+            inject(metadata, spec, &injection, config)
         }
     }
+}
+
+/// One warning per `secrets.k8s.aws/` key the grammar does not know, with the closest known
+/// key ([`spec::ignored_keys`]); none, and no allocation, for a pod without such keys.
+fn ignored_key_warnings(metadata: &ObjectMeta<'_>) -> Vec<String> {
+    let (described, more) = spec::ignored_keys(metadata.annotations.as_ref());
+    let mut warnings: Vec<String> = described
+        .iter()
+        .map(|error| format!("secret-inject: {error}"))
+        .collect();
+    if more > 0 {
+        warnings.push(format!(
+            "secret-inject: {more} more annotations under {} are not secret-inject annotations",
+            spec::PREFIX
+        ));
+    }
+    warnings
 }
 
 /// The pod's containers and init containers within [`Limits::containers`].
@@ -568,7 +589,7 @@ fn inject(
     }
     check_patch(&ops, &config.limits)?;
     Ok(Mutation {
-        patch: ops,
+        patch: Some(ops),
         warnings,
     })
 }
@@ -591,10 +612,10 @@ fn reconcile_mounts(
     spec: &PodSpec<'_>,
     injection: &InjectionSpec,
     limits: &Limits,
-) -> Result<Option<Mutation>, MutationError> {
+) -> Result<Mutation, MutationError> {
     if !has_secret_volume(spec) {
         // Marked injected by someone else, or our volume was removed: nothing safe to do.
-        return Ok(None);
+        return Ok(Mutation::default());
     }
     let mount_path = injection.mount_path.as_str();
     let names = injection
@@ -618,14 +639,14 @@ fn reconcile_mounts(
         missing.push(("containers", index, container));
     }
     if missing.is_empty() {
-        return Ok(None);
+        return Ok(Mutation::default());
     }
     let mut ops = JsonPatch::default();
     ContainerAdds::new(mount_path, injection).append(&mut ops, &missing, limits)?;
-    Ok(Some(Mutation {
-        patch: ops,
+    Ok(Mutation {
+        patch: Some(ops),
         warnings: Vec::new(),
-    }))
+    })
 }
 
 /// The containers that get the volume (and the env vars), as (field, index, container): those the

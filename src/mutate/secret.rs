@@ -18,9 +18,7 @@ use crate::spec::{self, MAX_SECRET_BYTES};
 
 /// The one key a converted Secret holds.
 pub const ARN_KEY: &str = "arn";
-/// Top-level key of the stored JSON listing the keys whose values are base64 (they were not
-/// UTF-8); a consumer decodes exactly those.
-pub const BASE64_KEYS: &str = "secrets.k8s.aws/base64-keys";
+pub use crate::spec::BASE64_KEYS;
 /// The staging label of a version the writer stored but the promotion loop has not yet made
 /// `AWSCURRENT`: no reader asks for it (the agent reads `AWSCURRENT` unless a pod names another
 /// stage), and it moves to each newer staged version.

@@ -22,11 +22,12 @@ fn agent_env(config: &MutationConfig) -> Vec<(String, String)> {
         serde_json::from_value(pod["metadata"].clone()).unwrap();
     let spec: k8s_openapi::api::core::v1::PodSpec =
         serde_json::from_value(pod["spec"].clone()).unwrap();
-    let mutation = mutate(&(&metadata).into(), &(&spec).into(), config)
+    let patch = mutate(&(&metadata).into(), &(&spec).into(), config)
         .unwrap()
+        .patch
         .expect("a patch");
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &patch.to_patch()).unwrap();
     let agent = patched["spec"]["initContainers"]
         .as_array()
         .unwrap()

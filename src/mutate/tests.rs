@@ -23,7 +23,7 @@ fn mutate_typed(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     config: &MutationConfig,
 ) -> Result<Option<Mutation>, MutationError> {
-    mutate(&metadata.into(), &spec.into(), config)
+    mutate(&metadata.into(), &spec.into(), config).map(|m| m.patch.is_some().then_some(m))
 }
 
 fn run(pod: &Value) -> Result<Option<Mutation>, MutationError> {
@@ -35,7 +35,7 @@ fn run(pod: &Value) -> Result<Option<Mutation>, MutationError> {
 fn apply(pod: &Value) -> Value {
     let mutation = run(pod).unwrap().expect("a patch");
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     patched
 }
 
@@ -277,7 +277,7 @@ fn bad_annotation_is_an_error_naming_it() {
 fn security(pod: &Value) -> (Value, String, Vec<String>) {
     let mutation = run(pod).unwrap().unwrap();
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     let agent = agent(&patched).clone();
     let mode = env(&agent, "SECRET_INJECT_FILE_MODE").unwrap()["value"]
         .as_str()
@@ -610,7 +610,7 @@ fn rotation_with_native_sidecars_is_one_restartable_init_container_with_a_startu
     ]);
     let mutation = run_with(&pod, true).unwrap().unwrap();
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     let init = patched["spec"]["initContainers"].as_array().unwrap();
     assert_eq!(init.len(), 1);
     let agent = &init[0];
@@ -646,7 +646,7 @@ fn rotation_with_classic_sidecars_is_an_init_container_and_a_sidecar_and_jobs_ar
     )]);
     let mutation = run_with(&pod, false).unwrap().unwrap();
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     let agent = agent(&patched);
     assert!(agent.get("restartPolicy").is_none());
     assert_eq!(
@@ -709,7 +709,7 @@ fn restart_on_change_is_a_restart_all_containers_rule_of_the_native_sidecar() {
     let pod = rotating_pod(&[("secrets.k8s.aws/restart-on-change", "true")]);
     let mutation = run_with(&pod, true).unwrap().unwrap();
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     let agent = agent(&patched);
     assert_eq!(
         agent["restartPolicyRules"],
@@ -777,7 +777,7 @@ fn only_the_agent_mounts_the_secret_volume_writable() {
     let (metadata, spec) = parts(&pod);
     let mutation = mutate_typed(&metadata, &spec, &config).unwrap().unwrap();
     let mut classic = pod.clone();
-    json_patch::patch(&mut classic, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut classic, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
     assert_eq!(
         writable(&classic),
         ["secrets-init-container", "secrets-refresh"]

@@ -47,6 +47,9 @@ pub enum InjectError {
         #[source]
         source: serde_json::Error,
     },
+    /// A label or annotation value is not a string.
+    #[error(transparent)]
+    NotAString(Box<NotAString>),
     /// The mutation refused the pod (the webhook would deny it).
     #[error("document {document} ({object})")]
     Mutation {
@@ -68,6 +71,27 @@ pub enum InjectError {
         /// The cause.
         message: String,
     },
+}
+
+/// A label or annotation value that is not a string: unquoted, YAML reads `3`, `true` or an
+/// empty value as a number, a boolean or null, which the API server refuses too.
+#[derive(Debug, thiserror::Error)]
+#[error("document {document} ({object}): {field}: {what} {key} is {found}, not a string; {fix}")]
+pub struct NotAString {
+    /// 1-based document number.
+    pub document: usize,
+    /// `Kind/name`.
+    pub object: String,
+    /// JSON Pointer of the labels or annotations.
+    pub field: String,
+    /// `annotation` or `label`.
+    pub what: &'static str,
+    /// The key.
+    pub key: String,
+    /// What the value is instead (`the number 3`).
+    pub found: String,
+    /// How to write it (`quote it: KEY: "3"`).
+    pub fix: String,
 }
 
 /// The result of injecting a set of documents.
@@ -150,19 +174,19 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
                 object: template.object.clone(),
                 source,
             })?;
-            if let Some(mutation) = mutation {
-                mutations.push((template, mutation));
-            }
+            mutations.push((template, mutation));
             Ok(())
         })?;
         for (template, mutation) in mutations {
-            let patch = rebase(mutation.patch.to_patch(), &template.pointer);
-            json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
-                document: number,
-                object: template.object.clone(),
-                message: e.to_string(),
-            })?;
-            injected += 1;
+            if let Some(patch) = &mutation.patch {
+                let patch = rebase(patch.to_patch(), &template.pointer);
+                json_patch::patch(&mut value, &patch).map_err(|e| InjectError::Apply {
+                    document: number,
+                    object: template.object.clone(),
+                    message: e.to_string(),
+                })?;
+                injected += 1;
+            }
             warnings.extend(
                 mutation
                     .warnings
@@ -259,6 +283,18 @@ fn walk(
     };
     let metadata = match template.get("metadata") {
         Some(m) => {
+            check_string_values(m).map_err(|(what, key, value)| {
+                let (found, fix) = not_a_string(key, value);
+                InjectError::NotAString(Box::new(NotAString {
+                    document,
+                    object: label.clone(),
+                    field: format!("{pointer}/metadata/{what}s"),
+                    what,
+                    key: key.to_owned(),
+                    found,
+                    fix,
+                }))
+            })?;
             ObjectMeta::deserialize(m).map_err(|e| parse_error("/metadata", "ObjectMeta", e))?
         }
         None => ObjectMeta::default(),
@@ -281,6 +317,43 @@ fn walk(
         metadata,
         spec,
     })
+}
+
+/// The first label or annotation of `metadata` whose value is not a string, as
+/// `(annotation|label, key, value)`.
+fn check_string_values(metadata: &Value) -> Result<(), (&'static str, &str, &Value)> {
+    for (what, field) in [("annotation", "annotations"), ("label", "labels")] {
+        let entries = metadata.get(field).and_then(Value::as_object);
+        if let Some((key, value)) = entries
+            .into_iter()
+            .flatten()
+            .find(|(_, value)| !value.is_string())
+        {
+            return Err((what, key, value));
+        }
+    }
+    Ok(())
+}
+
+/// What a value that should have been a string is, and how to write it as one.
+fn not_a_string(key: &str, value: &Value) -> (String, String) {
+    let quote_it = |text: &str| format!("quote it: {key}: \"{text}\"");
+    match value {
+        Value::Number(number) => (
+            format!("the number {number}"),
+            quote_it(&number.to_string()),
+        ),
+        Value::Bool(boolean) => (
+            format!("the boolean {boolean}"),
+            quote_it(&boolean.to_string()),
+        ),
+        Value::Null => (
+            "empty (null)".to_owned(),
+            format!("give it a value in quotes, or {key}: \"\" for an empty string"),
+        ),
+        Value::Array(_) => ("a list".to_owned(), "give one string".to_owned()),
+        _ => ("a map".to_owned(), "give one string".to_owned()),
+    }
 }
 
 /// Move a patch rooted at a pod under `prefix` (where the pod template lives).

@@ -35,6 +35,11 @@ impl RegionalArn {
         &self.arn[self.region.clone()]
     }
 
+    /// The partition field: between `arn:` and the service.
+    fn partition(&self) -> &str {
+        self.arn["arn:".len()..].split(':').next().unwrap_or("")
+    }
+
     /// The same ARN with another region.
     fn in_region(&self, region: &str) -> Self {
         let start = self.region.start;
@@ -104,6 +109,11 @@ impl SecretArn {
     /// The region the secret lives in.
     pub fn region(&self) -> &str {
         self.0.region()
+    }
+
+    /// The partition the secret lives in (`aws`, `aws-cn`, ...).
+    pub fn partition(&self) -> &str {
+        self.0.partition()
     }
 
     /// The ARN's last field: the secret's name, with the `-` and six random characters
@@ -247,6 +257,11 @@ impl ParameterArn {
     pub fn region(&self) -> &str {
         self.0.region()
     }
+
+    /// The partition the parameter lives in (`aws`, `aws-cn`, ...).
+    pub fn partition(&self) -> &str {
+        self.0.partition()
+    }
 }
 
 impl fmt::Display for ParameterArn {
@@ -289,6 +304,14 @@ impl SourceArn {
             SourceArn::Parameter(arn) => arn.region(),
         }
     }
+
+    /// The partition of the secret or parameter.
+    pub fn partition(&self) -> &str {
+        match self {
+            SourceArn::SecretsManager(arn) => arn.partition(),
+            SourceArn::Parameter(arn) => arn.partition(),
+        }
+    }
 }
 
 impl fmt::Display for SourceArn {
@@ -310,6 +333,9 @@ fn check_common(shown: &str, partition: &str, region: &str, account: &str) -> Re
             "{shown} has region {}, expected a region such as us-east-1",
             quote(region)
         ));
+    }
+    if let Some(problem) = partition_problem(region, partition) {
+        return Err(format!("{shown} has region {problem}"));
     }
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
@@ -334,6 +360,96 @@ fn is_partition(value: &str) -> bool {
     let mut segments = value.split('-');
     segments.next() == Some("aws")
         && segments.all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// An AWS partition: its name, the segments its region names start with, and a region of it.
+struct Partition {
+    name: &'static str,
+    /// `us-gov` of `us-gov-west-1`: the region's segments before its name and number.
+    prefixes: &'static [&'static str],
+    example: &'static str,
+}
+
+/// Every AWS partition and the shape of its region names, as the AWS SDKs' partition table
+/// (`partitions.json`, `regionRegex`) says: `aws` is `^(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+$`,
+/// `aws-cn` `^cn-\w+-\d+$`, `aws-us-gov` `^us-gov-\w+-\d+$`, ...
+const PARTITIONS: &[Partition] = &[
+    Partition {
+        name: "aws",
+        prefixes: &["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"],
+        example: "us-west-2",
+    },
+    Partition {
+        name: "aws-cn",
+        prefixes: &["cn"],
+        example: "cn-northwest-1",
+    },
+    Partition {
+        name: "aws-us-gov",
+        prefixes: &["us-gov"],
+        example: "us-gov-east-1",
+    },
+    Partition {
+        name: "aws-iso",
+        prefixes: &["us-iso"],
+        example: "us-iso-west-1",
+    },
+    Partition {
+        name: "aws-iso-b",
+        prefixes: &["us-isob"],
+        example: "us-isob-east-1",
+    },
+    Partition {
+        name: "aws-iso-e",
+        prefixes: &["eu-isoe"],
+        example: "eu-isoe-west-1",
+    },
+    Partition {
+        name: "aws-iso-f",
+        prefixes: &["us-isof"],
+        example: "us-isof-south-1",
+    },
+    Partition {
+        name: "aws-eusc",
+        prefixes: &["eusc-de"],
+        example: "eusc-de-east-1",
+    },
+];
+
+/// The partition a region (already [`is_region`]) belongs to; `None` for a region of a shape
+/// no partition has yet (a region AWS adds later is not refused for it).
+pub fn partition_of_region(region: &str) -> Option<&'static str> {
+    // The prefix: everything before the region's last two segments (name and number).
+    let mut ends = region.rmatch_indices('-').map(|(i, _)| i);
+    let prefix = &region[..ends.nth(1)?];
+    PARTITIONS
+        .iter()
+        .find(|p| p.prefixes.contains(&prefix))
+        .map(|p| p.name)
+}
+
+/// A region of `partition`, for messages.
+pub fn example_region(partition: &str) -> Option<&'static str> {
+    PARTITIONS
+        .iter()
+        .find(|p| p.name == partition)
+        .map(|p| p.example)
+}
+
+/// Why `region` cannot be in `partition` (`us-west-2, which is in partition aws, not aws-cn
+/// (a region of aws-cn: cn-northwest-1)`), or `None` when it can or the region's partition is
+/// unknown. Every region-against-partition check says it this way.
+pub fn partition_problem(region: &str, partition: &str) -> Option<String> {
+    let actual = partition_of_region(region)?;
+    if actual == partition {
+        return None;
+    }
+    let example = example_region(partition)
+        .map(|example| format!(" (a region of {partition}: {example})"))
+        .unwrap_or_default();
+    Some(format!(
+        "{region}, which is in partition {actual}, not {partition}{example}"
+    ))
 }
 
 /// An AWS region name such as `us-east-1` or `us-gov-west-1`.
@@ -374,6 +490,70 @@ mod tests {
                 .region(),
             "us-gov-west-1"
         );
+    }
+
+    #[test]
+    fn regions_belong_to_the_partition_the_sdks_table_says() {
+        for (region, partition) in [
+            ("us-east-1", Some("aws")),
+            ("eu-central-2", Some("aws")),
+            ("ap-southeast-5", Some("aws")),
+            ("il-central-1", Some("aws")),
+            ("mx-central-1", Some("aws")),
+            ("cn-north-1", Some("aws-cn")),
+            ("cn-northwest-1", Some("aws-cn")),
+            ("us-gov-west-1", Some("aws-us-gov")),
+            ("us-iso-east-1", Some("aws-iso")),
+            ("us-isob-east-1", Some("aws-iso-b")),
+            ("eu-isoe-west-1", Some("aws-iso-e")),
+            ("us-isof-south-1", Some("aws-iso-f")),
+            ("eusc-de-east-1", Some("aws-eusc")),
+            // Shapes no partition has (yet): not refused.
+            ("xx-east-1", None),
+            ("eu-gov-west-1", None),
+        ] {
+            assert!(is_region(region), "{region}");
+            assert_eq!(partition_of_region(region), partition, "{region}");
+        }
+        for p in PARTITIONS {
+            assert_eq!(
+                partition_of_region(p.example),
+                Some(p.name),
+                "{}",
+                p.example
+            );
+        }
+        assert_eq!(partition_problem("cn-north-1", "aws-cn"), None);
+        assert_eq!(partition_problem("xx-east-1", "aws-cn"), None);
+        assert_eq!(
+            partition_problem("us-west-2", "aws-cn").as_deref(),
+            Some(
+                "us-west-2, which is in partition aws, not aws-cn (a region of aws-cn: cn-northwest-1)"
+            )
+        );
+        // An ARN whose own region is of another partition cannot exist.
+        for arn in [
+            "arn:aws-cn:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+            "arn:aws:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf",
+            "arn:aws:secretsmanager:us-gov-west-1:123456789012:secret:db-AbCdEf",
+        ] {
+            let err = SecretArn::parse(arn).unwrap_err();
+            assert!(
+                err.problem.contains("which is in partition"),
+                "{arn}: {err}"
+            );
+        }
+        let err = ParameterArn::parse("arn:aws-us-gov:ssm:us-east-1:123456789012:parameter/x")
+            .unwrap_err();
+        assert!(
+            err.problem
+                .contains("us-east-1, which is in partition aws, not aws-us-gov"),
+            "{err}"
+        );
+        let parsed =
+            SecretArn::parse("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf")
+                .unwrap();
+        assert_eq!(parsed.partition(), "aws-cn");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod limits;
 mod path;
 mod select;
 
-pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name};
+pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name, partition_of_region};
 pub use limits::{Limit, LimitError, Limits};
 pub use path::{AGENT_BINARY_PATH, API_TOKEN_DIR, CA_BUNDLE_PATH, MountPath, RelativeFileName};
 pub use select::{
@@ -65,6 +65,38 @@ pub const STATUS_INJECTED: &str = "injected";
 pub const STORE_LABEL: &str = "secrets.k8s.aws/store";
 /// The one value of [`STORE_LABEL`].
 pub const STORE_SECRETS_MANAGER: &str = "secretsmanager";
+
+/// Label of a Namespace whose pods are never injected: `disabled` (the chart's webhook
+/// configuration skips such namespaces).
+pub const NAMESPACE_INJECTION_LABEL: &str = "secrets.k8s.aws/injection";
+/// Top-level key of the JSON the secret writer stores, listing the keys whose values are
+/// base64 (they were not UTF-8); a consumer decodes exactly those.
+pub const BASE64_KEYS: &str = "secrets.k8s.aws/base64-keys";
+/// Annotation of the chart's generated TLS Secret: when its certificate expires.
+pub const TLS_NOT_AFTER: &str = "secrets.k8s.aws/tls-not-after";
+/// Annotation of the chart's generated TLS Secret: the DNS names its certificate holds.
+pub const TLS_DNS_NAMES: &str = "secrets.k8s.aws/tls-dns-names";
+
+/// Keys under [`PREFIX`] that the product uses on other objects than pods (the secret writer
+/// writes [`SECRET_ARN`] and [`VERSION_ID`] on Secrets, keys of the grammar), with what each
+/// is: on a pod they do nothing.
+pub const OTHER_KEYS: &[(&str, &str)] = &[
+    (
+        STORE_LABEL,
+        "the label of a Kubernetes Secret that the secret writer stores in Secrets Manager",
+    ),
+    (
+        NAMESPACE_INJECTION_LABEL,
+        "the label of a Namespace whose pods are not injected; a pod opts out with \
+         secrets.k8s.aws/sidecarInjectorWebhook: disabled",
+    ),
+    (
+        BASE64_KEYS,
+        "a key of the JSON value the secret writer stores",
+    ),
+    (TLS_NOT_AFTER, "an annotation of the chart's TLS Secret"),
+    (TLS_DNS_NAMES, "an annotation of the chart's TLS Secret"),
+];
 
 /// Default mount path (seed contract).
 pub const DEFAULT_MOUNT_PATH: &str = "/tmp";
@@ -352,39 +384,18 @@ impl<'a> Annotations<'a> {
         let mut pod = BTreeMap::new();
         let mut secrets: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
         for (key, value) in annotations {
-            let Some(rest) = key.strip_prefix(PREFIX) else {
-                continue;
-            };
-            let (base, name) = match rest.split_once('.') {
-                Some((base, name)) => (base, Some(name)),
-                None => (rest, None),
-            };
-            let full_base = |known: &&&'static str| known[PREFIX.len()..] == *base;
-            if let Some(known) = SECRET_KEYS.iter().find(full_base) {
-                if let Some(name) = name {
-                    SecretName::parse(name).map_err(|problem| {
-                        AnnotationError::new(
-                            key.as_str(),
-                            problem,
-                            "rename it, e.g. secrets.k8s.aws/secret-arn.db",
-                        )
-                    })?;
+            match Key::of(key) {
+                None => {}
+                Some(Ok(Key::Secret(base, name))) => {
+                    secrets
+                        .entry(name)
+                        .or_default()
+                        .insert(base, value.as_str());
                 }
-                secrets
-                    .entry(name)
-                    .or_default()
-                    .insert(*known, value.as_str());
-            } else if let Some(known) = POD_KEYS.iter().find(full_base) {
-                if name.is_some() {
-                    return Err(AnnotationError::new(
-                        key.as_str(),
-                        "describes the whole pod and takes no .<name> suffix",
-                        format!("use {known}"),
-                    ));
+                Some(Ok(Key::Pod(base))) => {
+                    pod.insert(base, value.as_str());
                 }
-                pod.insert(*known, value.as_str());
-            } else {
-                return Err(unknown_key(key));
+                Some(Err(problem)) => return Err(problem.error(key)),
             }
         }
         Ok(Self { pod, secrets })
@@ -395,6 +406,106 @@ impl<'a> Annotations<'a> {
             .values()
             .any(|keys| keys.contains_key(SECRET_ARN))
     }
+}
+
+/// An annotation key of the grammar.
+enum Key<'a> {
+    /// A key of one secret: its base key, and the secret's name (`None`: the unnamed secret).
+    Secret(&'static str, Option<&'a str>),
+    /// A key of the pod.
+    Pod(&'static str),
+}
+
+/// Why a key with our prefix is not a key of the grammar; the message is built only when
+/// asked for ([`KeyProblem::error`]).
+#[derive(Debug, Clone, Copy)]
+enum KeyProblem {
+    /// No key of ours, nor close to one.
+    Unknown,
+    /// A per-secret key whose `.<n>` is not a secret name.
+    BadName,
+    /// A pod key with a `.<n>` suffix.
+    PodKeyWithName(&'static str),
+    /// A key the product uses on another object ([`OTHER_KEYS`]).
+    Elsewhere(&'static str),
+}
+
+impl Key<'_> {
+    /// What `key` is: `None` when it lacks our prefix. No allocation.
+    fn of(key: &str) -> Option<Result<Key<'_>, KeyProblem>> {
+        let rest = key.strip_prefix(PREFIX)?;
+        let (base, name) = match rest.split_once('.') {
+            Some((base, name)) => (base, Some(name)),
+            None => (rest, None),
+        };
+        let full_base = |known: &&&'static str| known[PREFIX.len()..] == *base;
+        Some(if let Some(known) = SECRET_KEYS.iter().find(full_base) {
+            match name {
+                Some(name) if !SecretName::is_valid(name) => Err(KeyProblem::BadName),
+                _ => Ok(Key::Secret(known, name)),
+            }
+        } else if let Some(known) = POD_KEYS.iter().find(full_base) {
+            match name {
+                Some(_) => Err(KeyProblem::PodKeyWithName(known)),
+                None => Ok(Key::Pod(known)),
+            }
+        } else if let Some((_, purpose)) = OTHER_KEYS.iter().find(|(other, _)| *other == key) {
+            Err(KeyProblem::Elsewhere(purpose))
+        } else {
+            Err(KeyProblem::Unknown)
+        })
+    }
+}
+
+impl KeyProblem {
+    /// The problem of `key`, with its fix.
+    fn error(self, key: &str) -> AnnotationError {
+        match self {
+            KeyProblem::Unknown => unknown_key(key),
+            KeyProblem::BadName => {
+                let name = key.split_once('.').map_or("", |(_, name)| name);
+                AnnotationError::new(
+                    quote(key).trim_matches('"'),
+                    SecretName::parse(name).err().unwrap_or_default(),
+                    "rename it, e.g. secrets.k8s.aws/secret-arn.db",
+                )
+            }
+            KeyProblem::PodKeyWithName(known) => AnnotationError::new(
+                quote(key).trim_matches('"'),
+                "describes the whole pod and takes no .<name> suffix",
+                format!("use {known}"),
+            ),
+            KeyProblem::Elsewhere(purpose) => AnnotationError::new(
+                key,
+                format!("is not read on pods: it is {purpose}"),
+                "remove it from the pod",
+            ),
+        }
+    }
+}
+
+/// Most ignored keys [`ignored_keys`] describes one by one; the rest are counted.
+pub const MAX_IGNORED_KEYS: usize = 5;
+
+/// The annotations with our prefix that the grammar does not know, on a pod that is not
+/// injected (a pod that opts in is denied for them instead): what is wrong with each of the
+/// first [`MAX_IGNORED_KEYS`], closest known key included, and how many more there are. Without
+/// such keys: one pass over the keys, no allocation.
+pub fn ignored_keys(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> (Vec<AnnotationError>, usize) {
+    let mut described = Vec::new();
+    let mut more = 0;
+    for key in annotations.into_iter().flat_map(BTreeMap::keys) {
+        if let Some(Err(problem)) = Key::of(key) {
+            if described.len() < MAX_IGNORED_KEYS {
+                described.push(problem.error(key));
+            } else {
+                more += 1;
+            }
+        }
+    }
+    (described, more)
 }
 
 impl InjectionSpec {
@@ -508,6 +619,7 @@ impl InjectionSpec {
                 "give the region that holds the replicas, or remove the annotation",
             ));
         }
+        check_partitions(&spec)?;
         let mut spec = spec;
         spec.refresh = parse_refresh(&get)?;
         if get(STATUS) == Some(STATUS_INJECTED) {
@@ -611,7 +723,8 @@ impl SecretSpec {
                         key(SECRET_KEY),
                         problem,
                         "give a top-level JSON key such as password, or a JMESPath expression \
-                         such as db.password",
+                         such as db.hosts[0] (quote keys with other characters than letters, \
+                         digits and _: \"my-key\".port)",
                     )
                 })
             })
@@ -692,6 +805,58 @@ fn check_overlaps(secrets: &[SecretSpec]) -> Result<(), AnnotationError> {
                 "give each env var one source",
             ));
         }
+    }
+    Ok(())
+}
+
+/// One pod reads from one partition: its AWS identity (an IAM role) lives in one, and so do a
+/// secret's replicas. A secret of another partition than the pod's first, or a failover region
+/// outside its secrets' partition, names something the agent can never read (and an ARN
+/// `iam-policy` would print that cannot exist).
+fn check_partitions(spec: &InjectionSpec) -> Result<(), AnnotationError> {
+    let Some(first) = spec.secrets.first() else {
+        return Ok(());
+    };
+    let partition = first.source.partition();
+    if let Some(other) = spec
+        .secrets
+        .iter()
+        .find(|s| s.source.partition() != partition)
+    {
+        return Err(AnnotationError::new(
+            other.key_of(SECRET_ARN),
+            format!(
+                "is in partition {}, but {} is in {partition}; a pod's AWS identity belongs to \
+                 one partition",
+                other.source.partition(),
+                first.key_of(SECRET_ARN)
+            ),
+            "read secrets of one partition per pod",
+        ));
+    }
+    if let Some(region) = &spec.failover_region
+        && let Some(secret) = spec
+            .secrets
+            .iter()
+            .find(|s| matches!(s.source, SourceArn::SecretsManager(_)))
+        && let Some(actual) = partition_of_region(region)
+        && actual != partition
+    {
+        let example = arn::example_region(partition)
+            .map(|example| format!(" (such as {example})"))
+            .unwrap_or_default();
+        return Err(AnnotationError::new(
+            FAILOVER_REGION,
+            format!(
+                "{region} is in partition {actual}, but {} is in {partition}; Secrets Manager \
+                 replicates a secret only within its partition",
+                secret.key_of(SECRET_ARN)
+            ),
+            format!(
+                "give a region of {partition} that holds the replicas{example}, or remove the \
+                 annotation"
+            ),
+        ));
     }
     Ok(())
 }
@@ -1281,6 +1446,166 @@ mod tests {
             Ok(Request::None)
         );
         assert!(parse(&[(SECRET_ARN, ARN), ("example.com/mount-paht", "x")]).is_ok());
+    }
+
+    #[test]
+    fn keys_the_grammar_does_not_know_on_a_pod_that_is_not_injected_are_described() {
+        let ignored = |pairs: &[(&str, &str)]| {
+            let (described, more) = ignored_keys(Some(&annotations(pairs)));
+            (
+                described
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                more,
+            )
+        };
+        // The issue's typos of the opt-in key, on a pod with no other opt-in.
+        for (typo, closest) in [
+            ("secrets.k8s.aws/secret-arns", "secrets.k8s.aws/secret-arn"),
+            ("secrets.k8s.aws/secret-ar", "secrets.k8s.aws/secret-arn"),
+            (
+                "secrets.k8s.aws/secret-arns.db",
+                "secrets.k8s.aws/secret-arn.db",
+            ),
+            (
+                "secrets.k8s.aws/sidecarInjectorWebhok",
+                "secrets.k8s.aws/sidecarInjectorWebhook",
+            ),
+        ] {
+            assert_eq!(parse(&[(typo, ARN)]), Ok(Request::None), "{typo}");
+            let (described, more) = ignored(&[(typo, ARN), ("example.com/x", "1")]);
+            assert_eq!(
+                described,
+                [format!(
+                    "annotation {typo}: is not a secret-inject annotation; did you mean {closest}?"
+                )]
+            );
+            assert_eq!(more, 0);
+        }
+        // Known keys misused, and keys the product uses on other objects.
+        let (described, _) = ignored(&[
+            ("secrets.k8s.aws/mount-path.db", "/x"),
+            ("secrets.k8s.aws/secret-key.Db", "k"),
+            (NAMESPACE_INJECTION_LABEL, "disabled"),
+            (INJECTOR_WEBHOOK, "disabled"),
+        ]);
+        assert_eq!(described.len(), 3, "{described:?}");
+        assert!(
+            described[0].starts_with("annotation secrets.k8s.aws/injection: is not read on pods")
+                && described[0].contains("sidecarInjectorWebhook: disabled"),
+            "{described:?}"
+        );
+        assert!(described[1].contains("no .<name> suffix"), "{described:?}");
+        assert!(described[2].contains("not a DNS label"), "{described:?}");
+        // Every key of the grammar, named forms and the keys the product writes on pods are
+        // known: nothing to say, and nothing said about other prefixes.
+        let (described, more) = ignored(&[
+            (SECRET_ARN, ARN),
+            ("secrets.k8s.aws/secret-arn.db", ARN),
+            ("secrets.k8s.aws/version-id.db", "v1"),
+            ("secrets.k8s.aws/env.db", "A=a"),
+            (MOUNT_PATH, "/s"),
+            (STATUS, STATUS_INJECTED),
+            ("example.com/secret-arns", "x"),
+            ("secrets.k8s.aws", "x"),
+        ]);
+        assert_eq!((described.len(), more), (0, 0), "{described:?}");
+        assert_eq!(ignored_keys(None).0.len(), 0);
+        // Many: the first few described, the rest counted.
+        let many: Vec<(String, String)> = (0..MAX_IGNORED_KEYS + 3)
+            .map(|i| (format!("{PREFIX}colour-{i}"), "x".to_owned()))
+            .collect();
+        let many: BTreeMap<String, String> = many.into_iter().collect();
+        let (described, more) = ignored_keys(Some(&many));
+        assert_eq!((described.len(), more), (MAX_IGNORED_KEYS, 3));
+    }
+
+    #[test]
+    fn every_key_the_chart_and_the_manifests_use_is_known_to_the_grammar() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("deploy/secret-inject.yaml")];
+        let chart = root.join("charts/secret-inject");
+        files.push(chart.join("values.yaml"));
+        for entry in std::fs::read_dir(chart.join("templates")).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+        let mut seen = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (at, _) in text.match_indices(PREFIX) {
+                let key_end = text[at + PREFIX.len()..]
+                    .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                    .map_or(text.len(), |end| at + PREFIX.len() + end);
+                let key = &text[at..key_end];
+                if key == PREFIX {
+                    continue; // the prefix itself, in the CEL matchConditions
+                }
+                seen += 1;
+                let known = KNOWN_KEYS.contains(&key) || OTHER_KEYS.iter().any(|(k, _)| *k == key);
+                assert!(known, "{}: {key} is not a key of src/spec", file.display());
+            }
+        }
+        assert!(seen > 5, "{seen}");
+    }
+
+    #[test]
+    fn a_failover_region_or_a_secret_of_another_partition_is_denied() {
+        const CN: &str = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf";
+        let err = parse(&[(SECRET_ARN, CN), (FAILOVER_REGION, "us-west-2")]).unwrap_err();
+        assert_eq!(err.key, FAILOVER_REGION);
+        assert_eq!(
+            err.to_string(),
+            "annotation secrets.k8s.aws/failover-region: us-west-2 is in partition aws, but \
+             secrets.k8s.aws/secret-arn is in aws-cn; Secrets Manager replicates a secret only \
+             within its partition; give a region of aws-cn that holds the replicas (such as \
+             cn-northwest-1), or remove the annotation"
+        );
+        assert!(parse(&[(SECRET_ARN, CN), (FAILOVER_REGION, "cn-northwest-1")]).is_ok());
+        let gov = "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db-AbCdEf";
+        assert!(parse(&[(SECRET_ARN, gov), (FAILOVER_REGION, "us-gov-east-1")]).is_ok());
+        let err = parse(&[(SECRET_ARN, gov), (FAILOVER_REGION, "us-east-1")]).unwrap_err();
+        assert_eq!(err.key, FAILOVER_REGION);
+        // A region of a shape no partition has yet is not refused for it.
+        assert!(parse(&[(SECRET_ARN, ARN), (FAILOVER_REGION, "xx-east-1")]).is_ok());
+        // Two partitions in one pod.
+        let err = parse(&[(SECRET_ARN, ARN), ("secrets.k8s.aws/secret-arn.cn", CN)]).unwrap_err();
+        assert_eq!(err.key, "secrets.k8s.aws/secret-arn.cn");
+        assert!(
+            err.problem
+                .starts_with("is in partition aws-cn, but secrets.k8s.aws/secret-arn is in aws"),
+            "{err}"
+        );
+        // The ARN's own region against its partition.
+        let err = parse(&[(
+            SECRET_ARN,
+            "arn:aws-cn:secretsmanager:us-west-2:123456789012:secret:db-AbCdEf",
+        )])
+        .unwrap_err();
+        assert_eq!(err.key, SECRET_ARN);
+        assert!(err.problem.contains("which is in partition aws"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_jmespath_expression_is_denied_naming_the_annotation() {
+        let err = parse(&[
+            ("secrets.k8s.aws/secret-arn.db", ARN),
+            ("secrets.k8s.aws/secret-key.db", "db.hosts[0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "secrets.k8s.aws/secret-key.db");
+        assert!(
+            err.problem
+                .starts_with("\"db.hosts[0\" is not a valid JMESPath expression: "),
+            "{err}"
+        );
+        // The plain top-level keys stay literal keys.
+        for key in ["password", "my-key", "db.pass-word"] {
+            assert!(
+                parse(&[(SECRET_ARN, ARN), (SECRET_KEY, key)]).is_ok(),
+                "{key}"
+            );
+        }
     }
 
     fn parse_within(pairs: &[(&str, &str)], limits: &Limits) -> Result<Request, SpecError> {

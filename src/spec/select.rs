@@ -13,15 +13,7 @@ pub struct SecretName(String);
 impl SecretName {
     /// Validate a name; the problem if it is not a DNS label.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let bytes = value.as_bytes();
-        let valid = !bytes.is_empty()
-            && bytes.len() <= 63
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-            && bytes[0].is_ascii_alphanumeric()
-            && bytes[bytes.len() - 1].is_ascii_alphanumeric();
-        if valid {
+        if Self::is_valid(value) {
             Ok(Self(value.to_owned()))
         } else {
             Err(format!(
@@ -30,6 +22,18 @@ impl SecretName {
                 quote(value)
             ))
         }
+    }
+
+    /// Whether `value` is a DNS label, without building the name.
+    pub fn is_valid(value: &str) -> bool {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
     }
 
     /// The name.
@@ -112,7 +116,9 @@ impl fmt::Display for OutputFormat {
 
 /// The part of a JSON secret value to use: a JMESPath expression (`username`, `db.host`,
 /// `hosts[0]`, `"key-with-dashes"`), or, when the value is not a valid expression, a top-level
-/// key taken literally (`my-key`).
+/// key taken literally (`my-key`). A value that holds JMESPath's own syntax
+/// ([`EXPRESSION_SYNTAX`]) but does not parse is a broken expression, not a key: refused with
+/// the parse error, at admission rather than at the pod's start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeySelector {
     text: String,
@@ -121,6 +127,12 @@ pub struct KeySelector {
 
 /// Longest key selector accepted.
 const MAX_SELECTOR: usize = 1024;
+
+/// Characters that only JMESPath syntax uses (brackets, braces, parentheses, pipe, wildcard,
+/// quotes, backtick): a value holding one is meant as an expression. Keys made of letters,
+/// digits and other characters (`my-key`, `db.pass-word`, `user@example.com`) are taken
+/// literally when they do not parse.
+pub const EXPRESSION_SYNTAX: &[char] = &['[', ']', '{', '}', '(', ')', '|', '*', '"', '\'', '`'];
 
 impl KeySelector {
     /// Validate a selector; the problem if it is unusable.
@@ -136,7 +148,22 @@ impl KeySelector {
         if value.chars().any(char::is_control) {
             return Err(format!("{} holds a control character", quote(value)));
         }
-        let expression = jmespath::compile(value).is_ok();
+        let expression = match jmespath::compile(value) {
+            Ok(_) => true,
+            Err(error) if value.contains(EXPRESSION_SYNTAX) => {
+                let reason = match &error.reason {
+                    jmespath::ErrorReason::Parse(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
+                return Err(format!(
+                    "{} is not a valid JMESPath expression: {} at character {}",
+                    quote(value),
+                    reason.trim_end_matches('.'),
+                    error.offset + 1
+                ));
+            }
+            Err(_) => false,
+        };
         Ok(Self {
             text: value.to_owned(),
             expression,
@@ -271,6 +298,27 @@ mod tests {
         let literal = KeySelector::parse("my-key").unwrap();
         assert!(!literal.is_expression());
         assert_eq!(literal.as_str(), "my-key");
+        // Plain keys that are no expression stay literal keys (issue 19 item 7).
+        for plain in ["db.pass-word", "user@example.com", "a b", "x-1", "db."] {
+            let key = KeySelector::parse(plain).unwrap_or_else(|e| panic!("{plain}: {e}"));
+            assert!(!key.is_expression(), "{plain}");
+        }
+        // A broken expression is refused with the parser's reason and where.
+        for (broken, reason) in [
+            ("db.hosts[0", "at character 11"),
+            ("db.hosts[0", "db.hosts[0"),
+            ("db | ", "at character"),
+            ("\"my-key", "at character"),
+            ("a[?b==`1]", "at character"),
+            ("my-list[0]", "at character"),
+        ] {
+            let problem = KeySelector::parse(broken).unwrap_err();
+            assert!(
+                problem.contains("is not a valid JMESPath expression") && problem.contains(reason),
+                "{broken}: {problem}"
+            );
+            assert!(!problem.contains('\n'), "one line: {problem}");
+        }
         assert!(KeySelector::parse("").is_err());
         assert!(KeySelector::parse("a\nb").is_err());
     }

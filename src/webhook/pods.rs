@@ -165,7 +165,7 @@ fn review_request<'a, O: Object<'a>>(
         && request.resource.resource == "pods"
         && request.sub_resource.is_none();
     if !is_pod {
-        return respond(uid, Verdict::Allow, summary);
+        return respond(uid, Verdict::Allow(&[]), summary);
     }
     if let Some(error) = pod_error {
         // It is a pod, but not one Kubernetes would send.
@@ -175,7 +175,7 @@ fn review_request<'a, O: Object<'a>>(
         );
     }
     if request.operation != Operation::Create {
-        return respond(uid, Verdict::Allow, summary);
+        return respond(uid, Verdict::Allow(&[]), summary);
     }
     let Some(pod) = request.object.as_ref().and_then(O::pod) else {
         return invalid("request.object is missing for a CREATE".to_owned(), summary);
@@ -184,12 +184,10 @@ fn review_request<'a, O: Object<'a>>(
         return invalid("request.object.spec is missing".to_owned(), summary);
     };
     match mutate(&pod.metadata, spec, config) {
-        Ok(None) => respond(uid, Verdict::Allow, summary),
-        Ok(Some(mutation)) => respond(
-            uid,
-            Verdict::json_patch(&mutation.patch, &mutation.warnings),
-            summary,
-        ),
+        Ok(mutation) => match &mutation.patch {
+            None => respond(uid, Verdict::Allow(&mutation.warnings), summary),
+            Some(patch) => respond(uid, Verdict::json_patch(patch, &mutation.warnings), summary),
+        },
         Err(error) => respond(uid, Verdict::Deny(error.to_string()), summary),
     }
 }
@@ -243,6 +241,19 @@ mod tests {
         }
         let reviewed = review_pod(&review("configmaps", None, "CREATE", unreadable()), &config);
         assert_eq!(reviewed.summary.name, "web-*");
+    }
+
+    #[test]
+    fn a_pod_with_a_misspelt_key_is_allowed_unchanged_with_a_warning() {
+        let config = MutationConfig::default();
+        let pod = json!({"metadata": {"annotations": {"secrets.k8s.aws/secret-arns": "x"}},
+                         "spec": {"containers": [{"name": "app", "image": "app"}]}});
+        let reviewed = review_pod(&review("pods", None, "CREATE", pod), &config);
+        assert_eq!((reviewed.outcome, reviewed.status), (Outcome::Skipped, 200));
+        assert_eq!(
+            std::str::from_utf8(&reviewed.body).unwrap(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"warnings":["secret-inject: annotation secrets.k8s.aws/secret-arns: is not a secret-inject annotation; did you mean secrets.k8s.aws/secret-arn?"]}}"#
+        );
     }
 
     #[test]

@@ -182,8 +182,8 @@ pub struct Envelope<T: kube_core::Resource> {
 /// What the webhook answers to one request.
 #[derive(Debug, Clone)]
 pub enum Verdict<'a> {
-    /// Allowed unchanged ([`Outcome::Skipped`]).
-    Allow,
+    /// Allowed unchanged, with warnings for the user ([`Outcome::Skipped`]).
+    Allow(&'a [String]),
     /// Allowed with the JSON text of a JSON Patch, and warnings for the user
     /// ([`Outcome::Mutated`]).
     Patch(Vec<u8>, &'a [String]),
@@ -256,13 +256,13 @@ struct WireStatus<'a> {
 /// The response to the request with `uid`: every endpoint's one writer of a review's answer.
 pub fn respond(uid: &str, verdict: Verdict<'_>, mut summary: ReviewSummary) -> Reviewed {
     let (outcome, response) = match &verdict {
-        Verdict::Allow => (
+        Verdict::Allow(warnings) => (
             Outcome::Skipped,
             WireResponse {
                 uid,
                 allowed: true,
                 status: None,
-                warnings: &[],
+                warnings,
                 patch: None,
                 patch_type: None,
             },
@@ -334,11 +334,19 @@ mod tests {
 
     #[test]
     fn every_verdict_is_written_byte_for_byte_in_the_api_format() {
-        let allowed = respond("u-1", Verdict::Allow, summary());
+        let allowed = respond("u-1", Verdict::Allow(&[]), summary());
         assert_eq!((allowed.outcome, allowed.status), (Outcome::Skipped, 200));
         assert_eq!(
             wire(&allowed),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true}}"#
+        );
+        // Allowed unchanged, with warnings (issue 19 item 5).
+        let warnings = ["typo".to_owned()];
+        let warned = respond("u-1", Verdict::Allow(&warnings), summary());
+        assert_eq!((warned.outcome, warned.status), (Outcome::Skipped, 200));
+        assert_eq!(
+            wire(&warned),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"warnings":["typo"]}}"#
         );
 
         // The patch is the base64 of its JSON text, a string (not an array of numbers, kube-rs

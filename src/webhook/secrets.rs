@@ -78,7 +78,7 @@ impl Secrets {
         let (true, Operation::Create | Operation::Update, Some(secret)) =
             (is_secret, &request.operation, &request.object)
         else {
-            return respond(uid, Verdict::Allow, summary);
+            return respond(uid, Verdict::Allow(&[]), summary);
         };
         // The namespace the request claims. A forged review may claim any: what it stores is
         // only ever staged, and made current only for a Secret the API server persisted in
@@ -87,7 +87,7 @@ impl Secrets {
         let conversion = match SecretConversion::for_secret(secret, &namespace, &self.config) {
             Ok(SecretRequest::Store(conversion)) => conversion,
             Ok(SecretRequest::None | SecretRequest::AlreadyConverted) => {
-                return respond(uid, Verdict::Allow, summary);
+                return respond(uid, Verdict::Allow(&[]), summary);
             }
             Err(error) => return respond(uid, Verdict::Deny(error.to_string()), summary),
         };

@@ -17,11 +17,12 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Why a certificate could not be loaded.
+/// Why a certificate could not be loaded. The cause is the error's `source()`, never repeated in
+/// its own message (`{:#}` and [`crate::agent::failure::error_chain`] print it after).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -48,10 +49,10 @@ pub enum TlsError {
         problem: String,
     },
     /// Generating the development certificate failed.
-    #[error("cannot generate the development certificate: {0}")]
+    #[error("cannot generate the development certificate")]
     Generate(#[from] rcgen::Error),
     /// rustls rejected the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Config(#[from] rustls::Error),
 }
 

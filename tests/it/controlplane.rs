@@ -632,6 +632,69 @@ fn denials_and_warnings_reach_the_user_through_kubectl() {
     );
 }
 
+/// Issue 19 items 5 and 7 through the real API server: a misspelt key reaches the webhook (the
+/// matchConditions send every pod with a `secrets.k8s.aws/` key) and `kubectl` prints our
+/// warning naming the closest key, on a pod that does not opt in and on one that opts out;
+/// a broken JMESPath expression and a failover region of another partition are denied, naming
+/// the annotation.
+#[test]
+fn misspelt_keys_are_warned_about_and_what_would_fail_later_is_denied() {
+    let ns = Namespaces::new("typo", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    for (name, annotations, typo, closest) in [
+        (
+            "typo-arn",
+            json!({"secrets.k8s.aws/secret-ar": ARN}),
+            "secrets.k8s.aws/secret-ar",
+            "secrets.k8s.aws/secret-arn",
+        ),
+        (
+            "typo-opted-out",
+            json!({"secrets.k8s.aws/sidecarInjectorWebhook": "disabled",
+                   "secrets.k8s.aws/mount-paht": "/s"}),
+            "secrets.k8s.aws/mount-paht",
+            "secrets.k8s.aws/mount-path",
+        ),
+    ] {
+        let stderr = create_ok(plane, &ns.app, &pod(name, annotations, true));
+        let warning = format!(
+            "Warning: secret-inject: annotation {typo}: is not a secret-inject annotation; did you \
+             mean {closest}?"
+        );
+        assert!(stderr.contains(&warning), "{stderr}");
+        let stored = plane.get_json(&["pod", name, "-n", &ns.app]);
+        assert!(init_names(&stored).is_empty(), "{name} is not injected");
+    }
+    let cn = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf";
+    for (name, annotations, expected) in [
+        (
+            "broken-expression",
+            json!({"secrets.k8s.aws/secret-arn.db": ARN,
+                   "secrets.k8s.aws/secret-key.db": "db.hosts[0"}),
+            "annotation secrets.k8s.aws/secret-key.db: \"db.hosts[0\" is not a valid JMESPath \
+             expression: ",
+        ),
+        (
+            "other-partition",
+            json!({"secrets.k8s.aws/secret-arn": cn,
+                   "secrets.k8s.aws/failover-region": "us-west-2"}),
+            "annotation secrets.k8s.aws/failover-region: us-west-2 is in partition aws, but \
+             secrets.k8s.aws/secret-arn is in aws-cn",
+        ),
+    ] {
+        let output = create(plane, &ns.app, &pod(name, annotations, true));
+        assert!(!output.status.success(), "{name} was admitted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("admission webhook \"pods.secret-inject.secrets.k8s.aws\" denied")
+                && stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(!plane.exists("pod", name, &ns.app));
+    }
+}
+
 #[test]
 fn server_side_dry_run_returns_the_injected_pod_and_stores_nothing() {
     let ns = Namespaces::new("dryrun", &[]);

@@ -319,6 +319,101 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/app.yaml"));
 }
 
+/// Issue 19 item 5: a misspelt opt-in key on a pod with no other opt-in injects nothing, and
+/// says so with the closest key; exit 0 (the webhook admits such a pod, with the same warning).
+#[test]
+fn a_misspelt_key_is_a_warning_with_the_closest_key() {
+    for (typo, closest) in [
+        ("secret-arns", "secrets.k8s.aws/secret-arn"),
+        ("secret-ar", "secrets.k8s.aws/secret-arn"),
+    ] {
+        let input = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    \
+             metadata:\n      annotations:\n        secrets.k8s.aws/{typo}: {ARN}\n    spec:\n      \
+             containers:\n      - name: app\n        image: app:1\n"
+        );
+        let output = inject(&["-f", "-"], Some(input.as_bytes()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "warning: standard input: document 1 (Deployment/web): secret-inject: annotation \
+                 secrets.k8s.aws/{typo}: is not a secret-inject annotation; did you mean {closest}?"
+            )
+        );
+        let docs = documents(&output.stdout);
+        assert!(init_container_names(&docs[0]["spec"]["template"]).is_empty());
+    }
+}
+
+/// Issue 19 item 6: an unquoted number in an annotation (YAML reads it as a number) names the
+/// annotation and says to quote it, in `inject` and in `iam-policy`, which read manifests alike.
+#[test]
+fn an_unquoted_number_in_an_annotation_is_named_with_the_fix() {
+    let input = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  annotations:\n    \
+         secrets.k8s.aws/secret-arn.x: {ARN}\n    secrets.k8s.aws/version-id.x: 3\n\
+         spec:\n  containers:\n  - name: app\n    image: app:1\n"
+    );
+    for command in ["inject", "iam-policy"] {
+        let output = common::secret_inject(&[command, "-f", "-"], Some(input.as_bytes()));
+        assert!(!output.status.success());
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end(),
+            "error: standard input: document 1 (Pod/app): /metadata/annotations: annotation \
+             secrets.k8s.aws/version-id.x is the number 3, not a string; quote it: \
+             secrets.k8s.aws/version-id.x: \"3\"",
+            "{command}"
+        );
+    }
+}
+
+/// Issue 19 item 7: what admission denies, `inject` and `iam-policy` refuse, naming the
+/// annotation: a broken JMESPath expression, and a failover region of another partition than
+/// the secret's (for which iam-policy printed an ARN that cannot exist).
+#[test]
+fn a_broken_expression_and_a_failover_region_of_another_partition_are_refused() {
+    let pod = |annotations: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  annotations:\n{annotations}\
+             spec:\n  containers:\n  - name: app\n    image: app:1\n"
+        )
+    };
+    let cn = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db-AbCdEf";
+    for (annotations, expected) in [
+        (
+            format!(
+                "    secrets.k8s.aws/secret-arn.db: {ARN}\n    secrets.k8s.aws/secret-key.db: db.hosts[0\n"
+            ),
+            "annotation secrets.k8s.aws/secret-key.db: \"db.hosts[0\" is not a valid JMESPath \
+             expression: ",
+        ),
+        (
+            format!(
+                "    secrets.k8s.aws/secret-arn: {cn}\n    secrets.k8s.aws/failover-region: us-west-2\n"
+            ),
+            "annotation secrets.k8s.aws/failover-region: us-west-2 is in partition aws, but \
+             secrets.k8s.aws/secret-arn is in aws-cn",
+        ),
+    ] {
+        for command in ["inject", "iam-policy"] {
+            let output =
+                common::secret_inject(&[command, "-f", "-"], Some(pod(&annotations).as_bytes()));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{command}: {stderr}");
+            assert!(output.stdout.is_empty(), "{command}");
+            assert!(
+                stderr.starts_with("error: standard input: document 1 (Pod/app): ")
+                    && stderr.contains(expected),
+                "{command}: {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn output_reads_back_identically_in_yaml_1_1_readers() {
     // kubectl reads YAML as 1.1, where unquoted on/yes/0440/2001-12-14/12:30:45 are not strings.

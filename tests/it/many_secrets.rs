@@ -105,8 +105,9 @@ fn webhook(annotations: &[(String, String)]) -> Injected {
         &secret_inject::mutate::MutationConfig::default(),
     )
     .unwrap_or_else(|e| panic!("the webhook denies the pod: {e}"))
+    .patch
     .expect("the webhook injects the pod");
-    let patch = serde_json::to_value(&mutation.patch).unwrap();
+    let patch = serde_json::to_value(&mutation).unwrap();
     let op = patch
         .as_array()
         .unwrap()

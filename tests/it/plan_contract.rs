@@ -51,9 +51,10 @@ fn injected_agent(pod: &Value) -> Container {
         &MutationConfig::default(),
     )
     .unwrap()
+    .patch
     .expect("a valid set is injected");
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch.to_patch()).unwrap();
+    json_patch::patch(&mut patched, &mutation.to_patch()).unwrap();
     let patched: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched).unwrap();
     let spec = patched.spec.unwrap();
     spec.init_containers

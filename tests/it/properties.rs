@@ -18,7 +18,7 @@ fn run(pod: &Value) -> Result<Option<Patch>, String> {
         &(&spec).into(),
         &MutationConfig::default(),
     )
-    .map(|m| m.map(|m| m.patch.to_patch()))
+    .map(|m| m.patch.map(|patch| patch.to_patch()))
     .map_err(|e| e.to_string())
 }
 

@@ -327,6 +327,34 @@ fn without_certificate_files_the_webhook_refuses_to_start_unless_dev_tls() {
     }
 }
 
+/// Issue 19 item 6: a file that cannot be read is named once, with its cause once (the message
+/// no longer repeats its source, which anyhow prints after it).
+#[test]
+fn a_missing_certificate_file_is_named_with_its_cause_said_once() {
+    let output = common::secret_inject(
+        &[
+            "--log-format",
+            "human",
+            "webhook",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--tls-cert-file",
+            "/nope.crt",
+            "--tls-private-key-file",
+            "/nope.key",
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "error: cannot read /nope.crt: No such file or directory (os error 2)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_during_the_drain_exits_at_once() {
     let mut server = Webhook::start(&[

@@ -52,10 +52,10 @@ impl IrsaMutation {
             .as_ref()
             .map(|p| serde_json::to_value(p).unwrap())
         else {
-            return respond(uid, Verdict::Allow, summary);
+            return respond(uid, Verdict::Allow(&[]), summary);
         };
         if pod["spec"]["serviceAccountName"] != self.service_account.as_str() {
-            return respond(uid, Verdict::Allow, summary);
+            return respond(uid, Verdict::Allow(&[]), summary);
         }
         let mut ops = Vec::new();
         let has_volume = pod["spec"]["volumes"]
@@ -101,7 +101,7 @@ impl IrsaMutation {
             }
         }
         if ops.is_empty() {
-            return respond(uid, Verdict::Allow, summary);
+            return respond(uid, Verdict::Allow(&[]), summary);
         }
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
         respond(uid, Verdict::patch(&patch, &[]), summary)
