@@ -202,7 +202,11 @@ pub struct Policies {
 
 /// The policies for the manifests in `input` (YAML or JSON, many documents, `List`s).
 pub fn from_manifests(input: &str) -> Result<Policies, PolicyError> {
-    from_templates(&pod_templates(input)?)
+    let found = pod_templates(input)?;
+    let mut policies = from_templates(&found.templates)?;
+    // What `inject` would pass over, the policies pass over too: say so first.
+    policies.warnings.splice(0..0, found.skipped);
+    Ok(policies)
 }
 
 /// The policies for these pod templates. A template whose annotations are invalid fails the
