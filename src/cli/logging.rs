@@ -20,6 +20,7 @@ pub struct LogArgs {
     #[arg(long, global = true, env = "SECRET_INJECT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
     /// Log level or filter directives (e.g. `info`, `secret_inject=debug`); RUST_LOG also works.
+    /// The AWS SDK's configuration loader logs errors only unless named (`aws_config=debug`).
     #[arg(
         long,
         global = true,
