@@ -23,6 +23,8 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+use crate::errors::error_chain;
+
 /// The application name in every request's User-Agent (and so in CloudTrail).
 pub const APP_NAME: &str = concat!("secret-inject-", env!("CARGO_PKG_VERSION"));
 
@@ -55,9 +57,15 @@ pub enum Identity {
     WebIdentity {
         /// The role assumed.
         role_arn: String,
+        /// The projected ServiceAccount token STS is given.
+        token_file: String,
     },
     /// EKS Pod Identity (or ECS): `AWS_CONTAINER_CREDENTIALS_FULL_URI` / `_RELATIVE_URI`.
-    ContainerEndpoint,
+    ContainerEndpoint {
+        /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`: the token sent to the endpoint (EKS Pod
+        /// Identity projects one), if set.
+        token_file: Option<String>,
+    },
     /// `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE` or `AWS_CONFIG_FILE` (stand-alone use).
     Profile,
     /// Nothing in the environment; the node's instance metadata was explicitly allowed.
@@ -79,14 +87,19 @@ impl Identity {
         let set = |name: &str| env(name).filter(|v| !v.is_empty());
         if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
             Identity::EnvironmentKeys
-        } else if let (Some(role_arn), Some(_)) =
+        } else if let (Some(role_arn), Some(token_file)) =
             (set("AWS_ROLE_ARN"), set("AWS_WEB_IDENTITY_TOKEN_FILE"))
         {
-            Identity::WebIdentity { role_arn }
+            Identity::WebIdentity {
+                role_arn,
+                token_file,
+            }
         } else if set("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
             || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
         {
-            Identity::ContainerEndpoint
+            Identity::ContainerEndpoint {
+                token_file: set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+            }
         } else if PROFILE_ENV.iter().any(|name| set(name).is_some())
             || set("HOME").is_some_and(|home| {
                 std::path::Path::new(&home)
@@ -105,10 +118,122 @@ impl Identity {
     /// The role, where the environment names one (IRSA).
     pub fn role_arn(&self) -> Option<&str> {
         match self {
-            Identity::WebIdentity { role_arn } => Some(role_arn),
+            Identity::WebIdentity { role_arn, .. } => Some(role_arn),
             _ => None,
         }
     }
+
+    /// What makes this identity unusable however long one retries, found before any call: a
+    /// token file that is missing, unreadable or empty (the kubelet projects it before any
+    /// container starts, so a missing one is a misconfiguration, not a delay), or a role that
+    /// is not an IAM role ARN.
+    pub fn check(&self) -> Result<(), IdentityError> {
+        match self {
+            Identity::WebIdentity {
+                role_arn,
+                token_file,
+            } => {
+                if !is_role_arn(role_arn) {
+                    return Err(IdentityError::RoleArn {
+                        value: role_arn.clone(),
+                    });
+                }
+                token_problem(token_file).map_or(Ok(()), |problem| {
+                    Err(IdentityError::WebIdentityToken {
+                        path: token_file.clone(),
+                        problem,
+                    })
+                })
+            }
+            Identity::ContainerEndpoint {
+                token_file: Some(token_file),
+            } => token_problem(token_file).map_or(Ok(()), |problem| {
+                Err(IdentityError::PodIdentityToken {
+                    path: token_file.clone(),
+                    problem,
+                })
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why the pod's AWS identity can never work as configured ([`Identity::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// IRSA's token file cannot be read.
+    #[error("AWS_WEB_IDENTITY_TOKEN_FILE {path}: {problem}")]
+    WebIdentityToken {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// IRSA's role is not a role ARN.
+    #[error("AWS_ROLE_ARN {value:?} is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)")]
+    RoleArn {
+        /// The value.
+        value: String,
+    },
+    /// EKS Pod Identity's token file cannot be read.
+    #[error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {path}: {problem}")]
+    PodIdentityToken {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl IdentityError {
+    /// A short name for messages and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::WebIdentityToken { .. } => "WebIdentityTokenUnreadable",
+            IdentityError::RoleArn { .. } => "InvalidRoleArn",
+            IdentityError::PodIdentityToken { .. } => "PodIdentityTokenUnreadable",
+        }
+    }
+}
+
+/// Why a token file is of no use, if it is not.
+fn token_problem(path: &str) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(token) if token.iter().all(u8::is_ascii_whitespace) => {
+            Some("the file is empty".to_owned())
+        }
+        Ok(_) => None,
+        Err(error) => Some(match error.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (the container's user cannot read it)".to_owned()
+            }
+            _ => format!("cannot be read: {error}"),
+        }),
+    }
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`, as STS takes it.
+fn is_role_arn(value: &str) -> bool {
+    let fields: Vec<&str> = value.splitn(6, ':').collect();
+    let [arn, partition, service, region, account, resource] = fields[..] else {
+        return false;
+    };
+    let name = resource.strip_prefix("role/").unwrap_or("");
+    arn == "arn"
+        && !partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !name.is_empty()
+        && !name.ends_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
 }
 
 /// The HTTPS client (rustls with ring) that sends through `proxy`. Its connector is built once
@@ -314,7 +439,7 @@ fn ssm_in(config: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
 pub fn describe_error<E, R>(error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     use aws_sdk_secretsmanager::error::SdkError;
     match error {
@@ -327,10 +452,8 @@ where
             )
         }
         SdkError::TimeoutError(_) => "the call to Secrets Manager timed out".to_owned(),
-        other => {
-            let text = aws_smithy_types::error::display::DisplayErrorContext(other).to_string();
-            text.chars().take(300).collect()
-        }
+        // The messages of the causes, in words: never the Debug form of the SDK's structs.
+        other => error_chain(other).chars().take(300).collect(),
     }
 }
 
@@ -460,7 +583,8 @@ mod tests {
                 false
             ),
             Identity::WebIdentity {
-                role_arn: "arn:aws:iam::123456789012:role/app".to_owned()
+                role_arn: "arn:aws:iam::123456789012:role/app".to_owned(),
+                token_file: "/var/run/token".to_owned(),
             }
         );
         // A role without its token file is not an identity.
@@ -476,7 +600,7 @@ mod tests {
                 )],
                 false
             ),
-            Identity::ContainerEndpoint
+            Identity::ContainerEndpoint { token_file: None }
         );
         assert_eq!(
             detect(
@@ -490,6 +614,77 @@ mod tests {
         );
         assert_eq!(detect(&[("AWS_PROFILE", "dev")], false), Identity::Profile);
         assert_eq!(detect(&[("AWS_ACCESS_KEY_ID", "")], false), Identity::None);
+    }
+
+    #[test]
+    fn identities_that_can_never_work_are_found_before_any_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let missing = dir.path().join("missing");
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        let irsa = |role: &str, file: &std::path::Path| Identity::WebIdentity {
+            role_arn: role.to_owned(),
+            token_file: path(file),
+        };
+        let role = "arn:aws:iam::123456789012:role/app";
+        assert_eq!(irsa(role, &token).check(), Ok(()));
+        assert_eq!(
+            irsa("arn:aws-cn:iam::123456789012:role/team/app-1_x", &token).check(),
+            Ok(())
+        );
+        let error = irsa(role, &missing).check().unwrap_err();
+        assert_eq!(error.code(), "WebIdentityTokenUnreadable");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "AWS_WEB_IDENTITY_TOKEN_FILE {}: no such file",
+                path(&missing)
+            )
+        );
+        assert!(
+            irsa(role, &empty)
+                .check()
+                .unwrap_err()
+                .to_string()
+                .ends_with("the file is empty")
+        );
+        for bad in [
+            "webserver-secrets-role",
+            "arn:aws:iam::123456789012:user/app",
+            "arn:aws:iam::1234:role/app",
+            "arn:aws:iam:us-east-1:123456789012:role/app",
+            "arn:aws:sts::123456789012:role/app",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role/a b",
+        ] {
+            let error = irsa(bad, &token).check().unwrap_err();
+            assert_eq!(error.code(), "InvalidRoleArn", "{bad}");
+            assert!(error.to_string().contains(bad), "{error}");
+        }
+        let pod_identity = |file: Option<&std::path::Path>| Identity::ContainerEndpoint {
+            token_file: file.map(path),
+        };
+        assert_eq!(pod_identity(Some(&token)).check(), Ok(()));
+        assert_eq!(pod_identity(None).check(), Ok(()));
+        let error = pod_identity(Some(&missing)).check().unwrap_err();
+        assert_eq!(error.code(), "PodIdentityTokenUnreadable");
+        assert!(error.to_string().contains(&path(&missing)), "{error}");
+        assert_eq!(Identity::EnvironmentKeys.check(), Ok(()));
+    }
+
+    #[test]
+    fn error_chains_are_words_without_debug_forms() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error = aws_credential_types::provider::error::CredentialsError::provider_error(io);
+        let chain = error_chain(&error);
+        assert_eq!(
+            chain,
+            "an error occurred while loading credentials: No such file or directory"
+        );
+        assert!(!chain.contains('{') && !chain.contains("ProviderError"));
     }
 
     #[test]

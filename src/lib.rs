@@ -18,6 +18,7 @@ pub mod aws;
 pub mod cli;
 pub mod contract;
 pub mod duration;
+pub mod errors;
 pub mod mutate;
 pub mod offline;
 pub mod signal;
@@ -28,7 +29,7 @@ pub mod webhook;
 mod tests {
     /// The crate's errors follow one pattern: a message never repeats its cause. The cause is
     /// the error's `source()` (a field named `source`, `#[source]` or `#[from]`), which anyhow's
-    /// `{:#}` and [`agent::failure::error_chain`] print after the message; a message that also
+    /// `{:#}` and [`errors::error_chain`] print after the message; a message that also
     /// holds it says it twice (`cannot read /nope.crt: No such file ... (os error 2): No such
     /// file ... (os error 2)`, issue 19 item 6).
     #[test]

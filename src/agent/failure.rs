@@ -9,6 +9,8 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 
+use crate::errors::{error_chain, error_sources};
+
 /// Exit codes of the agent (also in the README).
 pub mod exit {
     /// The secret was written.
@@ -30,7 +32,8 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 7;
     /// The file could not be written (not in memory, I/O error, path refused).
     pub const WRITE: u8 = 8;
-    /// The pod has no AWS identity at all (no IRSA, no Pod Identity, no keys).
+    /// The pod has no usable AWS identity: none at all (no IRSA, no Pod Identity, no keys), or
+    /// one that is misconfigured (a token file that is missing, a role that is no ARN).
     pub const NO_IDENTITY: u8 = 9;
     /// Stopped by SIGTERM or SIGINT before the secret was written.
     pub const INTERRUPTED: u8 = 143;
@@ -94,6 +97,44 @@ const HELP: &[(FailureKind, Option<&str>, &str, &str)] = &[
         None,
         "invalid configuration",
         "fix the pod's secrets.k8s.aws/ annotations or the agent's flags",
+    ),
+    (
+        FailureKind::NoIdentity,
+        Some("WebIdentityTokenUnreadable"),
+        "the pod's IRSA identity is misconfigured",
+        "the ServiceAccount token named above is projected into the pod by the IRSA \
+         webhook (amazon-eks-pod-identity-webhook) when the pod's ServiceAccount is annotated \
+         with eks.amazonaws.com/role-arn: check that annotation and that the pod has the \
+         webhook's aws-iam-token volume mounted where AWS_WEB_IDENTITY_TOKEN_FILE points (kubectl \
+         get pod -o yaml), or unset AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN if you set \
+         them yourself; then recreate the pod",
+    ),
+    (
+        FailureKind::NoIdentity,
+        Some("InvalidRoleArn"),
+        "the pod's IRSA identity is misconfigured",
+        "set the ServiceAccount's eks.amazonaws.com/role-arn annotation (or AWS_ROLE_ARN) to the \
+         role's full ARN, arn:aws:iam::ACCOUNT:role/NAME (aws iam get-role --role-name NAME \
+         --query Role.Arn); then recreate the pod",
+    ),
+    (
+        FailureKind::NoIdentity,
+        Some("PodIdentityTokenUnreadable"),
+        "the pod's EKS Pod Identity is misconfigured",
+        "the token named above is projected by EKS for a ServiceAccount with a Pod Identity \
+         association: check the association (aws eks list-pod-identity-associations \
+         --cluster-name CLUSTER --namespace NAMESPACE), that the EKS Pod Identity Agent add-on \
+         runs on the node, and that the pod mounts the eks-pod-identity-token volume; then \
+         recreate the pod",
+    ),
+    (
+        FailureKind::NoIdentity,
+        Some("IdentityMisconfigured"),
+        "the pod's AWS identity is misconfigured",
+        "IRSA: check the ServiceAccount's eks.amazonaws.com/role-arn annotation and the token \
+         the IRSA webhook projects (AWS_WEB_IDENTITY_TOKEN_FILE); EKS Pod Identity: \
+         check the association and the EKS Pod Identity Agent (AWS_CONTAINER_CREDENTIALS_FULL_URI, \
+         AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE); then recreate the pod",
     ),
     (
         FailureKind::NoIdentity,
@@ -416,6 +457,26 @@ fn classify_credentials(error: &CredentialsError, chain: &str) -> Classified {
              identity, EKS Pod Identity) found credentials",
         )),
         CredentialsError::ProviderTimedOut(_) => transient(),
+        // The provider's settings are wrong (a Pod Identity URI or token that cannot be used):
+        // no retry fixes that.
+        CredentialsError::InvalidConfiguration(_) => Classified::Permanent(Failure::new(
+            FailureKind::NoIdentity,
+            "IdentityMisconfigured",
+            chain,
+        )),
+        // A token file the provider could not read: its I/O error is the provider's own
+        // cause, not a connection's (those arrive inside a dispatch failure).
+        CredentialsError::ProviderError(_)
+            if error
+                .source()
+                .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some()) =>
+        {
+            Classified::Permanent(Failure::new(
+                FailureKind::NoIdentity,
+                "IdentityMisconfigured",
+                chain,
+            ))
+        }
         _ => {
             // A connection problem or an overloaded STS is worth retrying (an EKS Pod Identity
             // agent that is not answering yet on a new node); a refusal is not.
@@ -456,42 +517,8 @@ fn credentials_code(chain: &str) -> &'static str {
     .unwrap_or("CredentialsError")
 }
 
-fn error_sources<'a>(
-    error: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    let mut next = Some(error);
-    std::iter::from_fn(move || {
-        let current = next?;
-        next = current.source();
-        Some(current)
-    })
-}
-
 fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     error_sources(error).find_map(|e| e.downcast_ref::<T>())
-}
-
-/// "outer: inner: innermost", without repeating messages that already contain their cause: how
-/// an error and its `source()`s are shown on one line wherever it is not printed by anyhow's
-/// `{:#}` (log fields, termination messages).
-pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for e in error_sources(error) {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    let mut joined = parts.join(": ");
-    if joined.len() > 1500 {
-        let mut end = 1500;
-        while !joined.is_char_boundary(end) {
-            end -= 1;
-        }
-        joined.truncate(end);
-        joined.push_str("...");
-    }
-    joined
 }
 
 #[cfg(test)]

@@ -140,6 +140,11 @@ async fn prepare(
              (AWS_CONTAINER_CREDENTIALS_FULL_URI) and no AWS keys",
         ));
     }
+    // An identity that can never work (a token file the kubelet did not project, a role that is
+    // no ARN) fails now, naming what is wrong, instead of being retried until the deadline.
+    identity
+        .check()
+        .map_err(|e| Failure::new(FailureKind::NoIdentity, e.code(), e.to_string()))?;
     info!(
         secrets = plan.secrets.len(),
         first = %plan.secrets[0].secret,

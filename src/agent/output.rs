@@ -114,11 +114,7 @@ pub(crate) fn write_failure(error: write::WriteError) -> Failure {
         write::WriteError::Collision { .. } => "FileCollision",
         write::WriteError::Io { .. } => "WriteFailed",
     };
-    Failure::new(
-        FailureKind::Write,
-        code,
-        super::failure::error_chain(&error),
-    )
+    Failure::new(FailureKind::Write, code, crate::errors::error_chain(&error))
 }
 
 /// Write `message` to the termination log; Kubernetes reads at most 4096 bytes of it.

@@ -7,7 +7,9 @@ use clap::Args;
 
 use super::MutationArgs;
 use super::manifest::{ManifestArgs, print};
+use super::mutation::Auto;
 use crate::offline::inject_documents;
+use crate::webhook::cluster::KubeVersion;
 
 /// Inject manifests offline.
 #[derive(Args, Debug)]
@@ -16,6 +18,14 @@ pub struct InjectArgs {
     manifests: ManifestArgs,
     #[command(flatten)]
     mutation: MutationArgs,
+    /// The Kubernetes version of the cluster the manifests are for (`kubectl version`: 1.35):
+    /// --env-files auto and --native-sidecars auto then mean what that version supports, as
+    /// the webhook decides from the API server's version. The default is the oldest version
+    /// deploy/secret-inject.yaml is rendered for, so inject denies what a webhook installed
+    /// from it denies (env.<n> annotations).
+    #[arg(long, env = "SECRET_INJECT_KUBERNETES_VERSION", value_name = "X.Y",
+          default_value_t = KubeVersion::INJECT_DEFAULT)]
+    kubernetes_version: KubeVersion,
 }
 
 impl InjectArgs {
@@ -24,12 +34,10 @@ impl InjectArgs {
         let InjectArgs {
             manifests,
             mutation,
+            kubernetes_version,
         } = self;
-        // Offline the cluster is unknown: auto means a current one.
-        let config = mutation.config(super::mutation::Auto {
-            env_files: true,
-            native_sidecars: true,
-        })?;
+        // Auto means what the cluster supports, decided as the webhook decides it.
+        let config = mutation.config(Auto::of(Some(kubernetes_version)))?;
         let (source, input) = manifests.read()?;
         let injected = inject_documents(&input, &config).with_context(|| source.clone())?;
         print(&injected.yaml)?;

@@ -20,6 +20,7 @@ pub struct LogArgs {
     #[arg(long, global = true, env = "SECRET_INJECT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
     /// Log level or filter directives (e.g. `info`, `secret_inject=debug`); RUST_LOG also works.
+    /// The AWS SDK's configuration loader logs errors only unless named (`aws_config=debug`).
     #[arg(
         long,
         global = true,
@@ -78,11 +79,12 @@ pub fn check_level(value: &str) -> Result<(), String> {
 /// Install the subscriber.
 pub fn init(log: &LogArgs, default_format: LogFormat) -> anyhow::Result<Output> {
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(&log.log_level),
-    }
-    .with_context(|| format!("--log-level {:?} is not a level or filter", log.log_level))?;
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => directives,
+        _ => log.log_level.clone(),
+    };
+    let filter = EnvFilter::try_new(quiet_sdk(&directives))
+        .with_context(|| format!("--log-level {:?} is not a level or filter", log.log_level))?;
     let terminal = std::io::stderr().is_terminal();
     let format = log.log_format.unwrap_or(default_format);
     tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr, terminal))
@@ -90,6 +92,20 @@ pub fn init(log: &LogArgs, default_format: LogFormat) -> anyhow::Result<Output> 
     // A fatal error at a terminal is for a person, unless JSON was asked for explicitly.
     let human = format == LogFormat::Human || (terminal && log.log_format.is_none());
     Ok(Output { human })
+}
+
+/// `directives`, with the AWS SDK's own configuration loader (`aws_config`) limited to errors
+/// unless they name it: its credential providers log every failure at warn level with the
+/// error's Debug form (`ProviderError(ProviderError { … })`), a second line beside each retry
+/// line of ours, which already says the same in words. `aws_config=debug` brings them back.
+fn quiet_sdk(directives: &str) -> String {
+    if directives.contains("aws_config") {
+        directives.to_owned()
+    } else if directives.trim().is_empty() {
+        "aws_config=error".to_owned()
+    } else {
+        format!("{directives},aws_config=error")
+    }
 }
 
 /// The subscriber for `format`, writing to `writer`. Every format writes one event as one line:
@@ -328,6 +344,17 @@ mod tests {
             record["message"],
             format!("denied pod {FORGED}: bad\nannotation")
         );
+    }
+
+    #[test]
+    fn the_sdks_own_loader_logs_errors_only_unless_named() {
+        assert_eq!(quiet_sdk("info"), "info,aws_config=error");
+        assert_eq!(quiet_sdk("debug"), "debug,aws_config=error");
+        assert_eq!(quiet_sdk(""), "aws_config=error");
+        assert_eq!(quiet_sdk("info,aws_config=debug"), "info,aws_config=debug");
+        for directives in ["info", "trace", "secret_inject=debug"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(quiet_sdk(directives)).is_ok());
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::contract::{self, SettingsFields};
 use crate::mutate::{MutationConfig, Settings, SettingsError, defaults};
 use crate::spec::Limits;
 use crate::spec::limits::defaults as limit;
+use crate::webhook::cluster::KubeVersion;
 
 /// What the injected container looks like.
 #[derive(Args, Debug)]
@@ -35,8 +36,8 @@ pub struct MutationArgs {
     volume_size_limit: String,
     /// Whether env.<n> annotations may add env vars read from the volume (fileKeyRef, the
     /// EnvFiles feature, on by default since Kubernetes 1.35): on, off, or auto (webhook: ask
-    /// the API server's version at start; inject: on). The chart sets on or off from the
-    /// cluster's version.
+    /// the API server's version at start; inject: its --kubernetes-version). The chart sets on
+    /// or off from the cluster's version.
     #[arg(
         long,
         env = "SECRET_INJECT_ENV_FILES",
@@ -47,8 +48,8 @@ pub struct MutationArgs {
     /// How the rotation agent of a pod with secrets.k8s.aws/refresh-interval runs: always as a
     /// native sidecar (an init container with restartPolicy Always, Kubernetes 1.29+), never
     /// (an init container plus a regular sidecar container; pods that run to completion are
-    /// denied), or auto (webhook: from the API server's version at start; inject: always). The
-    /// chart sets always or never from the cluster's version.
+    /// denied), or auto (webhook: from the API server's version at start; inject: its
+    /// --kubernetes-version). The chart sets always or never from the cluster's version.
     #[arg(
         long,
         env = "SECRET_INJECT_NATIVE_SIDECARS",
@@ -159,6 +160,17 @@ pub struct Auto {
     pub env_files: bool,
     /// `--native-sidecars auto`.
     pub native_sidecars: bool,
+}
+
+impl Auto {
+    /// What a cluster of `version` supports (none of it when the version is unknown): the one
+    /// rule for the webhook, which asks the API server, and `inject`, which is told.
+    pub fn of(version: Option<KubeVersion>) -> Self {
+        Self {
+            env_files: version.is_some_and(|v| v >= KubeVersion::ENV_FILES),
+            native_sidecars: version.is_some_and(|v| v >= KubeVersion::NATIVE_SIDECARS),
+        }
+    }
 }
 
 /// A cluster feature the webhook relies on: on, off, or decided from the cluster's version.

@@ -379,11 +379,7 @@ impl WebhookArgs {
             } else {
                 None
             };
-            let mutation = mutation.config(Auto {
-                env_files: version.is_some_and(|v| v >= cluster::KubeVersion::ENV_FILES),
-                native_sidecars: version
-                    .is_some_and(|v| v >= cluster::KubeVersion::NATIVE_SIDECARS),
-            })?;
+            let mutation = mutation.config(Auto::of(version))?;
             let mut router = Router::new(BodyLimits {
                 max_bytes: max_body_bytes,
                 read_timeout: body_read_timeout,

@@ -484,11 +484,13 @@ fn inject(
     {
         return Err(AnnotationError {
             key: secret.key_of(spec::ENV),
-            problem: "env vars from files (fileKeyRef) need Kubernetes 1.35 or later, and this \
-                      webhook runs with --env-files off"
+            problem: "env vars from files (fileKeyRef) need Kubernetes 1.35 or later, and \
+                      --env-files is off (the webhook's; inject's unless told a Kubernetes \
+                      version of 1.35 or later)"
                 .to_owned(),
-            fix: "read the secret from its file instead, or upgrade the cluster and set \
-                  --env-files on (the chart sets it from the cluster's version)"
+            fix: "read the secret from its file instead, or on Kubernetes 1.35 or later set \
+                  --env-files on (the chart sets it from the cluster's version; inject: \
+                  --kubernetes-version 1.35)"
                 .to_owned(),
         }
         .into());

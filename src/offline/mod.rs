@@ -138,19 +138,44 @@ impl PodTemplate {
 /// The namespace of an object that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The Pods and pod templates of a set of manifests, and what was passed over and why.
+#[derive(Debug, Default)]
+pub struct Templates {
+    /// Every Pod and pod template, in document order.
+    pub templates: Vec<PodTemplate>,
+    /// Documents passed over that may have been meant to be injected (no apiVersion or kind, a
+    /// kind whose pod template is nowhere secret-inject looks), and an input with no document.
+    pub skipped: Vec<String>,
+}
+
 /// Every Pod and pod template in `input`, in document order. The first document that does not
 /// parse, or the first template that is not a valid pod, fails the whole call.
-pub fn pod_templates(input: &str) -> Result<Vec<PodTemplate>, InjectError> {
-    let mut templates = Vec::new();
+pub fn pod_templates(input: &str) -> Result<Templates, InjectError> {
+    let mut found = Templates::default();
+    let mut any = false;
     for document in documents(input) {
         let (number, value) = document?;
-        walk(number, &value, &PointerBuf::new(), &mut |template| {
-            templates.push(template);
-            Ok(())
-        })?;
+        any = true;
+        walk(
+            number,
+            &value,
+            &PointerBuf::new(),
+            &mut found.skipped,
+            &mut |template| {
+                found.templates.push(template);
+                Ok(())
+            },
+        )?;
     }
-    Ok(templates)
+    if !any {
+        found.skipped.push(NO_DOCUMENTS.to_owned());
+    }
+    Ok(found)
 }
+
+/// What is said of an input without a single document.
+const NO_DOCUMENTS: &str =
+    "no documents (the input is empty or holds only comments): nothing to do";
 
 /// Inject every pod and pod template in `input`. All documents are checked; the first error
 /// fails the whole run so that nothing half-injected is ever printed.
@@ -158,25 +183,33 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
     let mut out = String::with_capacity(input.len() * 2);
     let mut injected = 0;
     let mut warnings = Vec::new();
+    let mut any = false;
     for document in documents(input) {
         let (number, mut value) = document?;
+        any = true;
         // Found first, patched after: a patch only adds inside its own template, so the other
         // templates' pointers stay valid.
         let mut mutations = Vec::new();
-        walk(number, &value, &PointerBuf::new(), &mut |template| {
-            let mutation = mutate(
-                &(&template.metadata).into(),
-                &(&template.spec).into(),
-                config,
-            )
-            .map_err(|source| InjectError::Mutation {
-                document: number,
-                object: template.object.clone(),
-                source,
-            })?;
-            mutations.push((template, mutation));
-            Ok(())
-        })?;
+        walk(
+            number,
+            &value,
+            &PointerBuf::new(),
+            &mut warnings,
+            &mut |template| {
+                let mutation = mutate(
+                    &(&template.metadata).into(),
+                    &(&template.spec).into(),
+                    config,
+                )
+                .map_err(|source| InjectError::Mutation {
+                    document: number,
+                    object: template.object.clone(),
+                    source,
+                })?;
+                mutations.push((template, mutation));
+                Ok(())
+            },
+        )?;
         for (template, mutation) in mutations {
             if let Some(patch) = &mutation.patch {
                 let patch = rebase(patch.to_patch(), &template.pointer);
@@ -198,6 +231,9 @@ pub fn inject_documents(input: &str, config: &MutationConfig) -> Result<Injected
             out.push_str("---\n");
         }
         out.push_str(&yaml::to_string(&value));
+    }
+    if !any {
+        warnings.push(NO_DOCUMENTS.to_owned());
     }
     Ok(Injected {
         yaml: out,
@@ -224,8 +260,14 @@ fn documents(input: &str) -> impl Iterator<Item = Result<(usize, Value), InjectE
         })
 }
 
-/// Where the pod template lives in an object of this kind, relative to the object.
-fn template_location(api_version: &str, kind: &str) -> Option<&'static [&'static str]> {
+/// Where the pod template lives in `object`, of this kind, relative to the object: where the
+/// built-in kinds keep it, and for any other kind (Argo Rollouts, OpenKruise CloneSets, ...)
+/// `spec.template` when that holds a pod spec with containers.
+fn template_location(
+    api_version: &str,
+    kind: &str,
+    object: &Value,
+) -> Option<&'static [&'static str]> {
     let group = api_version.split_once('/').map_or("", |(group, _)| group);
     match (group, kind) {
         ("", "Pod") => Some(&[]),
@@ -234,16 +276,35 @@ fn template_location(api_version: &str, kind: &str) -> Option<&'static [&'static
         | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
         | ("batch", "Job") => Some(&["spec", "template"]),
         ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ if object
+            .pointer("/spec/template/spec/containers")
+            .is_some_and(Value::is_array) =>
+        {
+            Some(&["spec", "template"])
+        }
         _ => None,
+    }
+}
+
+/// Whether `value` holds a `secrets.k8s.aws/` key anywhere: annotations meant for a pod.
+fn asks_for_secrets(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.starts_with(crate::spec::PREFIX) || asks_for_secrets(value)),
+        Value::Array(items) => items.iter().any(asks_for_secrets),
+        _ => false,
     }
 }
 
 /// Call `found` for each pod template in `object` (at `at` in document `document`), descending
 /// into `List`s, in order.
+/// Objects passed over that may have been meant to be injected are described in `skipped`.
 fn walk(
     document: usize,
     object: &Value,
     at: &PointerBuf,
+    skipped: &mut Vec<String>,
     found: &mut dyn FnMut(PodTemplate) -> Result<(), InjectError>,
 ) -> Result<(), InjectError> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -251,24 +312,63 @@ fn walk(
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
+    let place = if at.is_root() {
+        format!("document {document}")
+    } else {
+        format!("document {document} at {at}")
+    };
+    if kind.is_empty() || api_version.is_empty() {
+        let missing = match (api_version.is_empty(), kind.is_empty()) {
+            (true, true) => "apiVersion and kind",
+            (true, false) => "apiVersion",
+            _ => "kind",
+        };
+        let kind = if kind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({kind})")
+        };
+        skipped.push(format!(
+            "{place}{kind}: skipped: it has no {missing}, so it is no Kubernetes object \
+             (kubectl refuses it too); left unchanged"
+        ));
+        return Ok(());
+    }
     if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
         let items = object.get("items").and_then(Value::as_array);
         for (i, item) in items.into_iter().flatten().enumerate() {
             let mut item_at = at.clone();
             item_at.push_back("items");
             item_at.push_back(i);
-            walk(document, item, &item_at, found)?;
+            walk(document, item, &item_at, skipped, found)?;
         }
         return Ok(());
     }
-    let Some(location) = template_location(api_version, kind) else {
-        return Ok(());
-    };
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
     let label = format!("{kind}/{name}");
+    let Some(location) = template_location(api_version, kind, object) else {
+        // A kind with its pods elsewhere (an Argo Workflow's templates, a KEDA ScaledJob's
+        // jobTargetRef) whose annotations below its own metadata ask for secrets.
+        let below = object
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| key.as_str() != "metadata")
+            .any(|(_, value)| asks_for_secrets(value));
+        if below {
+            skipped.push(format!(
+                "{place} ({label}): skipped: it asks for secrets ({}* annotations), but a \
+                 {kind} keeps no pod template where secret-inject looks (a Pod; spec.template \
+                 with spec.containers; a CronJob's spec.jobTemplate.spec.template), so nothing \
+                 was injected; inject the Pods it creates with the webhook instead",
+                crate::spec::PREFIX
+            ));
+        }
+        return Ok(());
+    };
     let template_pointer = PointerBuf::from_tokens(location.iter().copied());
     let Some(template) = object.pointer(template_pointer.as_str()) else {
         return Ok(());

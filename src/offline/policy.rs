@@ -24,7 +24,9 @@
 //! so ([`SecretArn::is_partial`], [`SecretArn::is_ambiguous`]).
 //!
 //! What the manifests cannot say is reported as notes: `kms:Decrypt` on customer-managed KMS
-//! keys, whose ARNs are not in any manifest.
+//! keys, whose ARNs are not in any manifest. A policy for a namespace's `default`
+//! ServiceAccount is reported as a warning; one larger than IAM accepts for its
+//! [`PolicyType`] is an error ([`Policies::check_size`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -40,8 +42,36 @@ use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn};
 /// The IAM policy language version of every document.
 pub const POLICY_VERSION: &str = "2012-10-17";
 
-/// The most characters (whitespace not counted) of a customer managed policy.
-pub const MANAGED_POLICY_MAX_CHARS: usize = 6144;
+/// Where the printed policy is going to live in IAM, which decides how large it may be. IAM
+/// counts characters without whitespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyType {
+    /// A customer managed policy (`aws iam create-policy`, then attached to the role): at most
+    /// 6,144 characters. The default: a policy that fits here fits an inline one too.
+    Managed,
+    /// An inline policy of the role (`aws iam put-role-policy`): at most 10,240 characters, for
+    /// all the role's inline policies together.
+    Inline,
+}
+
+impl PolicyType {
+    /// The most characters (whitespace not counted) IAM accepts.
+    pub fn max_chars(self) -> usize {
+        match self {
+            PolicyType::Managed => 6144,
+            PolicyType::Inline => 10240,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            PolicyType::Managed => "a customer managed policy (aws iam create-policy)",
+            PolicyType::Inline => {
+                "the inline policies of one role together (aws iam put-role-policy)"
+            }
+        }
+    }
+}
 
 /// What IAM appends to a secret's name in its ARN: `-` and six random characters.
 const SUFFIX_WILDCARD: &str = "-??????";
@@ -63,6 +93,24 @@ pub enum PolicyError {
         /// The annotation and what is wrong with it.
         #[source]
         source: AnnotationError,
+    },
+    /// A policy is larger than IAM accepts.
+    #[error(
+        "{}; give each ServiceAccount fewer secrets (a ServiceAccount of its own per workload), \
+         or allow the secrets by a shared name prefix with a wildcard in a policy you write \
+         (arn:aws:secretsmanager:REGION:ACCOUNT:secret:PREFIX/*){}",
+        too_large.join("; "),
+        if *policy_type == PolicyType::Managed {
+            "; --policy-type inline allows 10240 characters (aws iam put-role-policy)"
+        } else {
+            ""
+        }
+    )]
+    TooLarge {
+        /// Where the policies go.
+        policy_type: PolicyType,
+        /// One sentence per policy over the limit: which, its size, the limit.
+        too_large: Vec<String>,
     },
 }
 
@@ -147,11 +195,18 @@ pub struct Policies {
     /// What the policies cannot say by themselves (KMS keys, widened ARNs, ...), for a person;
     /// never part of a policy.
     pub notes: Vec<String>,
+    /// What is probably a mistake, for a person: a policy for a namespace's `default`
+    /// ServiceAccount.
+    pub warnings: Vec<String>,
 }
 
 /// The policies for the manifests in `input` (YAML or JSON, many documents, `List`s).
 pub fn from_manifests(input: &str) -> Result<Policies, PolicyError> {
-    from_templates(&pod_templates(input)?)
+    let found = pod_templates(input)?;
+    let mut policies = from_templates(&found.templates)?;
+    // What `inject` would pass over, the policies pass over too: say so first.
+    policies.warnings.splice(0..0, found.skipped);
+    Ok(policies)
 }
 
 /// The policies for these pod templates. A template whose annotations are invalid fails the
@@ -162,6 +217,8 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
     // be partial.
     let mut partial: BTreeMap<String, String> = BTreeMap::new();
     let mut ambiguous: BTreeMap<String, String> = BTreeMap::new();
+    // A namespace's default ServiceAccount -> the objects whose pods run as it.
+    let mut defaults: BTreeMap<ServiceAccount, Vec<String>> = BTreeMap::new();
     for template in templates {
         let request = InjectionSpec::from_annotations(template.metadata.annotations.as_ref())
             .map_err(|source| PolicyError::Annotation {
@@ -177,9 +234,12 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
             namespace: template.namespace.clone(),
             name: template.service_account().to_owned(),
         };
+        let place = || format!("document {} ({})", template.document, template.object);
+        if account.name == DEFAULT_SERVICE_ACCOUNT {
+            defaults.entry(account.clone()).or_default().push(place());
+        }
         let entry = access.entry(account).or_default();
         let plan = plan_of(&spec);
-        let place = || format!("document {} ({})", template.document, template.object);
         for secret in &plan.secrets {
             if let SecretId::Arn(arn) = &secret.secret {
                 if arn.is_partial() {
@@ -203,8 +263,35 @@ pub fn from_templates(templates: &[PodTemplate]) -> Result<Policies, PolicyError
         replicas.retain(|replica| !secrets.contains(replica));
     }
     let notes = notes(&access, &partial, &ambiguous);
-    Ok(Policies { access, notes })
+    let warnings = defaults
+        .iter()
+        .map(|(account, places)| {
+            format!(
+                "the policy of {account} is for the default ServiceAccount of namespace {}, \
+                 which every pod there that names no serviceAccountName runs as: all of them \
+                 could read these secrets (asked for by {}); give {} a ServiceAccount of its own \
+                 (kubectl -n {} create serviceaccount NAME, serviceAccountName: NAME in the pod \
+                 spec) and bind the role to that one",
+                account.namespace,
+                places.join(", "),
+                if places.len() == 1 {
+                    "it"
+                } else {
+                    "each workload"
+                },
+                account.namespace,
+            )
+        })
+        .collect();
+    Ok(Policies {
+        access,
+        notes,
+        warnings,
+    })
 }
+
+/// The ServiceAccount a pod runs as when it names none.
+const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// The plan the webhook renders for a pod with this spec, as far as the agent's calls go.
 fn plan_of(spec: &InjectionSpec) -> Plan {
@@ -419,6 +506,37 @@ impl Policies {
             .collect()
     }
 
+    /// Every policy fits where it is going (`policy_type`), or an error that says which do
+    /// not, their sizes, the limit and what to do.
+    pub fn check_size(&self, policy_type: PolicyType) -> Result<(), PolicyError> {
+        let limit = policy_type.max_chars();
+        let too_large: Vec<String> = self
+            .access
+            .iter()
+            .filter_map(|(account, access)| {
+                let size = policy_chars(&access.document());
+                (size > limit).then(|| {
+                    format!(
+                        "the policy of {account} has {size} characters (whitespace not \
+                         counted; {} secrets and {} parameters), more than the {limit} IAM \
+                         accepts for {}",
+                        access.secrets.len() + access.replicas.len(),
+                        access.parameters.len(),
+                        policy_type.describe()
+                    )
+                })
+            })
+            .collect();
+        if too_large.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError::TooLarge {
+                policy_type,
+                too_large,
+            })
+        }
+    }
+
     /// [`Policies::documents`] as pretty JSON, ending in a newline.
     pub fn to_json_pretty(&self) -> String {
         let mut json = serde_json::to_string_pretty(&self.documents())
@@ -509,17 +627,16 @@ fn notes(
          key policy lets IAM policies of the account grant access",
         services.join(", ")
     ));
-    for (account, a) in access {
-        let compact = serde_json::to_string(&a.document()).map_or(0, |json| json.len());
-        if compact > MANAGED_POLICY_MAX_CHARS {
-            notes.push(format!(
-                "the policy of {account} has {compact} characters, more than the \
-                 {MANAGED_POLICY_MAX_CHARS} of a customer managed policy: split it into \
-                 several policies, or use an inline role policy (10,240 characters)"
-            ));
-        }
-    }
     notes
+}
+
+/// How IAM counts a policy's size: its characters, whitespace not counted.
+pub fn policy_chars(document: &PolicyDocument) -> usize {
+    serde_json::to_string(document)
+        .unwrap_or_else(|_| unreachable!("plain strings and maps always serialize"))
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count()
 }
 
 #[cfg(test)]
@@ -1031,37 +1148,84 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_too_large_for_a_managed_policy_is_noted() {
-        let annotations: Vec<(String, String)> = (0..crate::spec::MAX_SECRETS)
-            .map(|i| {
-                (
-                    format!("secrets.k8s.aws/secret-arn.s{i}"),
-                    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:app/s{i}-AbCd12"),
-                )
-            })
-            .collect();
-        let annotations: Vec<(&str, &str)> = annotations
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let p = policies(&[deployment("big", "ns", Some("sa"), &annotations)]);
-        assert_eq!(
-            p.access[&account("ns", "sa")].secrets.len(),
-            crate::spec::MAX_SECRETS
-        );
-        assert!(
-            p.notes
+    fn a_policy_larger_than_iam_accepts_fails_with_its_size_the_limit_and_a_fix() {
+        let many = |n: usize, name: &str| -> String {
+            let annotations: Vec<(String, String)> = (0..n)
+                .map(|i| {
+                    (
+                        format!("secrets.k8s.aws/secret-arn.s{i}"),
+                        format!(
+                            "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}{i}-AbCd12"
+                        ),
+                    )
+                })
+                .collect();
+            let annotations: Vec<(&str, &str)> = annotations
                 .iter()
-                .any(|n| n.starts_with("the policy of ns/sa has") && n.contains("6144")),
-            "{:?}",
-            p.notes
-        );
-        let small = policies(&[deployment(
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            deployment("big", "ns", Some("sa"), &annotations)
+        };
+        // 100 short names: over a managed policy's 6144, within an inline one's 10240.
+        let p = policies(&[many(crate::spec::MAX_SECRETS, "app/s")]);
+        let size = policy_chars(&p.access[&account("ns", "sa")].document());
+        assert!((6145..=10240).contains(&size), "{size}");
+        let error = p.check_size(PolicyType::Managed).unwrap_err().to_string();
+        for expected in [
+            format!("the policy of ns/sa has {size} characters"),
+            "whitespace not counted; 100 secrets".to_owned(),
+            "more than the 6144 IAM accepts for a customer managed policy".to_owned(),
+            "fewer secrets".to_owned(),
+            "secret:PREFIX/*".to_owned(),
+            "--policy-type inline allows 10240".to_owned(),
+        ] {
+            assert!(error.contains(&expected), "{expected:?}: {error}");
+        }
+        assert!(p.check_size(PolicyType::Inline).is_ok());
+        // Long names: over both.
+        let long = policies(&[many(crate::spec::MAX_SECRETS, &"n".repeat(100))]);
+        let error = long.check_size(PolicyType::Inline).unwrap_err().to_string();
+        assert!(error.contains("more than the 10240"), "{error}");
+        assert!(!error.contains("--policy-type inline"), "{error}");
+        // Whitespace is not counted, as IAM counts.
+        let one = policies(&[deployment(
             "a",
             "ns",
             Some("sa"),
             &[("secrets.k8s.aws/secret-arn", DB)],
         )]);
-        assert!(!small.notes.iter().any(|n| n.contains("6144")));
+        let document = &one.access[&account("ns", "sa")].document();
+        assert_eq!(
+            policy_chars(document),
+            serde_json::to_string_pretty(document)
+                .unwrap()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .count()
+        );
+        assert!(one.check_size(PolicyType::Managed).is_ok());
+    }
+
+    #[test]
+    fn a_policy_for_a_default_service_account_is_warned_about_naming_the_pods() {
+        let secret = [("secrets.k8s.aws/secret-arn", DB)];
+        let p = policies(&[
+            deployment("a", "team", None, &secret),
+            deployment("b", "team", Some("default"), &secret),
+            deployment("c", "team", Some("c"), &secret),
+        ]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        let warning = &p.warnings[0];
+        for expected in [
+            "the policy of team/default is for the default ServiceAccount of namespace team",
+            "document 1 (Deployment/a), document 2 (Deployment/b)",
+            "kubectl -n team create serviceaccount",
+            "serviceAccountName",
+        ] {
+            assert!(warning.contains(expected), "{expected:?}: {warning}");
+        }
+        assert!(!warning.contains("Deployment/c"), "{warning}");
+        let dedicated = policies(&[deployment("c", "team", Some("c"), &secret)]);
+        assert!(dedicated.warnings.is_empty(), "{:?}", dedicated.warnings);
     }
 }

@@ -37,6 +37,14 @@ impl KubeVersion {
         minor: 29,
     };
 
+    /// What `inject` assumes when it is not told the cluster's version: the oldest Kubernetes
+    /// the plain manifests in `deploy/` are rendered for (`scripts/render-manifests`), so that
+    /// `inject` denies what a webhook installed from them denies.
+    pub const INJECT_DEFAULT: KubeVersion = KubeVersion {
+        major: 1,
+        minor: 30,
+    };
+
     /// Parse the `/version` answer (`{"major":"1","minor":"35+",...}`).
     pub fn from_version_json(body: &[u8]) -> Option<Self> {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -49,6 +57,34 @@ impl KubeVersion {
             major: number("major")?,
             minor: number("minor")?,
         })
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = String;
+
+    /// `1.35`, `v1.35` or `1.35.2` (the patch is ignored), as `kubectl version` prints it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a Kubernetes version such as 1.35");
+        let mut parts = text.strip_prefix('v').unwrap_or(text).splitn(3, '.');
+        let mut number = || -> Result<u32, String> {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 4 {
+                return Err(bad());
+            }
+            part.parse().map_err(|_| bad())
+        };
+        let (major, minor) = (number()?, number()?);
+        if major == 0 {
+            return Err(bad());
+        }
+        Ok(Self { major, minor })
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
     }
 }
 
@@ -144,6 +180,32 @@ async fn get_version(host: &str, port: &str) -> Result<KubeVersion, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_parse_as_kubectl_prints_them() {
+        for (text, minor) in [
+            ("1.35", 35),
+            ("v1.29", 29),
+            ("1.30.4", 30),
+            ("v1.36.0-eks", 36),
+        ] {
+            let version: KubeVersion = text.parse().unwrap();
+            assert_eq!(version, KubeVersion { major: 1, minor }, "{text}");
+            assert_eq!(version.to_string(), format!("1.{minor}"));
+        }
+        for bad in [
+            "",
+            "1",
+            "1.",
+            "x.35",
+            "1.35x",
+            "0.35",
+            "1.-3",
+            "1.123456789",
+        ] {
+            assert!(bad.parse::<KubeVersion>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn versions_parse_with_provider_suffixes() {

@@ -149,7 +149,7 @@ impl Server {
                     Ok(Reload::Unchanged) => {}
                     Err(error) => {
                         router.metrics().observe_reload(false);
-                        let error = crate::agent::failure::error_chain(&error);
+                        let error = crate::errors::error_chain(&error);
                         warn!(%error, "TLS certificate reload failed; still serving the previous one");
                     }
                 },

@@ -18,7 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a certificate could not be loaded. The cause is the error's `source()`, never repeated in
-/// its own message (`{:#}` and [`crate::agent::failure::error_chain`] print it after).
+/// its own message (`{:#}` and [`crate::errors::error_chain`] print it after).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.

@@ -972,3 +972,187 @@ fn each_retry_is_one_concise_line() {
         }
     }
 }
+
+/// Lines that dump an SDK error's Debug form instead of saying what happened.
+fn debug_dumps(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|line| {
+            [
+                "ProviderError(",
+                "ServiceError(",
+                "DispatchFailure(",
+                "{ ",
+                " }",
+            ]
+            .iter()
+            .any(|dump| line.contains(dump))
+        })
+        .collect()
+}
+
+/// An identity that can never work (a token file the kubelet did not project, a role that is
+/// no ARN, a Pod Identity token that is missing) fails at once with exit 9, naming the variable,
+/// the file and the fix, before any AWS call, instead of being retried until the deadline and
+/// blamed on the network.
+#[test]
+fn a_misconfigured_identity_fails_at_once_naming_the_file_and_the_fix() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "misconfigured", "never-read");
+    // Every AWS call (STS, Secrets Manager, the Pod Identity endpoint) goes through the proxy,
+    // which counts them.
+    let proxy = FaultProxy::start(moto.port, vec![]);
+    let endpoint = proxy.endpoint();
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    let missing = scratch.path().join("not-projected/token");
+    let (token, missing) = (token.to_str().unwrap(), missing.to_str().unwrap());
+    let role = "arn:aws:iam::123456789012:role/webserver-secrets-role";
+    let pod_identity_uri = format!("{endpoint}/v1/credentials");
+    // (case, the identity's environment, what the termination message says)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: [Case; 3] = [
+        (
+            "IRSA token file missing",
+            vec![
+                ("AWS_ROLE_ARN", role),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", missing),
+            ],
+            &[
+                "WebIdentityTokenUnreadable",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                missing,
+                "no such file",
+                "eks.amazonaws.com/role-arn",
+                "amazon-eks-pod-identity-webhook",
+            ],
+        ),
+        (
+            "IRSA role that is no ARN",
+            vec![
+                ("AWS_ROLE_ARN", "webserver-secrets-role"),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
+            ],
+            &[
+                "InvalidRoleArn",
+                "\"webserver-secrets-role\" is not an IAM role ARN",
+                "eks.amazonaws.com/role-arn",
+            ],
+        ),
+        (
+            "Pod Identity token file missing",
+            vec![
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &pod_identity_uri),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", missing),
+            ],
+            &[
+                "PodIdentityTokenUnreadable",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                missing,
+                "EKS Pod Identity Agent",
+            ],
+        ),
+    ];
+    for (case, identity, expected) in cases {
+        let out = ram_dir();
+        let mut env = vec![
+            ("SECRET_ARN", arn.as_str()),
+            ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+        ];
+        env.extend(identity);
+        // The default deadline (120s): a retried failure would take that long.
+        let run = agent(&env, &[]);
+        assert_eq!(run.code, Some(9), "{case}: {}", run.output);
+        assert!(
+            run.elapsed < Duration::from_secs(30),
+            "{case}: not at once: {:?}",
+            run.elapsed
+        );
+        for expected in expected {
+            assert!(
+                run.termination.contains(expected),
+                "{case}: {expected:?} missing: {}",
+                run.termination
+            );
+        }
+        for wrong in ["network path", "SECRET_INJECT_DEADLINE", "retrying"] {
+            assert!(
+                !run.termination.contains(wrong) && !run.output.contains(wrong),
+                "{case}: {wrong:?}: {}",
+                run.output
+            );
+        }
+        assert_eq!(debug_dumps(&run.output), Vec::<&str>::new(), "{case}");
+        assert!(entries(out.path()).is_empty(), "{case}");
+    }
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "an AWS call was made for an identity that cannot work"
+    );
+}
+
+/// STS failing (5xx) until the deadline: each retry is one line in words, at info and at
+/// debug level; no line of the run (the SDK's own included) dumps an error's Debug form.
+#[test]
+fn retries_of_a_failing_sts_are_one_readable_line_each() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", "sts-down", "never-read");
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    for level in ["info", "debug"] {
+        let sts = FaultProxy::start(moto.port, vec![Fault::ServerError; 1000]);
+        let out = ram_dir();
+        let (endpoint, sts_endpoint) = (moto.endpoint(), sts.endpoint());
+        let run = agent(
+            &[
+                ("SECRET_ARN", arn.as_str()),
+                ("SECRET_INJECT_OUTPUT_DIR", out.path().to_str().unwrap()),
+                ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/sts-down"),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_ENDPOINT_URL_STS", sts_endpoint.as_str()),
+            ],
+            &["--deadline", "2s", "--log-level", level],
+        );
+        assert_eq!(run.code, Some(7), "{level}: {}", run.output);
+        let retries = run
+            .output
+            .lines()
+            .filter(|l| l.contains("transient error; retrying"))
+            .count();
+        assert!(retries >= 2, "{level}: not retried: {}", run.output);
+        // Ours: the retry line, its detail (debug) and the final message, in words.
+        let ours: Vec<&str> = run
+            .output
+            .lines()
+            .filter(|l| {
+                [
+                    "retrying",
+                    "transient error detail",
+                    "cannot provide secret",
+                ]
+                .iter()
+                .any(|m| l.contains(m))
+            })
+            .collect();
+        assert_eq!(debug_dumps(&ours.join("\n")), Vec::<&str>::new(), "{level}");
+        // The SDK's credential providers say nothing of their own at the default level.
+        if level == "info" {
+            assert_eq!(debug_dumps(&run.output), Vec::<&str>::new());
+            assert!(
+                !run.output
+                    .contains("provider failed to provide credentials")
+                    && !run.output.contains("STS returned an error"),
+                "{}",
+                run.output
+            );
+        }
+        assert!(entries(out.path()).is_empty());
+    }
+}

@@ -236,7 +236,7 @@ fn inject_applies_the_same_limits_through_the_same_flags() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("SECRET_INJECT_MAX_ENV_BINDINGS", "4")
-        .args(["inject", "-f", "-"])
+        .args(["inject", "-f", "-", "--kubernetes-version", "1.35"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -94,9 +94,18 @@ fn the_example_gets_one_least_privilege_policy_per_service_account() {
             ]},
         })
     );
-    // The notes go to stderr, one line each, never into the JSON.
-    let notes: Vec<&str> = stderr.lines().collect();
+    // The notes go to stderr, one line each, never into the JSON; so does the one warning:
+    // pod debug runs as its namespace's default ServiceAccount.
+    let (warnings, notes): (Vec<&str>, Vec<&str>) = stderr
+        .lines()
+        .partition(|line| line.starts_with("warning: "));
     assert!(notes.iter().all(|n| n.starts_with("info: ")), "{stderr}");
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("the policy of default/default is for the default ServiceAccount")
+            && warnings[0].contains("document 5 (Pod/debug)"),
+        "{stderr}"
+    );
     let note = |needle: &str| {
         notes
             .iter()
@@ -189,6 +198,183 @@ spec:
     );
     assert_eq!(policies, json!({}));
     assert!(stderr.contains("nothing to allow"), "{stderr}");
+}
+
+/// A Deployment in namespace `ns` running as `account` (none: the default ServiceAccount) that
+/// reads `secrets` secrets named `<name><i>`.
+fn deployment_reading(account: Option<&str>, secrets: usize, name: &str) -> String {
+    let annotations: serde_json::Map<String, Value> = (0..secrets)
+        .map(|i| {
+            (
+                format!("secrets.k8s.aws/secret-arn.s{i}"),
+                json!(format!(
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}{i}-AbCd12"
+                )),
+            )
+        })
+        .collect();
+    let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
+    if let Some(account) = account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}}
+    })
+    .to_string()
+}
+
+/// A policy IAM would refuse for its size fails, naming the ServiceAccount, the size, the limit
+/// and the fix, and prints nothing to pipe into IAM; `--policy-type` says which limit applies.
+#[test]
+fn a_policy_larger_than_iam_accepts_fails_with_the_limit_the_size_and_a_fix() {
+    // 100 secrets with short names: over the managed limit, within the inline one.
+    let manifest = deployment_reading(Some("app"), 100, "app/s");
+    let output = secret_inject(&["iam-policy", "-f", "-"], Some(manifest.as_bytes()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty(), "a policy IAM refuses was printed");
+    for expected in [
+        "error: standard input: the policy of ns/app has ",
+        "characters (whitespace not counted; 100 secrets and 0 parameters), more than the 6144 \
+         IAM accepts for a customer managed policy",
+        "fewer secrets",
+        "PREFIX/*",
+        "--policy-type inline allows 10240",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?}: {stderr}");
+    }
+    assert!(!stderr.contains("info: "), "{stderr}");
+    let (policies, _) = iam_policy_with(&["--policy-type", "inline"], manifest.as_bytes());
+    let size: usize = serde_json::to_string(&policies["ns/app"])
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count();
+    assert!((6145..=10240).contains(&size), "{size}");
+    assert!(
+        stderr.contains(&format!("has {size} characters")),
+        "{stderr}"
+    );
+    // Long names: over both limits.
+    let manifest = deployment_reading(Some("app"), 100, &"long-name/".repeat(10));
+    let output = secret_inject(
+        &["iam-policy", "--policy-type", "inline", "-f", "-"],
+        Some(manifest.as_bytes()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr.contains("more than the 10240 IAM accepts for the inline policies of one role"),
+        "{stderr}"
+    );
+}
+
+/// `iam-policy` with `args` before `-f -`, reading `input`: the policies and stderr.
+fn iam_policy_with(args: &[&str], input: &[u8]) -> (Value, String) {
+    let mut all = vec!["iam-policy"];
+    all.extend_from_slice(args);
+    all.extend(["-f", "-"]);
+    let output = secret_inject(&all, Some(input));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{all:?}: {stderr}");
+    (serde_json::from_slice(&output.stdout).unwrap(), stderr)
+}
+
+/// A policy for a namespace's default ServiceAccount, which every pod there that names none
+/// runs as, is printed with a warning that says so and how to fix it; a dedicated one is not.
+#[test]
+fn a_policy_for_the_default_service_account_is_printed_with_a_warning() {
+    for account in [None, Some("default")] {
+        let manifest = deployment_reading(account, 1, "app/db");
+        let (policies, stderr) = iam_policy_with(&[], manifest.as_bytes());
+        assert!(policies.get("ns/default").is_some(), "{policies}");
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("warning: "))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{account:?}: {stderr}");
+        for expected in [
+            "warning: standard input: the policy of ns/default is for the default \
+             ServiceAccount of namespace ns, which every pod there that names no \
+             serviceAccountName runs as",
+            "document 1 (Deployment/app)",
+            "a ServiceAccount of its own",
+        ] {
+            assert!(warnings[0].contains(expected), "{expected:?}: {stderr}");
+        }
+    }
+    let manifest = deployment_reading(Some("app"), 1, "app/db");
+    let (_, stderr) = iam_policy_with(&[], manifest.as_bytes());
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// The README's `iam-policy` example runs as written, and the role it gives the policy to is the
+/// one the example's ServiceAccount for that key names in its IRSA annotation.
+#[test]
+fn the_readmes_example_is_self_consistent() {
+    use serde::Deserialize as _;
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|block| block.contains("secret-inject iam-policy") && block.contains("--role-name"))
+        .expect("the README has an iam-policy example with --role-name");
+    let block = &block[..block.find("```").unwrap()];
+    let command: Vec<&str> = block
+        .lines()
+        .find(|l| l.starts_with("secret-inject iam-policy"))
+        .unwrap()
+        .split(" > ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let between = |text: &'static str, start: &str, end: &str| -> String {
+        let from = block
+            .find(start)
+            .unwrap_or_else(|| panic!("{start}: {text}"))
+            + start.len();
+        block[from..from + block[from..].find(end).unwrap()].to_owned()
+    };
+    let key = between("jq key", "jq '.\"", "\"'");
+    let role = between("role name", "--role-name ", " ");
+    // Run from the repository, as the README's paths are.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_secret-inject"))
+        .args(&command)
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let policies: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(policies.get(&key).is_some(), "{key} not in {policies}");
+    // The ServiceAccount `key` names, in the file the command reads.
+    let file = command[command.iter().position(|a| *a == "-f").unwrap() + 1];
+    let text = std::fs::read_to_string(common::repo_root().join(file)).unwrap();
+    let (namespace, name) = key.split_once('/').unwrap();
+    let annotation = yaml_serde::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .find(|object| {
+            object["kind"] == "ServiceAccount"
+                && object["metadata"]["name"] == name
+                && object["metadata"]["namespace"] == namespace
+        })
+        .unwrap_or_else(|| panic!("{file} has no ServiceAccount {key}"))["metadata"]["annotations"]
+        ["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        annotation.ends_with(&format!(":role/{role}")),
+        "the README gives the policy of {key} to role {role}, but its ServiceAccount's role is \
+         {annotation}"
+    );
 }
 
 /// parliament's findings on one policy document (every auditor, down to INFO), each as its

@@ -607,3 +607,222 @@ fn rotation_output_validates_before_and_after_native_sidecars_and_jobs_need_them
         String::from_utf8_lossy(&native.stderr)
     );
 }
+
+/// A pod template asking for an env var from the secret (EnvFiles, Kubernetes ≥ 1.35) and for
+/// rotation (a native sidecar on Kubernetes ≥ 1.29).
+fn env_and_rotation_pod() -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app", "annotations": {
+            "secrets.k8s.aws/secret-arn": ARN,
+            "secrets.k8s.aws/env": "DB_PASSWORD=password",
+            "secrets.k8s.aws/refresh-interval": "5m",
+        }},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    })
+    .to_string()
+}
+
+/// The `--flag=value` arguments of the webhook container in deploy/secret-inject.yaml.
+fn deploy_webhook_flag(flag: &str) -> String {
+    let text =
+        std::fs::read_to_string(common::repo_root().join("deploy/secret-inject.yaml")).unwrap();
+    let prefix = format!("- --{flag}=");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("deploy/secret-inject.yaml has no --{flag}"))
+        .to_owned()
+}
+
+/// `inject` decides --env-files auto and --native-sidecars auto from the Kubernetes version it
+/// is told, as the webhook does from the API server's; by default it denies and injects exactly
+/// what the webhook of deploy/secret-inject.yaml does, so it never accepts a manifest that
+/// cluster denies.
+#[test]
+fn inject_agrees_with_the_shipped_webhook_or_the_kubernetes_version_it_is_told() {
+    let pod = env_and_rotation_pod();
+    let pod = pod.as_bytes();
+    // The default, and the shipped webhook's flags: the same answer (deny env.<n>: EnvFiles off).
+    let by_default = inject(&["-f", "-"], Some(pod));
+    let env_files = deploy_webhook_flag("env-files");
+    let native_sidecars = deploy_webhook_flag("native-sidecars");
+    let as_shipped = inject(
+        &[
+            "-f",
+            "-",
+            "--env-files",
+            &env_files,
+            "--native-sidecars",
+            &native_sidecars,
+        ],
+        Some(pod),
+    );
+    assert_eq!(
+        env_files, "off",
+        "deploy/ changed: revisit inject's default"
+    );
+    assert_eq!(by_default.status.code(), as_shipped.status.code());
+    assert_eq!(by_default.stdout, as_shipped.stdout);
+    assert_eq!(by_default.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&by_default.stderr);
+    for expected in [
+        "annotation secrets.k8s.aws/env:",
+        "need Kubernetes 1.35 or later",
+        "--kubernetes-version 1.35",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?}: {stderr}");
+    }
+    // Without env vars the default injects a native sidecar, as the shipped webhook does.
+    let rotation_only = pod_without_env();
+    let by_default = inject(&["-f", "-"], Some(rotation_only.as_bytes()));
+    let as_shipped = inject(
+        &["-f", "-", "--native-sidecars", &native_sidecars],
+        Some(rotation_only.as_bytes()),
+    );
+    assert!(by_default.status.success());
+    assert_eq!(by_default.stdout, as_shipped.stdout);
+
+    // Told the cluster's version, auto means what that version supports.
+    let sidecar_kind = |output: &Output| -> &'static str {
+        let pod = &documents(&output.stdout)[0];
+        let native = pod["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["restartPolicy"] == "Always");
+        if native { "native" } else { "classic" }
+    };
+    for (version, env_ok, sidecars) in [
+        ("1.28", false, "classic"),
+        ("v1.29.3", false, "native"),
+        ("1.34", false, "native"),
+        ("1.35", true, "native"),
+        ("1.37", true, "native"),
+    ] {
+        let with_env = inject(&["-f", "-", "--kubernetes-version", version], Some(pod));
+        assert_eq!(
+            with_env.status.success(),
+            env_ok,
+            "{version}: {}",
+            String::from_utf8_lossy(&with_env.stderr)
+        );
+        if env_ok {
+            assert!(String::from_utf8_lossy(&with_env.stdout).contains("fileKeyRef"));
+        }
+        let output = inject(
+            &["-f", "-", "--kubernetes-version", version],
+            Some(rotation_only.as_bytes()),
+        );
+        assert!(output.status.success(), "{version}");
+        assert_eq!(sidecar_kind(&output), sidecars, "{version}");
+    }
+    // Explicit switches win over the version, as in the webhook.
+    let output = inject(
+        &[
+            "-f",
+            "-",
+            "--kubernetes-version",
+            "1.35",
+            "--env-files",
+            "off",
+        ],
+        Some(pod),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let bad = inject(&["-f", "-", "--kubernetes-version", "latest"], Some(pod));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("\"latest\" is not a Kubernetes version such as 1.35"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+fn pod_without_env() -> String {
+    let mut pod: Value = serde_json::from_str(&env_and_rotation_pod()).unwrap();
+    pod["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secrets.k8s.aws/env");
+    pod.to_string()
+}
+
+/// Any kind with a pod template at spec.template (an Argo Rollout) is injected; documents
+/// passed over that may have been meant for injection, and an empty input, are named on stderr
+/// with their document number, kind and why; kinds that never hold pods pass by in silence.
+#[test]
+fn other_workload_kinds_are_injected_and_skipped_documents_are_named() {
+    let template = json!({
+        "metadata": {"annotations": {"secrets.k8s.aws/secret-arn": ARN}},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]}
+    });
+    let input = [
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+               "metadata": {"name": "web"}, "spec": {"replicas": 2, "template": template}}),
+        json!({"kind": "Deployment", "metadata": {"name": "no-api-version"},
+               "spec": {"template": template}}),
+        json!({"metadata": {"name": "nothing"}, "data": {"a": "b"}}),
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+               "metadata": {"name": "wf"},
+               "spec": {"templates": [{"name": "main", "metadata": template["metadata"],
+                                        "container": {"image": "x"}}]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+               "data": {"k": "v"}}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n---\n");
+    let output = inject(&["-f", "-"], Some(input.as_bytes()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let after = documents(&output.stdout);
+    assert_eq!(
+        init_container_names(&after[0]["spec"]["template"]),
+        ["secrets-init-container"]
+    );
+    assert_eq!(
+        after[0]["spec"]["template"]["metadata"]["annotations"]["secrets.k8s.aws/status"],
+        "injected"
+    );
+    // Skipped documents come out as they went in.
+    let before = documents(input.as_bytes());
+    assert_eq!(after[1..], before[1..]);
+    let skipped: Vec<&str> = stderr.lines().filter(|l| l.contains("skipped")).collect();
+    assert_eq!(skipped.len(), 3, "{stderr}");
+    for (line, expected) in skipped.iter().zip([
+        "warning: standard input: document 2 (Deployment): skipped: it has no apiVersion",
+        "warning: standard input: document 3: skipped: it has no apiVersion and kind",
+        "warning: standard input: document 4 (Workflow/wf): skipped: it asks for secrets",
+    ]) {
+        assert!(line.starts_with(expected), "{expected:?}: {stderr}");
+    }
+    assert!(skipped[2].contains("spec.template"), "{stderr}");
+    assert!(!stderr.contains("ConfigMap"), "{stderr}");
+    // The same documents, the same words from iam-policy, which walks the same templates.
+    let policy = common::secret_inject(&["iam-policy", "-f", "-"], Some(input.as_bytes()));
+    let policy_stderr = String::from_utf8_lossy(&policy.stderr);
+    assert!(policy.status.success(), "{policy_stderr}");
+    assert_eq!(
+        policy_stderr
+            .lines()
+            .filter(|l| l.contains("skipped"))
+            .count(),
+        3,
+        "{policy_stderr}"
+    );
+    let policies: Value = serde_json::from_slice(&policy.stdout).unwrap();
+    assert!(policies.get("default/default").is_some(), "{policies}");
+    // An empty input, or one of comments only: nothing on stdout, and a warning.
+    for empty in ["", "# just a comment\n", "---\n---\n"] {
+        let output = inject(&["-f", "-"], Some(empty.as_bytes()));
+        assert!(output.status.success());
+        assert!(output.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "warning: standard input: no documents (the input is empty or holds only \
+             comments): nothing to do\n"
+        );
+    }
+}

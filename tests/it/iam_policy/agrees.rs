@@ -158,7 +158,11 @@ fn pod_of(i: usize, case: &random_pod::Case, fixture: &Fixture) -> Value {
 /// The environment of the agent container `inject` renders for `pod` (the rotating one, when
 /// there are two).
 fn agent_env(pod: &Value) -> Vec<(String, String)> {
-    let output = secret_inject(&["inject", "-f", "-"], Some(pod.to_string().as_bytes()));
+    // A cluster with EnvFiles: random pods bind env vars.
+    let output = secret_inject(
+        &["inject", "-f", "-", "--kubernetes-version", "1.35"],
+        Some(pod.to_string().as_bytes()),
+    );
     assert!(
         output.status.success(),
         "inject: {}",
