@@ -88,13 +88,21 @@ fn seed_blog_deployment_is_injected_as_the_seed_describes() {
         template["spec"]["serviceAccountName"],
         "webserver-service-account"
     );
-    // The user is told the file is readable by all users in the pod (no fsGroup given), in a
-    // line for a person, not a log record.
+    // The user is told the file is readable by all users in the pod (no fsGroup given), and
+    // that the app's /tmp becomes the secret volume (the seed's default mount path), in lines
+    // for a person, not log records.
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<&str> = stderr.lines().collect();
-    assert_eq!(warnings.len(), 1, "{stderr}");
-    assert!(warnings[0].starts_with("warning: "), "{stderr}");
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings.iter().all(|w| w.starts_with("warning: ")),
+        "{stderr}"
+    );
     assert!(warnings[0].contains("fsGroup"), "{stderr}");
+    assert!(
+        warnings[1].contains("mounted at /tmp") && warnings[1].contains("volume of 1Mi"),
+        "{stderr}"
+    );
 }
 
 /// Workloads of every supported kind, as kubectl builds them, plus kinds that pass through.
@@ -245,7 +253,8 @@ fn every_workload_kind_is_injected_and_others_pass_through() {
 #[test]
 fn json_on_standard_input_works_too() {
     let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "annotations": {
-        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": ARN } },
+        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": ARN,
+        "secrets.k8s.aws/mount-path": "/var/run/secrets/app" } },
         "spec": { "securityContext": { "fsGroup": 2000 }, "containers": [{ "name": "app", "image": "app:1" }] } });
     let output = inject(
         &["-f", "-"],
@@ -258,7 +267,7 @@ fn json_on_standard_input_works_too() {
     );
     let docs = documents(&output.stdout);
     assert_eq!(init_container_names(&docs[0]), ["secrets-init-container"]);
-    // fsGroup set: no warning.
+    // fsGroup and a mount path of its own: no warning.
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
 
@@ -317,6 +326,58 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     let output = inject(&["-f", "/nonexistent/app.yaml"], None);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/app.yaml"));
+}
+
+/// Issue 19 item 1 offline: `inject` sizes the volume as the webhook does, and denies a stated
+/// size too small for the pod's secrets.
+#[test]
+fn inject_sizes_the_volume_from_the_secrets_and_denies_a_size_too_small() {
+    let deployment = |annotations: &str, os: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    \
+             matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n      \
+             annotations:\n{annotations}    spec:\n{os}      containers:\n      - name: app\n        \
+             image: app:1\n"
+        )
+    };
+    let many: String = (0..100)
+        .map(|i| format!("        secrets.k8s.aws/secret-arn.s{i}: {ARN}\n"))
+        .collect();
+    let output = inject(&["-f", "-"], Some(deployment(&many, "").as_bytes()));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&output.stdout);
+    let volume = docs[0]["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secret-vol")
+        .unwrap()
+        .clone();
+    assert_eq!(volume["emptyDir"]["sizeLimit"], "16Mi");
+
+    let small = format!("{many}        secrets.k8s.aws/volume-size-limit: 1Mi\n");
+    let output = inject(&["-f", "-"], Some(deployment(&small, "").as_bytes()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("annotation secrets.k8s.aws/volume-size-limit: 1Mi cannot hold")
+            && stderr.contains("at least 13Mi"),
+        "{stderr}"
+    );
+    let output = inject(
+        &["--volume-size-limit", "1Mi", "-f", "-"],
+        Some(deployment(&many, "").as_bytes()),
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--volume-size-limit 1Mi cannot hold"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
