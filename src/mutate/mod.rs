@@ -250,6 +250,9 @@ pub enum MutationError {
     /// The operator's `--volume-size-limit` cannot hold the pod's secrets.
     #[error("{0}")]
     VolumeTooSmall(String),
+    /// The pod cannot run the agent (a Windows pod).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<SpecError> for MutationError {
@@ -283,8 +286,24 @@ pub fn mutate(
         }
         Request::Inject(injection) => {
             check_containers(spec, limits)?;
+            check_os(spec)?;
             inject(metadata, spec, &injection, config).map(Some)
         }
+    }
+}
+
+/// The agent is a Linux container: a pod that states another OS (`spec.os.name: windows`) is
+/// denied rather than given a container its nodes cannot run.
+fn check_os(spec: &PodSpec<'_>) -> Result<(), MutationError> {
+    match spec.os.as_ref().map(|os| &*os.name) {
+        None | Some("linux") => Ok(()),
+        Some(os) => Err(MutationError::Unsupported(format!(
+            "spec.os.name: the pod runs on {os:?}, and secret-inject's agent is a Linux-only \
+             container (it would be injected as an init container the pod's nodes cannot run); \
+             do not annotate {os} pods with secrets.k8s.aws/ annotations (or set \
+             {}: disabled), and read the secret in the app instead",
+            spec::INJECTOR_WEBHOOK
+        ))),
     }
 }
 

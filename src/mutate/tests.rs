@@ -1055,3 +1055,37 @@ fn the_default_mount_path_tmp_is_warned_about_with_the_volume_size() {
             .any(|w| w.contains("/tmp")),
     );
 }
+
+#[test]
+fn a_windows_pod_is_denied_naming_spec_os_name() {
+    let mut pod = seed_pod();
+    pod["spec"]["os"] = json!({ "name": "windows" });
+    let Err(MutationError::Unsupported(message)) = run(&pod) else {
+        panic!("a Windows pod must be denied")
+    };
+    assert!(
+        message.starts_with("spec.os.name: the pod runs on \"windows\"")
+            && message.contains("Linux-only")
+            && message.contains("do not annotate windows pods"),
+        "{message}"
+    );
+    // Seen through the webhook's own reader of the request, too.
+    let body = serde_json::to_vec(&pod).unwrap();
+    let borrowed: Pod = serde_json::from_slice(&body).unwrap();
+    assert!(matches!(
+        mutate(
+            &borrowed.metadata,
+            borrowed.spec.as_ref().unwrap(),
+            &MutationConfig::default()
+        ),
+        Err(MutationError::Unsupported(_))
+    ));
+    pod["spec"]["os"] = json!({ "name": "linux" });
+    assert!(run(&pod).unwrap().is_some());
+    // A Windows pod that does not ask for secrets is left alone.
+    let mut plain = json!({ "metadata": {}, "spec": { "os": { "name": "windows" },
+        "containers": [{ "name": "app" }] } });
+    assert!(run(&plain).unwrap().is_none());
+    plain["metadata"]["annotations"] = json!({ "example.com/x": "y" });
+    assert!(run(&plain).unwrap().is_none());
+}

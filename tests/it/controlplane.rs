@@ -1523,3 +1523,27 @@ fn an_operators_volume_size_too_small_for_a_pod_is_denied_naming_the_flag() {
     let stored = plane.get_json(&["pod", "stated", "-n", &ns.app]);
     assert_eq!(secret_vol(&stored)["emptyDir"]["sizeLimit"], "20Mi");
 }
+
+/// Issue 19 item 10: the agent is a Linux container; a Windows pod that asks for secrets is
+/// denied, naming spec.os.name, instead of getting an init container its nodes cannot run.
+#[test]
+fn a_windows_pod_that_asks_for_secrets_is_denied_naming_spec_os_name() {
+    let ns = Namespaces::new("windows", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let mut windows = pod("windows", json!({"secrets.k8s.aws/secret-arn": ARN}), false);
+    windows["spec"]["os"] = json!({"name": "windows"});
+    let output = create(plane, &ns.app, &windows);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("admission webhook \"pods.secret-inject.secrets.k8s.aws\" denied")
+            && stderr.contains("spec.os.name: the pod runs on \"windows\"")
+            && stderr.contains("Linux-only"),
+        "{stderr}"
+    );
+    assert!(!plane.exists("pod", "windows", &ns.app));
+    // A Windows pod without our annotations is not ours to deny.
+    windows["metadata"]["annotations"] = json!({});
+    create_ok(plane, &ns.app, &windows);
+}

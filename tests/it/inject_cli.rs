@@ -328,10 +328,10 @@ fn bad_annotation_fails_naming_the_document_and_annotation_and_prints_nothing() 
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/app.yaml"));
 }
 
-/// Issue 19 item 1 offline: `inject` sizes the volume as the webhook does, and denies a stated
-/// size too small for the pod's secrets.
+/// Issue 19 items 1 and 10 offline: `inject` denies what the webhook denies (a Windows pod, a
+/// stated volume size too small for the pod's secrets) and sizes the volume the same way.
 #[test]
-fn inject_sizes_the_volume_from_the_secrets_and_denies_a_size_too_small() {
+fn inject_denies_windows_pods_and_volumes_too_small_and_sizes_the_volume_from_the_secrets() {
     let deployment = |annotations: &str, os: &str| {
         format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    \
@@ -340,6 +340,21 @@ fn inject_sizes_the_volume_from_the_secrets_and_denies_a_size_too_small() {
              image: app:1\n"
         )
     };
+    let one = format!("        secrets.k8s.aws/secret-arn: {ARN}\n");
+    let output = inject(
+        &["-f", "-"],
+        Some(deployment(&one, "      os: {name: windows}\n").as_bytes()),
+    );
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("document 1 (Deployment/web)")
+            && stderr.contains("spec.os.name: the pod runs on \"windows\"")
+            && stderr.contains("Linux-only"),
+        "{stderr}"
+    );
+
     let many: String = (0..100)
         .map(|i| format!("        secrets.k8s.aws/secret-arn.s{i}: {ARN}\n"))
         .collect();
