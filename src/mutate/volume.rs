@@ -61,9 +61,6 @@ impl Needs {
 
 /// A version id's longest form (Secrets Manager: 64 characters; a parameter version: digits).
 const VERSION_ID_BYTES: u64 = 64;
-/// A tmpfs keeps a symlink's target in the inode when it is shorter than this (with its NUL);
-/// a longer one takes a page.
-const SHORT_SYMLINK_BYTES: u64 = 128;
 
 /// What the plan of `injection` can take on the volume.
 pub fn needs(injection: &InjectionSpec) -> Needs {
@@ -89,7 +86,7 @@ pub fn needs(injection: &InjectionSpec) -> Needs {
         })
         .sum();
     set_pages += size::pages(versions + 2);
-    // `..data` and one link per top-level name; one more while a link is swapped.
+    // The links beside the sets, one per top-level name.
     let mut tops: Vec<&str> = injection
         .secrets
         .iter()
@@ -100,10 +97,7 @@ pub fn needs(injection: &InjectionSpec) -> Needs {
         .collect();
     tops.sort_unstable();
     tops.dedup();
-    let link_pages = 1 + tops
-        .iter()
-        .filter(|top| "..data/".len() as u64 + top.len() as u64 + 1 > SHORT_SYMLINK_BYTES)
-        .count() as u64;
+    let link_pages = size::link_pages(tops);
     Needs {
         set_pages,
         link_pages,

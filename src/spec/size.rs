@@ -88,6 +88,17 @@ pub fn pages(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE_BYTES)
 }
 
+/// The pages of the symlinks beside the sets, for a set whose top-level names are `tops`
+/// (each once): `..data`, one more while a link is swapped, and a page for each link
+/// `..data/<name>` too long for a tmpfs to keep in the inode (128 bytes with its NUL).
+pub fn link_pages<'a>(tops: impl IntoIterator<Item = &'a str>) -> u64 {
+    const SHORT_SYMLINK_BYTES: usize = 128;
+    1 + tops
+        .into_iter()
+        .filter(|top| "..data/".len() + top.len() + 1 > SHORT_SYMLINK_BYTES)
+        .count() as u64
+}
+
 /// The volume the webhook gives a plan whose one complete set of files takes `set_pages` pages
 /// and whose symlinks beside the sets take `link_pages`: room for two sets (the agent writes a
 /// new set beside the old one, then swaps `..data`), 25 % headroom, in whole Mi, at least 1 Mi.

@@ -20,5 +20,6 @@ mod plan_contract;
 mod properties;
 mod rotation;
 mod router;
+mod volume_full;
 mod webhook_e2e;
 mod webhook_lifecycle;
