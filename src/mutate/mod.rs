@@ -297,13 +297,17 @@ pub fn mutate(
 fn check_os(spec: &PodSpec<'_>) -> Result<(), MutationError> {
     match spec.os.as_ref().map(|os| &*os.name) {
         None | Some("linux") => Ok(()),
-        Some(os) => Err(MutationError::Unsupported(format!(
-            "spec.os.name: the pod runs on {os:?}, and secret-inject's agent is a Linux-only \
-             container (it would be injected as an init container the pod's nodes cannot run); \
-             do not annotate {os} pods with secrets.k8s.aws/ annotations (or set \
-             {}: disabled), and read the secret in the app instead",
-            spec::INJECTOR_WEBHOOK
-        ))),
+        Some(os) => {
+            // The API server has not validated the pod yet: a name of any length is shortened.
+            let os: String = os.chars().take(40).collect();
+            Err(MutationError::Unsupported(format!(
+                "spec.os.name: the pod runs on {os:?}, and secret-inject's agent is a Linux-only \
+                 container (it would be injected as an init container the pod's nodes cannot \
+                 run); do not annotate {os} pods with secrets.k8s.aws/ annotations (or set {}: \
+                 disabled), and read the secret in the app instead",
+                spec::INJECTOR_WEBHOOK
+            )))
+        }
     }
 }
 

@@ -1080,6 +1080,24 @@ fn a_windows_pod_is_denied_naming_spec_os_name() {
         ),
         Err(MutationError::Unsupported(_))
     ));
+    // A name the API server would refuse is not echoed whole.
+    let long = "w".repeat(100_000);
+    let value = json!({ "metadata": pod["metadata"].clone(), "spec": { "os": { "name": long },
+        "containers": [{ "name": "app" }] } });
+    let body = serde_json::to_vec(&value).unwrap();
+    let borrowed: Pod = serde_json::from_slice(&body).unwrap();
+    let Err(error) = mutate(
+        &borrowed.metadata,
+        borrowed.spec.as_ref().unwrap(),
+        &MutationConfig::default(),
+    ) else {
+        panic!("not linux")
+    };
+    assert!(
+        error.to_string().len() < 1000,
+        "{}",
+        error.to_string().len()
+    );
     pod["spec"]["os"] = json!({ "name": "linux" });
     assert!(run(&pod).unwrap().is_some());
     // A Windows pod that does not ask for secrets is left alone.
