@@ -220,6 +220,15 @@ const HELP: &[(FailureKind, Option<&str>, &str, &str)] = &[
     ),
     (
         FailureKind::Write,
+        Some("VolumeFull"),
+        "the secret volume is full",
+        "give the pod's volume the size named above: set the pod's annotation \
+         secrets.k8s.aws/volume-size-limit (or the webhook's --volume-size-limit, whose default \
+         auto sizes each pod's volume from its secrets), then recreate the pod; the files in \
+         place are kept",
+    ),
+    (
+        FailureKind::Write,
         None,
         "cannot write the secret",
         "the secret volume must be an emptyDir with medium: Memory mounted at the mount path; \

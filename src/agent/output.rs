@@ -81,7 +81,10 @@ pub(crate) fn write_all(
         plan.file_mode.bits(),
         options.allow_disk,
     )
-    .map_err(write_failure)?;
+    .map_err(|error| match error.is_no_space() {
+        true => volume_full(&error, &files),
+        false => write_failure(error),
+    })?;
     let mut summary = format!(
         "secret-inject: wrote {visible} file(s) for {} secret(s) into {}",
         plan.secrets.len(),
@@ -106,12 +109,32 @@ pub(crate) fn write_all(
     })
 }
 
+/// The volume has no room for the set: the failure names the size a volume needs for these
+/// files (two complete sets, as the webhook sizes it) and, through its code, the fix.
+fn volume_full(error: &write::WriteError, files: &[render::OutputFile]) -> Failure {
+    let (set, links) = write::set_pages(files);
+    Failure::new(
+        FailureKind::Write,
+        VOLUME_FULL,
+        format!(
+            "{error}; a volume for these files needs at least {} (two complete sets: the agent \
+             writes a new set beside the old one)",
+            crate::spec::size::quantity(crate::spec::size::volume_for(set, links))
+        ),
+    )
+}
+
+/// The code of a write that found no room on the volume.
+pub(crate) const VOLUME_FULL: &str = "VolumeFull";
+
 /// The failure of a write, with its code.
 pub(crate) fn write_failure(error: write::WriteError) -> Failure {
     let code = match &error {
         write::WriteError::NotInMemory { .. } => "NotInMemory",
         write::WriteError::Escapes { .. } => "PathEscapes",
         write::WriteError::Collision { .. } => "FileCollision",
+        write::WriteError::NoSpace { .. } => VOLUME_FULL,
+        write::WriteError::Io { .. } if error.is_no_space() => VOLUME_FULL,
         write::WriteError::Io { .. } => "WriteFailed",
     };
     Failure::new(FailureKind::Write, code, crate::errors::error_chain(&error))

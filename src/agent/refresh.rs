@@ -8,6 +8,14 @@
 //! new version ids, and the pod's reload action run. Errors keep the last good files: transient
 //! ones are retried sooner with backoff, permanent ones (a denial, a deleted secret) are logged
 //! and the termination log is written, and checking goes on at the interval.
+//!
+//! A change that cannot be written (the volume is full, an I/O error) is a failure the pod's
+//! owner sees: the sidecar exits with code 8 and the message in its termination log, so the
+//! container's restart count moves and `kubectl describe pod` shows the message and the fix as
+//! its last state. The files in place stay. The restarted sidecar finds them: when it cannot
+//! write the new set either, it keeps them, logs the failure and tries again every interval,
+//! rather than exiting again (a sidecar in back-off would make the pod not ready, taking every
+//! replica of a workload out of service for a value they still hold).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -70,11 +78,23 @@ pub(crate) async fn run(
     let mut values = first;
     // A restarted sidecar, or the classic sidecar after the init container, finds the same set
     // in place: it is not written again.
-    let mut written = if versions_in_place(dir).as_ref() == Some(&versions_of(&values)) {
+    let in_place = versions_in_place(dir);
+    // A write that failed while files are in place, retried every interval: the failure.
+    let mut unwritten: Option<Failure> = None;
+    let mut written = if in_place.as_ref() == Some(&versions_of(&values)) {
         info!("the files in place are current");
         None
     } else {
-        Some(write_all(plan, &values, options)?)
+        match write_all(plan, &values, options) {
+            Ok(done) => Some(done),
+            // A restarted sidecar (the previous one exited on this failure): keep the files.
+            Err(failure) if failure.kind == FailureKind::Write && in_place.is_some() => {
+                report(&failure, plan, options);
+                unwritten = Some(failure);
+                None
+            }
+            Err(failure) => return Err(failure),
+        }
     };
     if let Some(written) = &written {
         info!(files = written.files, "secrets written");
@@ -88,6 +108,16 @@ pub(crate) async fn run(
             () = tokio::time::sleep(wait) => {}
             signal = &mut stop => {
                 info!(signal, "stopped");
+                if let Some(failure) = &unwritten {
+                    // The termination log keeps saying what is wrong, not what was written last.
+                    return Ok(Written {
+                        set: dir.to_owned(),
+                        files: 0,
+                        secrets: plan.secrets.len(),
+                        summary: failure.message(&plan.secrets[0].secret.to_string(), None),
+                        exit_code: super::failure::exit::OK,
+                    });
+                }
                 return Ok(written.unwrap_or_else(|| Written {
                     set: dir.to_owned(),
                     files: 0,
@@ -99,8 +129,8 @@ pub(crate) async fn run(
         }
         let deadline = options.deadline.min(refresh.interval);
         let round = check(plan, clients, &values, options, deadline).await;
-        // What changed is written, whatever else failed.
-        if !round.changed.is_empty() {
+        // What changed is written, whatever else failed; a set not written yet is tried again.
+        if !round.changed.is_empty() || unwritten.is_some() {
             for (key, (old, new)) in &round.versions {
                 info!(
                     secret = %key.0,
@@ -115,6 +145,7 @@ pub(crate) async fn run(
                 Ok(mut done) => {
                     info!(files = done.files, "secrets updated");
                     values = next;
+                    unwritten = None;
                     reload::after_change(refresh).await;
                     if refresh.restart {
                         // The RestartAllContainers rule restarts the pod's containers in
@@ -132,6 +163,21 @@ pub(crate) async fn run(
                         return Ok(done);
                     }
                     written = Some(done);
+                }
+                // Held since this sidecar started: said already, by the exit before it.
+                Err(failure) if unwritten.is_some() => {
+                    report(&failure, plan, options);
+                    unwritten = Some(failure);
+                }
+                // A change this sidecar cannot write: exit, so the pod's owner sees it.
+                Err(failure) if failure.kind == FailureKind::Write => {
+                    error!(
+                        code = %failure.code,
+                        exit_code = failure.kind.exit_code(),
+                        "cannot write the changed secrets; exiting so the container's restart \
+                         count and last state show it (the files in place are kept)"
+                    );
+                    return Err(failure);
                 }
                 Err(failure) => report(&failure, plan, options),
             }

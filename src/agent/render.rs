@@ -11,8 +11,8 @@ use super::failure::{Failure, FailureKind};
 use crate::contract::{self, SecretPlan};
 use crate::spec::{self, KeySelector, OutputFormat, is_env_var_name};
 
-/// Largest env file the kubelet reads.
-pub const MAX_ENV_FILE_BYTES: usize = 64 * 1024;
+/// Largest env file the kubelet reads (the webhook sizes the volume for it).
+pub const MAX_ENV_FILE_BYTES: usize = spec::MAX_ENV_FILE_BYTES;
 
 /// One file of a set, relative to the output directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

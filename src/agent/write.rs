@@ -16,6 +16,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::render::OutputFile;
+use crate::spec::size::{self, human};
 
 /// `statfs` magic numbers of the in-memory filesystems.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -49,6 +50,26 @@ pub enum WriteError {
         /// The path.
         path: PathBuf,
     },
+    /// The volume has no room for the new set beside the files in place.
+    #[error(
+        "the new set of {files} file(s) takes {} (in whole 4 KiB pages), and {dir} has {} free of \
+         {}: the volume must hold the files in place and the new set side by side",
+        human(*needed),
+        human(*free),
+        human(*total)
+    )]
+    NoSpace {
+        /// The output directory.
+        dir: PathBuf,
+        /// Files of the new set.
+        files: usize,
+        /// Bytes the new set takes, in whole pages.
+        needed: u64,
+        /// Bytes free on the volume.
+        free: u64,
+        /// The volume's size.
+        total: u64,
+    },
     /// Another I/O error.
     #[error("{action} {path}")]
     Io {
@@ -60,6 +81,66 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl WriteError {
+    /// Whether the volume ran out of room (checked before writing, or `ENOSPC`/`EDQUOT` while
+    /// writing).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            WriteError::NoSpace { .. } => true,
+            WriteError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(code) if code == Errno::NOSPC.raw_os_error() || code == Errno::DQUOT.raw_os_error()
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What a set of `files` takes on a tmpfs, as the webhook counts it ([`crate::spec::size`]):
+/// (the pages of the set's files, the pages of the links beside the sets). A tmpfs charges each
+/// file whole pages, keeps a short symlink target in the inode and gives a long one a page.
+pub fn set_pages(files: &[OutputFile]) -> (u64, u64) {
+    let set = files
+        .iter()
+        .map(|f| size::pages(f.bytes.len() as u64))
+        .sum();
+    let mut tops: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.path.split('/').next())
+        .filter(|top| !top.starts_with(".."))
+        .collect();
+    tops.sort_unstable();
+    tops.dedup();
+    let links = size::link_pages(tops);
+    (set, links)
+}
+
+/// Refuse a set that cannot fit beside the files in place, before writing any of it: a tmpfs
+/// with a size (an emptyDir's `sizeLimit`) says how much is free.
+fn check_room(root: &OwnedFd, dir: &Path, files: &[OutputFile]) -> Result<(), WriteError> {
+    let Ok(stat) = rfs::fstatvfs(root) else {
+        return Ok(());
+    };
+    // ramfs, or a tmpfs without a size: no limit to check against.
+    if stat.f_blocks == 0 {
+        return Ok(());
+    }
+    let block = stat.f_frsize.max(1);
+    let (set, links) = set_pages(files);
+    let needed = (set + links) * size::PAGE_BYTES;
+    let free = stat.f_bavail.saturating_mul(block);
+    if needed <= free {
+        return Ok(());
+    }
+    Err(WriteError::NoSpace {
+        dir: dir.to_owned(),
+        files: files.len(),
+        needed,
+        free,
+        total: stat.f_blocks.saturating_mul(block),
+    })
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> WriteError + 'a {
@@ -112,6 +193,7 @@ pub fn write_set(
 ) -> Result<PathBuf, WriteError> {
     let root = open_dir(dir)?;
     check_fd_in_memory(&root, dir, allow_disk)?;
+    check_room(&root, dir, files)?;
     let set_name = format!(
         "..{}.{:08x}",
         std::time::SystemTime::now()
@@ -397,6 +479,33 @@ mod tests {
         write_set(dir.path(), &[file("secret", b"y")], 0o400, true).unwrap();
         assert!(names(outside2.path()).is_empty());
         assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn no_room_is_told_apart_from_other_io_errors_and_pages_are_whole() {
+        let io = |errno: Errno| WriteError::Io {
+            action: "cannot write",
+            path: PathBuf::from("/tmp/x"),
+            source: errno.into(),
+        };
+        assert!(io(Errno::NOSPC).is_no_space());
+        assert!(io(Errno::DQUOT).is_no_space());
+        assert!(!io(Errno::IO).is_no_space());
+        assert!(
+            !WriteError::Collision {
+                path: PathBuf::from("a")
+            }
+            .is_no_space()
+        );
+        let long = "d".repeat(130);
+        let (set, links) = set_pages(&[
+            file("a", &[b'x'; 4097]),
+            file("b", b""),
+            file(&format!("{long}/c"), b"c"),
+            file("..versions", b"{}"),
+        ]);
+        // 2 + 0 + 1 + 1 pages; `..data` and a link being swapped, and the long name's link.
+        assert_eq!((set, links), (4, 2));
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub struct MutationArgs {
     /// Memory limit of the injected container.
     #[arg(long, env = "SECRET_INJECT_SIDECAR_MEMORY_LIMIT", default_value = defaults::MEMORY_LIMIT)]
     sidecar_memory_limit: String,
-    /// sizeLimit of the in-memory secret volume (it counts against the pod's memory).
+    /// sizeLimit of the in-memory secret volume (it counts against the pod's memory): auto sizes
+    /// each pod's volume from its secrets (room for two complete sets of their files, the most
+    /// each store holds, with headroom, in whole Mi); a quantity such as 16Mi is used for every
+    /// pod, and a pod whose secrets it cannot hold is denied. A pod's own
+    /// secrets.k8s.aws/volume-size-limit annotation wins over either.
     #[arg(long, env = "SECRET_INJECT_VOLUME_SIZE_LIMIT", default_value = defaults::VOLUME_SIZE_LIMIT)]
     volume_size_limit: String,
     /// Whether env.<n> annotations may add env vars read from the volume (fileKeyRef, the

@@ -27,9 +27,11 @@ use crate::spec::{
 
 pub mod patch;
 pub mod pod;
+pub mod volume;
 
 pub use patch::JsonPatch;
 pub use pod::{ObjectMeta, Pod, PodSpec};
+pub use volume::VolumeSize;
 
 /// The defaults of [`MutationConfig`], which the command line shows.
 pub mod defaults {
@@ -41,8 +43,8 @@ pub mod defaults {
     pub const MEMORY_REQUEST: &str = "16Mi";
     /// Memory limit of the injected container.
     pub const MEMORY_LIMIT: &str = "32Mi";
-    /// `sizeLimit` of the in-memory volume.
-    pub const VOLUME_SIZE_LIMIT: &str = "1Mi";
+    /// `sizeLimit` of the in-memory volume: sized from each pod's plan ([`super::volume`]).
+    pub const VOLUME_SIZE_LIMIT: &str = "auto";
 }
 
 /// What the operator configures for every injection.
@@ -54,8 +56,9 @@ pub struct MutationConfig {
     pub image_pull_policy: String,
     /// Its resource requests and limits.
     pub resources: ResourceRequirements,
-    /// `sizeLimit` of the in-memory volume (it counts against the pod's memory).
-    pub volume_size_limit: Quantity,
+    /// `sizeLimit` of the in-memory volume (it counts against the pod's memory), unless the pod
+    /// states one (`secrets.k8s.aws/volume-size-limit`).
+    pub volume_size: VolumeSize,
     /// Whether the cluster runs native sidecars (init containers with `restartPolicy: Always`,
     /// on by default since Kubernetes 1.29): the rotation agent is one such container; without
     /// them it is an init container plus a regular sidecar container.
@@ -90,7 +93,7 @@ pub struct Settings<'a> {
     pub memory_request: &'a str,
     /// Memory limit.
     pub memory_limit: &'a str,
-    /// `sizeLimit` of the volume.
+    /// `sizeLimit` of the volume: `auto` or a quantity.
     pub volume_size_limit: &'a str,
     /// Whether the cluster supports `fileKeyRef` env vars.
     pub env_files: bool,
@@ -224,7 +227,13 @@ impl MutationConfig {
                 limits: Some(limits),
                 ..Default::default()
             },
-            volume_size_limit: quantity("volume-size-limit", settings.volume_size_limit)?,
+            volume_size: VolumeSize::parse(settings.volume_size_limit).map_err(|problem| {
+                SettingsError {
+                    flag: "volume-size-limit",
+                    value: settings.volume_size_limit.to_owned(),
+                    problem: problem.into(),
+                }
+            })?,
             env_files: settings.env_files,
             native_sidecars: settings.native_sidecars,
             limits: settings.limits,
@@ -364,6 +373,12 @@ pub enum MutationError {
     /// The pod asks for more than a limit allows.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// The operator's `--volume-size-limit` cannot hold the pod's secrets.
+    #[error("{0}")]
+    VolumeTooSmall(String),
+    /// The pod cannot run the agent (a Windows pod).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<SpecError> for MutationError {
@@ -401,6 +416,7 @@ pub fn mutate(
         }
         Request::Inject(injection) => {
             check_containers(spec, limits)?;
+            check_os(spec)?;
             inject(metadata, spec, &injection, config)
         }
     }
@@ -421,6 +437,25 @@ fn ignored_key_warnings(metadata: &ObjectMeta<'_>) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// The agent is a Linux container: a pod that states another OS (`spec.os.name: windows`) is
+/// denied rather than given a container its nodes cannot run.
+fn check_os(spec: &PodSpec<'_>) -> Result<(), MutationError> {
+    match spec.os.as_ref().map(|os| &*os.name) {
+        None | Some("linux") => Ok(()),
+        Some(os) => {
+            // The API server has not validated the pod yet: a name of any length is shortened.
+            let os: String = os.chars().take(40).collect();
+            Err(MutationError::Unsupported(format!(
+                "spec.os.name: the pod runs on {os:?}, and secret-inject's agent is a Linux-only \
+                 container (it would be injected as an init container the pod's nodes cannot \
+                 run); do not annotate {os} pods with secrets.k8s.aws/ annotations (or set {}: \
+                 disabled), and read the secret in the app instead",
+                spec::INJECTOR_WEBHOOK
+            )))
+        }
+    }
 }
 
 /// The pod's containers and init containers within [`Limits::containers`].
@@ -524,11 +559,23 @@ fn inject(
         ),
     }
     // 2. The in-memory volume.
+    let size = volume_size(injection, config)?;
+    if mount_path == spec::DEFAULT_MOUNT_PATH {
+        warnings.push(format!(
+            "secret-inject: the secret volume is mounted at /tmp (the default of {}), so the \
+             app's own /tmp becomes this read-only in-memory volume of {}: the app cannot write \
+             temporary files there; set {} to a directory of its own, such as \
+             /var/run/secrets/app",
+            spec::MOUNT_PATH,
+            spec::size::quantity(size),
+            spec::MOUNT_PATH
+        ));
+    }
     let volume = Volume {
         name: contract::VOLUME_NAME.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".to_owned()),
-            size_limit: Some(config.volume_size_limit.clone()),
+            size_limit: Some(Quantity(spec::size::quantity(size))),
             ..Default::default()
         }),
         ..Default::default()
@@ -593,6 +640,49 @@ fn inject(
     Ok(Mutation {
         patch: Some(ops),
         warnings,
+    })
+}
+
+/// The volume's size in bytes: the pod's `volume-size-limit`, else the operator's
+/// `--volume-size-limit`, else sized from the plan ([`volume::needs`]). A stated size that
+/// cannot hold two complete sets of the pod's files is denied, naming who stated it.
+fn volume_size(injection: &InjectionSpec, config: &MutationConfig) -> Result<u64, MutationError> {
+    use spec::size::{MI, human, quantity};
+    let needs = volume::needs(injection);
+    let stated = match (injection.volume_size, config.volume_size) {
+        (Some(bytes), _) => bytes,
+        (None, VolumeSize::Stated(bytes)) => bytes,
+        (None, VolumeSize::Auto) => return Ok(needs.volume()),
+    };
+    let needed = needs.bytes();
+    if stated >= needed {
+        return Ok(stated);
+    }
+    let at_least = quantity(needed.div_ceil(MI) * MI);
+    let why = format!(
+        "cannot hold the pod's secrets: {} secret(s) can take up to {} as files (each value up \
+         to its store's limit, in whole 4 KiB pages), and the volume must hold two complete sets \
+         (the agent writes a new set beside the old one), {} in all",
+        injection.secrets.len(),
+        human(needs.set_pages * spec::size::PAGE_BYTES),
+        human(needed)
+    );
+    Err(match injection.volume_size {
+        Some(_) => AnnotationError {
+            key: spec::VOLUME_SIZE_LIMIT.to_owned(),
+            problem: format!("{} {why}", quantity(stated)),
+            fix: format!(
+                "set it to at least {at_least}, or remove it to let the webhook size the volume"
+            ),
+        }
+        .into(),
+        None => MutationError::VolumeTooSmall(format!(
+            "the webhook's --volume-size-limit {} {why}; set {}: {at_least} (or more) on the \
+             pod, or run the webhook with --volume-size-limit auto (the default), which sizes \
+             each pod's volume from its secrets",
+            quantity(stated),
+            spec::VOLUME_SIZE_LIMIT
+        )),
     })
 }
 

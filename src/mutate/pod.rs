@@ -142,6 +142,17 @@ pub struct PodSpec<'a> {
     /// Whether the pod sets pod-level `resources` (their content is not read).
     #[serde(default)]
     pub resources: Option<IgnoredAny>,
+    /// `os`.
+    #[serde(default, borrow)]
+    pub os: Option<PodOs<'a>>,
+}
+
+/// `spec.os`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PodOs<'a> {
+    /// `name`: `linux` or `windows`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
 }
 
 /// `spec.securityContext`.
@@ -271,6 +282,9 @@ impl<'a> From<&'a k8s::PodSpec> for PodSpec<'a> {
             restart_policy: spec.restart_policy.as_deref().map(text),
             share_process_namespace: spec.share_process_namespace,
             resources: spec.resources.as_ref().map(|_| IgnoredAny),
+            os: spec.os.as_ref().map(|os| PodOs {
+                name: text(&os.name),
+            }),
         }
     }
 }

@@ -294,7 +294,11 @@ fn fs_group_gives_group_read_file() {
     assert_eq!(mode, "0440");
     assert_eq!(sc["runAsUser"], 1000);
     assert_eq!(sc["runAsGroup"], 2000);
-    assert!(warnings.is_empty());
+    // Only the warning about the default mount path /tmp.
+    assert!(
+        warnings.iter().all(|w| w.contains("mounted at /tmp")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -305,7 +309,11 @@ fn shared_run_as_user_gives_owner_read_file() {
     assert_eq!(mode, "0400");
     assert_eq!(sc["runAsUser"], 1000);
     assert_eq!(sc["runAsGroup"], 3000);
-    assert!(warnings.is_empty());
+    // Only the warning about the default mount path /tmp.
+    assert!(
+        warnings.iter().all(|w| w.contains("mounted at /tmp")),
+        "{warnings:?}"
+    );
     // A container-level override counts too.
     let mut pod = seed_pod();
     pod["spec"]["containers"][0]["securityContext"] = json!({ "runAsUser": 4242 });
@@ -897,4 +905,206 @@ fn a_mount_path_hiding_the_agents_binary_or_ca_bundle_is_denied() {
         );
         assert!(err.contains("/var/run/secrets/app"), "{path}: {err}");
     }
+}
+
+fn secret_vol(pod: &Value) -> Value {
+    pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == contract::VOLUME_NAME)
+        .unwrap()
+        .clone()
+}
+
+fn many_secrets_pod(n: usize) -> Value {
+    let mut pod = seed_pod();
+    for i in 0..n {
+        pod["metadata"]["annotations"][format!("secrets.k8s.aws/secret-arn.s{i}")] = json!(ARN);
+    }
+    pod
+}
+
+#[test]
+fn the_volume_is_sized_from_the_plan_unless_a_size_is_stated() {
+    // The seed's one secret: two sets of 64 KiB fit in the smallest size, 1 Mi.
+    assert_eq!(
+        secret_vol(&apply(&seed_pod()))["emptyDir"]["sizeLimit"],
+        "1Mi"
+    );
+    // 100 secrets of up to 65,536 bytes each: two sets are 12.5 MiB; with headroom 16 Mi.
+    let many = many_secrets_pod(99);
+    assert_eq!(secret_vol(&apply(&many))["emptyDir"]["sizeLimit"], "16Mi");
+    // The pod's own size wins, in the unit the API writes.
+    let mut stated = many.clone();
+    stated["metadata"]["annotations"]["secrets.k8s.aws/volume-size-limit"] = json!("0.03Gi");
+    let bytes = (0.03f64 * (1u64 << 30) as f64).ceil() as u64;
+    assert_eq!(
+        secret_vol(&apply(&stated))["emptyDir"]["sizeLimit"],
+        spec::size::quantity(bytes)
+    );
+    // The operator's size, where it holds the plan.
+    let (metadata, pod_spec) = parts(&seed_pod());
+    let config = MutationConfig::new(&Settings {
+        volume_size_limit: "2Mi",
+        ..Settings::default()
+    })
+    .unwrap();
+    let patch = mutate_typed(&metadata, &pod_spec, &config)
+        .unwrap()
+        .and_then(|m| m.patch)
+        .unwrap();
+    let mut patched = seed_pod();
+    json_patch::patch(&mut patched, &patch.to_patch()).unwrap();
+    assert_eq!(secret_vol(&patched)["emptyDir"]["sizeLimit"], "2Mi");
+}
+
+#[test]
+fn a_stated_size_that_cannot_hold_two_sets_is_denied_naming_who_stated_it() {
+    // The pod: 100 × 64 KiB in the old default of 1 Mi.
+    let mut pod = many_secrets_pod(99);
+    pod["metadata"]["annotations"]["secrets.k8s.aws/volume-size-limit"] = json!("1Mi");
+    let Err(MutationError::Annotation(error)) = run(&pod) else {
+        panic!("1 Mi cannot hold 100 secrets")
+    };
+    assert_eq!(error.key, spec::VOLUME_SIZE_LIMIT);
+    let message = error.to_string();
+    assert!(
+        message.contains("1Mi cannot hold the pod's secrets: 100 secret(s)")
+            && message.contains("two complete sets")
+            && message.contains("12.6 MiB in all")
+            && message.contains("set it to at least 13Mi"),
+        "{message}"
+    );
+    pod["metadata"]["annotations"]["secrets.k8s.aws/volume-size-limit"] = json!("13Mi");
+    assert!(run(&pod).unwrap().is_some());
+
+    let config = MutationConfig::new(&Settings {
+        volume_size_limit: "1Mi",
+        ..Settings::default()
+    })
+    .unwrap();
+    let (metadata, spec) = parts(&many_secrets_pod(99));
+    let Err(MutationError::VolumeTooSmall(message)) = mutate_typed(&metadata, &spec, &config)
+    else {
+        panic!("the flag's 1 Mi cannot hold 100 secrets")
+    };
+    assert!(
+        message.starts_with("the webhook's --volume-size-limit 1Mi cannot hold")
+            && message.contains("secrets.k8s.aws/volume-size-limit: 13Mi")
+            && message.contains("--volume-size-limit auto"),
+        "{message}"
+    );
+    // The seed's pod fits the flag's 1 Mi.
+    let (metadata, spec) = parts(&seed_pod());
+    assert!(mutate_typed(&metadata, &spec, &config).unwrap().is_some());
+
+    for (value, problem) in [
+        ("lots", "is not a Kubernetes quantity"),
+        ("0", "outside 1 byte to 1Gi"),
+        ("2Gi", "outside 1 byte to 1Gi"),
+    ] {
+        let mut pod = seed_pod();
+        pod["metadata"]["annotations"]["secrets.k8s.aws/volume-size-limit"] = json!(value);
+        let Err(MutationError::Annotation(error)) = run(&pod) else {
+            panic!("{value}")
+        };
+        assert_eq!(error.key, spec::VOLUME_SIZE_LIMIT);
+        assert!(error.problem.contains(problem), "{value}: {error}");
+    }
+    for value in ["1mb", "0", "-1Mi", ""] {
+        let error = MutationConfig::new(&Settings {
+            volume_size_limit: value,
+            ..Settings::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.flag, "volume-size-limit", "{value}");
+    }
+}
+
+#[test]
+fn the_default_mount_path_tmp_is_warned_about_with_the_volume_size() {
+    let mutation = run(&seed_pod()).unwrap().unwrap();
+    let warning = mutation
+        .warnings
+        .iter()
+        .find(|w| w.contains("mounted at /tmp"))
+        .expect("a warning about /tmp");
+    assert!(
+        warning.contains("read-only in-memory volume of 1Mi")
+            && warning.contains("set secrets.k8s.aws/mount-path"),
+        "{warning}"
+    );
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!("/tmp/");
+    assert!(
+        run(&pod)
+            .unwrap()
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.contains("mounted at /tmp")),
+        "/tmp/ is /tmp"
+    );
+    pod["metadata"]["annotations"]["secrets.k8s.aws/mount-path"] = json!("/var/run/secrets/app");
+    assert!(
+        !run(&pod)
+            .unwrap()
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.contains("/tmp")),
+    );
+}
+
+#[test]
+fn a_windows_pod_is_denied_naming_spec_os_name() {
+    let mut pod = seed_pod();
+    pod["spec"]["os"] = json!({ "name": "windows" });
+    let Err(MutationError::Unsupported(message)) = run(&pod) else {
+        panic!("a Windows pod must be denied")
+    };
+    assert!(
+        message.starts_with("spec.os.name: the pod runs on \"windows\"")
+            && message.contains("Linux-only")
+            && message.contains("do not annotate windows pods"),
+        "{message}"
+    );
+    // Seen through the webhook's own reader of the request, too.
+    let body = serde_json::to_vec(&pod).unwrap();
+    let borrowed: Pod = serde_json::from_slice(&body).unwrap();
+    assert!(matches!(
+        mutate(
+            &borrowed.metadata,
+            borrowed.spec.as_ref().unwrap(),
+            &MutationConfig::default()
+        ),
+        Err(MutationError::Unsupported(_))
+    ));
+    // A name the API server would refuse is not echoed whole.
+    let long = "w".repeat(100_000);
+    let value = json!({ "metadata": pod["metadata"].clone(), "spec": { "os": { "name": long },
+        "containers": [{ "name": "app" }] } });
+    let body = serde_json::to_vec(&value).unwrap();
+    let borrowed: Pod = serde_json::from_slice(&body).unwrap();
+    let Err(error) = mutate(
+        &borrowed.metadata,
+        borrowed.spec.as_ref().unwrap(),
+        &MutationConfig::default(),
+    ) else {
+        panic!("not linux")
+    };
+    assert!(
+        error.to_string().len() < 1000,
+        "{}",
+        error.to_string().len()
+    );
+    pod["spec"]["os"] = json!({ "name": "linux" });
+    assert!(run(&pod).unwrap().is_some());
+    // A Windows pod that does not ask for secrets is left alone.
+    let mut plain = json!({ "metadata": {}, "spec": { "os": { "name": "windows" },
+        "containers": [{ "name": "app" }] } });
+    assert!(run(&plain).unwrap().is_none());
+    plain["metadata"]["annotations"] = json!({ "example.com/x": "y" });
+    assert!(run(&plain).unwrap().is_none());
 }

@@ -11,6 +11,7 @@ mod arn;
 pub mod limits;
 mod path;
 mod select;
+pub mod size;
 
 pub use arn::{ParameterArn, SecretArn, SourceArn, is_region, is_secret_name, partition_of_region};
 pub use limits::{Limit, LimitError, Limits};
@@ -55,6 +56,9 @@ pub const RELOAD_URL: &str = "secrets.k8s.aws/reload-url";
 /// After a change, restart all of the pod's containers in place (`true`), so env vars from
 /// `env.<n>` are read again: the `RestartAllContainers` restart rule (Kubernetes 1.36+).
 pub const RESTART_ON_CHANGE: &str = "secrets.k8s.aws/restart-on-change";
+/// The `sizeLimit` of the pod's in-memory secret volume (a quantity such as `16Mi`), instead of
+/// the size the webhook computes from the pod's secrets; it counts against the pod's memory.
+pub const VOLUME_SIZE_LIMIT: &str = "secrets.k8s.aws/volume-size-limit";
 /// Where the injected init container goes among existing init containers: `first` or `last`.
 pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-position";
 /// Written by the webhook: marks a pod as already injected (idempotency).
@@ -107,6 +111,8 @@ pub const DEFAULT_VERSION_STAGE: &str = "AWSCURRENT";
 /// Largest secret value Secrets Manager stores (its quota): the agent writes no larger one and
 /// the secret writer stores no larger one.
 pub const MAX_SECRET_BYTES: usize = 65_536;
+/// Largest env file the kubelet reads (the agent writes no larger `..data/..env`).
+pub const MAX_ENV_FILE_BYTES: usize = 64 * 1024;
 /// Most secrets one pod may name by default (`--max-secrets`).
 pub const MAX_SECRETS: usize = limits::defaults::SECRETS;
 
@@ -133,6 +139,7 @@ pub const POD_KEYS: &[&str] = &[
     RELOAD_URL,
     RESTART_ON_CHANGE,
     INIT_CONTAINER_POSITION,
+    VOLUME_SIZE_LIMIT,
     STATUS,
 ];
 
@@ -163,6 +170,9 @@ pub struct InjectionSpec {
     pub position: InitContainerPosition,
     /// Keep the files current after start (`None`: fetch once).
     pub refresh: Option<Refresh>,
+    /// The volume's size the pod states ([`VOLUME_SIZE_LIMIT`]), in bytes; `None`: the
+    /// operator's `--volume-size-limit`.
+    pub volume_size: Option<u64>,
 }
 
 /// Rotation: how often to look for new versions and what to do after a change.
@@ -593,6 +603,7 @@ impl InjectionSpec {
                 }
             },
             refresh: None,
+            volume_size: get(VOLUME_SIZE_LIMIT).map(parse_volume_size).transpose()?,
             position: match get(INIT_CONTAINER_POSITION) {
                 None | Some("first") => InitContainerPosition::First,
                 Some("last") => InitContainerPosition::Last,
@@ -958,6 +969,32 @@ fn parse_refresh<'a>(
     }))
 }
 
+/// The pod's stated volume size: a quantity of bytes, more than 0, at most
+/// [`size::MAX_STATED_BYTES`] (it counts against the pod's memory).
+fn parse_volume_size(value: &str) -> Result<u64, AnnotationError> {
+    let fix = "give a size such as 16Mi, or remove the annotation to let the webhook size the \
+               volume from the pod's secrets";
+    let bytes = size::parse_bytes(value).map_err(|problem| {
+        AnnotationError::new(
+            VOLUME_SIZE_LIMIT,
+            format!("{} {problem}", quote(value)),
+            fix,
+        )
+    })?;
+    if bytes == 0 || bytes > size::MAX_STATED_BYTES {
+        return Err(AnnotationError::new(
+            VOLUME_SIZE_LIMIT,
+            format!(
+                "{} is outside 1 byte to {} (the volume counts against the pod's memory)",
+                quote(value),
+                size::quantity(size::MAX_STATED_BYTES)
+            ),
+            fix,
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `(host, port, path)` of an `http://` URL on loopback (`127.0.0.1`, `localhost`, `[::1]`).
 pub fn loopback_url(url: &str) -> Option<(&str, u16, &str)> {
     let rest = url.strip_prefix("http://")?;
@@ -1012,6 +1049,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     RELOAD_URL,
     RESTART_ON_CHANGE,
     INIT_CONTAINER_POSITION,
+    VOLUME_SIZE_LIMIT,
     STATUS,
 ];
 
@@ -1519,6 +1557,16 @@ mod tests {
         let many: BTreeMap<String, String> = many.into_iter().collect();
         let (described, more) = ignored_keys(Some(&many));
         assert_eq!((described.len(), more), (MAX_IGNORED_KEYS, 3));
+    }
+
+    /// The list the messages suggest from is the grammar's: every secret and pod key, no other.
+    #[test]
+    fn known_keys_are_the_secret_and_pod_keys() {
+        let known: std::collections::BTreeSet<&str> = KNOWN_KEYS.iter().copied().collect();
+        let grammar: std::collections::BTreeSet<&str> =
+            SECRET_KEYS.iter().chain(POD_KEYS).copied().collect();
+        assert_eq!(known, grammar);
+        assert_eq!(known.len(), KNOWN_KEYS.len(), "no key twice");
     }
 
     #[test]

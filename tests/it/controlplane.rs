@@ -1542,3 +1542,129 @@ fn a_sample_of_generated_pods_is_stored_injected_and_broken_annotation_sets_are_
         }
     }
 }
+
+/// The `secret-vol` volume of a stored pod.
+fn secret_vol(pod: &Value) -> Value {
+    pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secret-vol")
+        .unwrap_or_else(|| panic!("no secret-vol: {}", pod["spec"]))
+        .clone()
+}
+
+/// The issue's pod: 100 secrets of up to 64 KiB each.
+fn hundred_secrets() -> serde_json::Map<String, Value> {
+    (0..100)
+        .map(|i| (format!("secrets.k8s.aws/secret-arn.s{i}"), json!(ARN)))
+        .collect()
+}
+
+/// Issue 19 item 1: with the chart's defaults the volume is sized from each pod's secrets (two
+/// complete sets, with headroom), a pod's stated size that cannot hold them is denied naming
+/// the annotation and the size needed, and the default mount path /tmp is warned about.
+#[test]
+fn the_volume_is_sized_from_the_secrets_and_a_stated_size_too_small_is_denied() {
+    let ns = Namespaces::new("volume", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let many = hundred_secrets();
+    let stderr = create_ok(
+        plane,
+        &ns.app,
+        &pod("many", Value::from(many.clone()), true),
+    );
+    let stored = plane.get_json(&["pod", "many", "-n", &ns.app]);
+    assert_injected(&stored);
+    assert_eq!(secret_vol(&stored)["emptyDir"]["sizeLimit"], "16Mi");
+    assert!(
+        stderr.contains(
+            "Warning: secret-inject: the secret volume is mounted at /tmp (the default of \
+             secrets.k8s.aws/mount-path), so the app's own /tmp becomes this read-only \
+             in-memory volume of 16Mi"
+        ),
+        "{stderr}"
+    );
+
+    let mut small = many.clone();
+    small.insert("secrets.k8s.aws/volume-size-limit".into(), json!("1Mi"));
+    let output = create(plane, &ns.app, &pod("small", Value::from(small), true));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "annotation secrets.k8s.aws/volume-size-limit: 1Mi cannot hold the pod's secrets: \
+             100 secret(s)"
+        ) && stderr.contains("set it to at least 13Mi"),
+        "{stderr}"
+    );
+    assert!(!plane.exists("pod", "small", &ns.app));
+
+    let mut stated = many;
+    stated.insert("secrets.k8s.aws/volume-size-limit".into(), json!("13Mi"));
+    stated.insert(
+        "secrets.k8s.aws/mount-path".into(),
+        json!("/var/run/secrets/app"),
+    );
+    let stderr = create_ok(plane, &ns.app, &pod("stated", Value::from(stated), true));
+    let stored = plane.get_json(&["pod", "stated", "-n", &ns.app]);
+    assert_eq!(secret_vol(&stored)["emptyDir"]["sizeLimit"], "13Mi");
+    assert!(!stderr.contains("/tmp"), "{stderr}");
+}
+
+/// Issue 19 item 1: an operator's stated `--volume-size-limit` that cannot hold a pod's
+/// secrets denies the pod, naming the flag, the size needed and the annotation that fixes it;
+/// the annotation wins over the flag.
+#[test]
+fn an_operators_volume_size_too_small_for_a_pod_is_denied_naming_the_flag() {
+    let ns = Namespaces::new("volflag", &[]);
+    let plane = shared();
+    let _release = Release::install_with(&ns, &[], &["--volume-size-limit=1Mi"], &[]);
+    let seed = pod("seed", json!({"secrets.k8s.aws/secret-arn": ARN}), true);
+    create_ok(plane, &ns.app, &seed);
+    let stored = plane.get_json(&["pod", "seed", "-n", &ns.app]);
+    assert_eq!(secret_vol(&stored)["emptyDir"]["sizeLimit"], "1Mi");
+
+    let output = create(
+        plane,
+        &ns.app,
+        &pod("many", Value::from(hundred_secrets()), true),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the webhook's --volume-size-limit 1Mi cannot hold the pod's secrets")
+            && stderr.contains("set secrets.k8s.aws/volume-size-limit: 13Mi (or more) on the pod"),
+        "{stderr}"
+    );
+    let mut stated = hundred_secrets();
+    stated.insert("secrets.k8s.aws/volume-size-limit".into(), json!("20Mi"));
+    create_ok(plane, &ns.app, &pod("stated", Value::from(stated), true));
+    let stored = plane.get_json(&["pod", "stated", "-n", &ns.app]);
+    assert_eq!(secret_vol(&stored)["emptyDir"]["sizeLimit"], "20Mi");
+}
+
+/// Issue 19 item 10: the agent is a Linux container; a Windows pod that asks for secrets is
+/// denied, naming spec.os.name, instead of getting an init container its nodes cannot run.
+#[test]
+fn a_windows_pod_that_asks_for_secrets_is_denied_naming_spec_os_name() {
+    let ns = Namespaces::new("windows", &[]);
+    let plane = shared();
+    let _release = Release::install(&ns, &[]);
+    let mut windows = pod("windows", json!({"secrets.k8s.aws/secret-arn": ARN}), false);
+    windows["spec"]["os"] = json!({"name": "windows"});
+    let output = create(plane, &ns.app, &windows);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("admission webhook \"pods.secret-inject.secrets.k8s.aws\" denied")
+            && stderr.contains("spec.os.name: the pod runs on \"windows\"")
+            && stderr.contains("Linux-only"),
+        "{stderr}"
+    );
+    assert!(!plane.exists("pod", "windows", &ns.app));
+    // A Windows pod without our annotations is not ours to deny.
+    windows["metadata"]["annotations"] = json!({});
+    create_ok(plane, &ns.app, &windows);
+}

@@ -88,13 +88,21 @@ fn seed_blog_deployment_is_injected_as_the_seed_describes() {
         template["spec"]["serviceAccountName"],
         "webserver-service-account"
     );
-    // The user is told the file is readable by all users in the pod (no fsGroup given), in a
-    // line for a person, not a log record.
+    // The user is told the file is readable by all users in the pod (no fsGroup given), and
+    // that the app's /tmp becomes the secret volume (the seed's default mount path), in lines
+    // for a person, not log records.
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<&str> = stderr.lines().collect();
-    assert_eq!(warnings.len(), 1, "{stderr}");
-    assert!(warnings[0].starts_with("warning: "), "{stderr}");
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings.iter().all(|w| w.starts_with("warning: ")),
+        "{stderr}"
+    );
     assert!(warnings[0].contains("fsGroup"), "{stderr}");
+    assert!(
+        warnings[1].contains("mounted at /tmp") && warnings[1].contains("volume of 1Mi"),
+        "{stderr}"
+    );
 }
 
 /// Workloads of every supported kind, as kubectl builds them, plus kinds that pass through.
@@ -245,7 +253,8 @@ fn every_workload_kind_is_injected_and_others_pass_through() {
 #[test]
 fn json_on_standard_input_works_too() {
     let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "annotations": {
-        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": ARN } },
+        "secrets.k8s.aws/sidecarInjectorWebhook": "enabled", "secrets.k8s.aws/secret-arn": ARN,
+        "secrets.k8s.aws/mount-path": "/var/run/secrets/app" } },
         "spec": { "securityContext": { "fsGroup": 2000 }, "containers": [{ "name": "app", "image": "app:1" }] } });
     let output = inject(
         &["-f", "-"],
@@ -258,7 +267,7 @@ fn json_on_standard_input_works_too() {
     );
     let docs = documents(&output.stdout);
     assert_eq!(init_container_names(&docs[0]), ["secrets-init-container"]);
-    // fsGroup set: no warning.
+    // fsGroup and a mount path of its own: no warning.
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
 
@@ -412,6 +421,73 @@ fn a_broken_expression_and_a_failover_region_of_another_partition_are_refused() 
             );
         }
     }
+}
+
+/// Issue 19 items 1 and 10 offline: `inject` denies what the webhook denies (a Windows pod, a
+/// stated volume size too small for the pod's secrets) and sizes the volume the same way.
+#[test]
+fn inject_denies_windows_pods_and_volumes_too_small_and_sizes_the_volume_from_the_secrets() {
+    let deployment = |annotations: &str, os: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    \
+             matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n      \
+             annotations:\n{annotations}    spec:\n{os}      containers:\n      - name: app\n        \
+             image: app:1\n"
+        )
+    };
+    let one = format!("        secrets.k8s.aws/secret-arn: {ARN}\n");
+    let output = inject(
+        &["-f", "-"],
+        Some(deployment(&one, "      os: {name: windows}\n").as_bytes()),
+    );
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("document 1 (Deployment/web)")
+            && stderr.contains("spec.os.name: the pod runs on \"windows\"")
+            && stderr.contains("Linux-only"),
+        "{stderr}"
+    );
+
+    let many: String = (0..100)
+        .map(|i| format!("        secrets.k8s.aws/secret-arn.s{i}: {ARN}\n"))
+        .collect();
+    let output = inject(&["-f", "-"], Some(deployment(&many, "").as_bytes()));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&output.stdout);
+    let volume = docs[0]["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secret-vol")
+        .unwrap()
+        .clone();
+    assert_eq!(volume["emptyDir"]["sizeLimit"], "16Mi");
+
+    let small = format!("{many}        secrets.k8s.aws/volume-size-limit: 1Mi\n");
+    let output = inject(&["-f", "-"], Some(deployment(&small, "").as_bytes()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("annotation secrets.k8s.aws/volume-size-limit: 1Mi cannot hold")
+            && stderr.contains("at least 13Mi"),
+        "{stderr}"
+    );
+    let output = inject(
+        &["--volume-size-limit", "1Mi", "-f", "-"],
+        Some(deployment(&many, "").as_bytes()),
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--volume-size-limit 1Mi cannot hold"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

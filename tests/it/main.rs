@@ -21,5 +21,6 @@ mod properties;
 mod proxy;
 mod rotation;
 mod router;
+mod volume_full;
 mod webhook_e2e;
 mod webhook_lifecycle;
