@@ -1,0 +1,337 @@
+//! The chart's guardrails, evaluated by a real kube-apiserver: the namespace allow-list
+//! (ValidatingAdmissionPolicy `<fullname>-allowed-secrets`), held to the same case table as the
+//! CLI's matcher (`spec::allow`), and the secret writer's plaintext backstop.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use secret_inject::spec::allow::{CASES, Mode, NamespaceRule};
+use secret_inject::spec::{ALLOWED_SECRETS, SECRET_ARN};
+
+use crate::common::controlplane::{ControlPlane, Namespaces, Release, shared};
+use crate::common::repo_root;
+
+fn pod(name: &str, annotations: &BTreeMap<String, String>) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "app", "image": "busybox:1.36"}]}
+    })
+}
+
+/// `kubectl create --dry-run=server`: the whole admission chain, nothing stored. Ok, or the
+/// denial's text.
+fn try_create(plane: &ControlPlane, ns: &str, object: &Value) -> Result<String, String> {
+    let output = plane.kubectl_stdin(
+        &["create", "--dry-run=server", "-n", ns, "-f", "-"],
+        Some(object.to_string().as_bytes()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok(stderr)
+    } else {
+        Err(stderr)
+    }
+}
+
+/// A namespace the test's release serves (its selector label), with `annotation` as the
+/// allow-list; deleted by the caller's [`Namespaces`] drop? No: by [`Cleanup`].
+fn namespace(plane: &ControlPlane, ns: &Namespaces, name: &str, annotation: Option<&str>) {
+    let mut object = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"secret-inject-test": ns.name}}});
+    if let Some(text) = annotation {
+        object["metadata"]["annotations"] = json!({ ALLOWED_SECRETS: text });
+    }
+    let output = plane.kubectl_stdin(&["create", "-f", "-"], Some(object.to_string().as_bytes()));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Deletes the extra namespaces of a test.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut args = vec!["delete", "namespace", "--wait=false"];
+        args.extend(self.0.iter().map(String::as_str));
+        let _ = shared().kubectl(&args);
+    }
+}
+
+fn wait_for_service_accounts(plane: &ControlPlane, names: &[String]) {
+    for name in names {
+        plane.wait_for(
+            "the default ServiceAccount",
+            Duration::from_secs(60),
+            || {
+                plane
+                    .kubectl(&["get", "serviceaccount", "default", "-n", name])
+                    .status
+                    .success()
+            },
+        );
+    }
+}
+
+fn upgrade(plane: &ControlPlane, ns: &Namespaces, extra: &[&str]) {
+    let chart = repo_root().join("charts/secret-inject");
+    let mut args = vec![
+        "upgrade",
+        &ns.name,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns.release,
+        "--reuse-values",
+    ];
+    args.extend_from_slice(extra);
+    let output = plane.helm(&args);
+    assert!(
+        output.status.success(),
+        "helm upgrade failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every case of `spec::allow::CASES`, through the chart's policy and through the Rust matcher:
+/// the same verdict. Each case gets a namespace of its own, named for the case; "team-a" in the
+/// table stands for that name (in the annotation and the value alike), so the namespace-prefix
+/// cases mean what they say. The webhook is stopped with failurePolicy Ignore, so only the
+/// policy judges (the webhook would refuse the names that are not ARNs before the policy runs).
+/// The modes follow one another by `helm upgrade` of one release, without a restart.
+#[test]
+fn the_api_servers_policy_and_the_cli_matcher_agree_on_every_case() {
+    let plane = shared();
+    let ns = Namespaces::new("allowcases", &[]);
+    let mut release = Release::install(
+        &ns,
+        &[
+            "--set",
+            "webhook.failurePolicy=Ignore",
+            "--set",
+            "allowList.mode=annotated",
+        ],
+    );
+    release.stop_webhook();
+    let names: Vec<String> = (0..CASES.len()).map(|i| format!("allowcase-{i}")).collect();
+    let _cleanup = Cleanup(names.clone());
+    let substitute = |text: &str, name: &str| text.replace("team-a", name);
+    for ((_, namespace, annotation, _, _), name) in CASES.iter().zip(&names) {
+        assert_eq!(*namespace, "team-a", "the table's namespace is substituted");
+        namespace_with(plane, &ns, name, annotation.map(|a| substitute(a, name)));
+    }
+    wait_for_service_accounts(plane, &names);
+    let mut mode_now = Mode::Annotated;
+    for mode in [Mode::Annotated, Mode::NamespacePrefix, Mode::Off] {
+        if mode != mode_now {
+            upgrade(plane, &ns, &["--set", &format!("allowList.mode={mode}")]);
+            mode_now = mode;
+            // A probe the two modes judge differently, until the API server has the new policy.
+            let probe = CASES
+                .iter()
+                .zip(&names)
+                .position(|((m, _, a, v, _), name)| {
+                    *m == mode && {
+                        let rule = |m| {
+                            NamespaceRule::new(
+                                m,
+                                name,
+                                &annotations_of(a.map(|a| substitute(a, name))),
+                            )
+                        };
+                        rule(mode).allows(&substitute(v, name))
+                            != rule(Mode::Annotated).allows(&substitute(v, name))
+                    }
+                })
+                .expect("a case that tells the modes apart");
+            let (_, _, _, value, allowed) = CASES[probe];
+            let name = &names[probe];
+            let object = pod("probe", &secret(&substitute(value, name)));
+            plane.wait_for(
+                &format!("the {mode} policy to reach the API server"),
+                Duration::from_secs(60),
+                || try_create(plane, name, &object).is_ok() == allowed,
+            );
+        }
+        let mut disagreements = Vec::new();
+        for (i, ((case_mode, _, annotation, value, allowed), name)) in
+            CASES.iter().zip(&names).enumerate()
+        {
+            if *case_mode != mode {
+                continue;
+            }
+            let value = substitute(value, name);
+            let rust = NamespaceRule::new(
+                mode,
+                name,
+                &annotations_of(annotation.map(|a| substitute(a, name))),
+            )
+            .allows(&value);
+            let api = try_create(plane, name, &pod(&format!("case-{i}"), &secret(&value)));
+            assert_eq!(rust, *allowed, "case {i}: the table and the matcher");
+            if rust != api.is_ok() {
+                disagreements.push(format!(
+                    "case {i} ({mode}, {annotation:?}, {value}): {api:?}"
+                ));
+            }
+            if let Err(text) = api {
+                assert!(
+                    text.contains("-allowed-secrets")
+                        && text.contains("is not allowed in namespace"),
+                    "case {i}: {text}"
+                );
+            }
+        }
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    }
+}
+
+fn annotations_of(annotation: Option<String>) -> BTreeMap<String, String> {
+    annotation
+        .map(|a| BTreeMap::from([(ALLOWED_SECRETS.to_owned(), a)]))
+        .unwrap_or_default()
+}
+
+fn secret(value: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(SECRET_ARN.to_owned(), value.to_owned())])
+}
+
+fn namespace_with(plane: &ControlPlane, ns: &Namespaces, name: &str, annotation: Option<String>) {
+    namespace(plane, ns, name, annotation.as_deref());
+}
+
+const TEAM_A_SM: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:{ns}/db-AbCdEf";
+const TEAM_A_SSM: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/{ns}/db/password";
+const TEAM_B_SM: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team-b/db-AbCdEf";
+
+/// The whole path with the webhook serving: an allowed pod is created and injected, a denied one
+/// is refused with the policy's message through kubectl (naming the annotation, the value and the
+/// namespace's patterns), named secrets and parameters included;  a change of the namespace's annotation takes effect at once.
+#[test]
+fn pods_outside_the_namespaces_allow_list_are_refused_with_the_reason() {
+    let plane = shared();
+    let ns = Namespaces::new("allowlist", &[]);
+    let _release = Release::install(&ns, &[]);
+    let name = format!("{}-team", ns.name);
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let own = |template: &str| template.replace("{ns}", &name);
+    let allowed = format!(
+        "arn:aws:secretsmanager:*:123456789012:secret:{name}/*, \
+         arn:aws:ssm:*:123456789012:parameter/{name}/*"
+    );
+    namespace(plane, &ns, &name, Some(&allowed));
+    wait_for_service_accounts(plane, std::slice::from_ref(&name));
+    let annotations = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    // Allowed: stored and injected by the webhook (the policy judges the mutated pod).
+    let ok = pod(
+        "ok",
+        &annotations(&[
+            (SECRET_ARN, &own(TEAM_A_SM)),
+            ("secrets.k8s.aws/secret-arn.param", &own(TEAM_A_SSM)),
+        ]),
+    );
+    let output = plane.kubectl_stdin(
+        &["create", "-n", &name, "-f", "-"],
+        Some(ok.to_string().as_bytes()),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = plane.get_json(&["pod", "ok", "-n", &name]);
+    assert_eq!(
+        stored["metadata"]["annotations"]["secrets.k8s.aws/status"],
+        "injected"
+    );
+    // Denied: a named secret of another team, through kubectl, nothing stored.
+    let foreign = pod(
+        "foreign",
+        &annotations(&[
+            (SECRET_ARN, &own(TEAM_A_SM)),
+            ("secrets.k8s.aws/secret-arn.other", TEAM_B_SM),
+        ]),
+    );
+    let output = plane.kubectl_stdin(
+        &["create", "-n", &name, "-f", "-"],
+        Some(foreign.to_string().as_bytes()),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "secret-inject: annotation secrets.k8s.aws/secret-arn.other: {TEAM_B_SM} is not allowed \
+         in namespace {name} (its annotation {ALLOWED_SECRETS} allows: {allowed}); ask a cluster \
+         admin to add a pattern to the namespace annotation {ALLOWED_SECRETS}, or use a secret \
+         the namespace allows"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "ValidatingAdmissionPolicy '{}-secret-inject-allowed-secrets'",
+            ns.name
+        )),
+        "{stderr}"
+    );
+    // The Rust matcher says the same words.
+    let rule = NamespaceRule::new(
+        Mode::Annotated,
+        &name,
+        &annotations_of(Some(allowed.clone())),
+    );
+    let rust = rule
+        .check_pod(
+            &foreign["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect(),
+        )
+        .unwrap_err();
+    assert!(stderr.contains(&rust.to_string()), "{stderr}\n{rust}");
+    assert!(!plane.exists("pod", "foreign", &name));
+    // A parameter of another team is refused too.
+    let param = pod(
+        "param",
+        &annotations(&[(
+            "secrets.k8s.aws/secret-arn.p",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/team-b/x",
+        )]),
+    );
+    assert!(try_create(plane, &name, &param).is_err());
+    // The cluster admin adds team-b's secret: admitted, with no restart of anything.
+    plane.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        &name,
+        "--overwrite",
+        &format!("{ALLOWED_SECRETS}={allowed},{TEAM_B_SM}"),
+    ]);
+    plane.wait_for(
+        "the namespace's new annotation to reach the policy",
+        Duration::from_secs(30),
+        || try_create(plane, &name, &foreign).is_ok(),
+    );
+    // And removes the annotation: unrestricted in the default (annotated) mode.
+    plane.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        &name,
+        &format!("{ALLOWED_SECRETS}-"),
+    ]);
+    plane.wait_for(
+        "the namespace without annotation",
+        Duration::from_secs(30),
+        || try_create(plane, &name, &param).is_ok(),
+    );
+}
