@@ -335,3 +335,167 @@ fn pods_outside_the_namespaces_allow_list_are_refused_with_the_reason() {
         || try_create(plane, &name, &param).is_ok(),
     );
 }
+
+fn labelled(name: &str, data: &[(&str, &str)]) -> Value {
+    use base64::Engine as _;
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v);
+            ((*k).to_owned(), json!(encoded))
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": name, "labels": {"secrets.k8s.aws/store": "secretsmanager"}},
+           "data": data})
+}
+
+/// With the writer serving (against moto), its output passes the backstop (mutating webhooks run
+/// before validating policies), dry runs included. With the writer's MutatingWebhookConfiguration
+/// deleted, a labelled Secret with a value is refused and nothing reaches etcd, by create, by
+/// `stringData` and by an update of a converted Secret; a Secret as the writer leaves it and an
+/// unlabelled Secret are admitted. `helm uninstall` keeps the backstop.
+#[test]
+fn the_backstop_keeps_labelled_values_out_of_etcd_when_the_writer_is_gone() {
+    use crate::common::moto::Moto;
+
+    let moto = Moto::start();
+    let ns = Namespaces::new("backstop", &[]);
+    let plane = shared();
+    let endpoint = moto.endpoint();
+    let _release = Release::install_with(
+        &ns,
+        &["--set", "secretWriter.enabled=true"],
+        &[
+            "--secret-writer",
+            "--secret-writer-prefix",
+            "test-cluster",
+            "--cluster-name",
+            "test-cluster",
+            "--secret-writer-region",
+            "us-east-1",
+        ],
+        &[
+            ("KUBECONFIG", plane.kubeconfig.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ],
+    );
+    let policy = format!("{}-secret-inject-secret-backstop", ns.name);
+    assert!(
+        plane
+            .kubectl(&["get", "validatingadmissionpolicy", &policy])
+            .status
+            .success()
+    );
+    let create = |object: &Value, extra: &[&str]| {
+        let mut args = vec!["create", "-n", &ns.app, "-f", "-"];
+        args.extend_from_slice(extra);
+        let output = plane.kubectl_stdin(&args, Some(object.to_string().as_bytes()));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(stderr)
+        }
+    };
+    // The writer serves: its output is what the backstop sees, and passes. The writer may
+    // still be listing labelled Secrets ("retry in a few seconds").
+    let started = std::time::Instant::now();
+    while let Err(text) = create(&labelled("stored", &[("password", "hunter2")]), &[]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the writer stored nothing: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let stored = plane.get_json(&["secret", "stored", "-n", &ns.app]);
+    let keys: Vec<&String> = stored["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["arn"]);
+    let arn = stored["metadata"]["annotations"][SECRET_ARN]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dry = create(
+        &labelled("dry", &[("password", "hunter2")]),
+        &["--dry-run=server", "-o", "json"],
+    )
+    .expect("the writer's dry-run answer passes the backstop");
+    assert!(dry.contains("test-cluster/app-backstop/dry"), "{dry}");
+
+    // The emergency step: the writer's webhook configuration is deleted.
+    plane.kubectl_ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        &format!("{}-secret-inject", ns.name),
+    ]);
+    let refused = |object: &Value, name: &str| {
+        let mut stderr = String::new();
+        plane.wait_for(
+            "the writer's webhook to be gone and the backstop to refuse",
+            Duration::from_secs(30),
+            || match create(object, &[]) {
+                Err(text) if text.contains("secret-backstop") => {
+                    stderr = text;
+                    true
+                }
+                Err(_) => false,
+                Ok(_) => panic!("{name}: a labelled value was stored in etcd"),
+            },
+        );
+        assert!(
+            !plane.exists("secret", name, &ns.app),
+            "{name} reached etcd"
+        );
+        stderr
+    };
+    let stderr = refused(&labelled("leak", &[("password", "hunter2")]), "leak");
+    let expected = format!(
+        "secret-inject: Secret {}/leak is labelled secrets.k8s.aws/store=secretsmanager, so \
+         Kubernetes may keep only its ARN (data.arn), but it has the data keys password: the \
+         secret writer did not store it in Secrets Manager",
+        ns.app
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let mut by_string_data = labelled("leak2", &[]);
+    by_string_data["stringData"] = json!({"token": "hunter2"});
+    refused(&by_string_data, "leak2");
+    // A value under the one allowed key: refused too.
+    let mut under_arn = labelled("leak3", &[("arn", "hunter2")]);
+    under_arn["metadata"]["annotations"] = json!({SECRET_ARN: arn});
+    refused(&under_arn, "leak3");
+    // An update of the converted Secret that adds a value.
+    let mut update = stored.clone();
+    update["data"]["password"] = json!("aHVudGVyMg==");
+    let output = plane.kubectl_stdin(
+        &["replace", "-n", &ns.app, "-f", "-"],
+        Some(update.to_string().as_bytes()),
+    );
+    assert!(!output.status.success());
+    let after = plane.get_json(&["secret", "stored", "-n", &ns.app]);
+    assert_eq!(after["data"], stored["data"]);
+    // As the writer leaves it: admitted. Unlabelled: not the backstop's business.
+    let mut converted = labelled("copy", &[("arn", &arn)]);
+    converted["metadata"]["annotations"] = json!({SECRET_ARN: arn});
+    create(&converted, &[]).expect("a Secret as the writer leaves it");
+    let mut plain = labelled("plain", &[("password", "not-secret")]);
+    plain["metadata"]["labels"] = json!({});
+    create(&plain, &[]).expect("an unlabelled Secret");
+
+    // Uninstalled: the backstop stays (helm.sh/resource-policy: keep).
+    let output = plane.helm(&["uninstall", &ns.name, "--namespace", &ns.release]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        plane
+            .kubectl(&["get", "validatingadmissionpolicy", &policy])
+            .status
+            .success()
+    );
+    refused(&labelled("leak4", &[("password", "hunter2")]), "leak4");
+}
