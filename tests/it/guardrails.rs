@@ -166,12 +166,12 @@ fn the_api_servers_policy_and_the_cli_matcher_agree_on_every_case() {
                 continue;
             }
             let value = substitute(value, name);
-            let rust = NamespaceRule::new(
+            let rule = NamespaceRule::new(
                 mode,
                 name,
                 &annotations_of(annotation.map(|a| substitute(a, name))),
-            )
-            .allows(&value);
+            );
+            let rust = rule.allows(&value);
             let api = try_create(plane, name, &pod(&format!("case-{i}"), &secret(&value)));
             assert_eq!(rust, *allowed, "case {i}: the table and the matcher");
             if rust != api.is_ok() {
@@ -179,12 +179,15 @@ fn the_api_servers_policy_and_the_cli_matcher_agree_on_every_case() {
                     "case {i} ({mode}, {annotation:?}, {value}): {api:?}"
                 ));
             }
-            if let Err(text) = api {
-                assert!(
-                    text.contains("-allowed-secrets")
-                        && text.contains("is not allowed in namespace"),
-                    "case {i}: {text}"
-                );
+            // A denial in the same words from both: the policy's messageExpression and
+            // NamespaceRule::check_pod.
+            if let (Err(text), Err(ours)) = (&api, rule.check_pod(&secret(&value))) {
+                assert!(text.contains("-allowed-secrets"), "case {i}: {text}");
+                if !text.contains(&ours.to_string()) {
+                    disagreements.push(format!(
+                        "case {i}: the API server said {text}\nwe say {ours}"
+                    ));
+                }
             }
         }
         assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
@@ -498,4 +501,128 @@ fn the_backstop_keeps_labelled_values_out_of_etcd_when_the_writer_is_gone() {
             .success()
     );
     refused(&labelled("leak4", &[("password", "hunter2")]), "leak4");
+}
+
+/// `helm template` of the chart: the documents' kinds and names, and the documents.
+fn rendered(kube_version: &str, extra: &[&str]) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let chart = repo_root().join("charts/secret-inject");
+    let mut args = vec![
+        "template",
+        "t",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "secret-inject",
+        "--kube-version",
+        kube_version,
+    ];
+    args.extend_from_slice(extra);
+    let yaml = crate::common::run_tool("helm", &args, None);
+    yaml_serde::Deserializer::from_slice(&yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn policy_names(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Where the chart renders its policies: the allow-list by default from Kubernetes 1.30 (where
+/// ValidatingAdmissionPolicy is GA), bound to the namespaces the pod webhook serves, not in
+/// mode off; the backstop only with the secret writer, kept on uninstall unless asked not to;
+/// an unknown mode is refused by the schema.
+#[test]
+fn the_chart_renders_the_policies_where_they_apply() {
+    let docs = rendered("1.30.0", &[]);
+    assert_eq!(policy_names(&docs), ["t-secret-inject-allowed-secrets"]);
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    let webhook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"],
+        webhook["webhooks"][0]["namespaceSelector"]
+    );
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert!(policy_names(&rendered("1.29.0", &[])).is_empty());
+    assert!(policy_names(&rendered("1.35.0", &["--set", "allowList.mode=off"])).is_empty());
+    let warn = rendered(
+        "1.35.0",
+        &["--set", "allowList.validationActions={Warn,Audit}"],
+    );
+    assert_eq!(
+        warn.iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+            .unwrap()["spec"]["validationActions"],
+        json!(["Warn", "Audit"])
+    );
+
+    let writer = rendered("1.35.0", &["--set", "secretWriter.enabled=true"]);
+    assert_eq!(
+        policy_names(&writer),
+        [
+            "t-secret-inject-allowed-secrets",
+            "t-secret-inject-secret-backstop"
+        ]
+    );
+    for doc in writer
+        .iter()
+        .filter(|d| d["metadata"]["name"] == "t-secret-inject-secret-backstop")
+    {
+        assert_eq!(
+            doc["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+    let unkept = rendered(
+        "1.35.0",
+        &[
+            "--set",
+            "secretWriter.enabled=true",
+            "--set",
+            "secretWriter.backstop.keepOnUninstall=false",
+        ],
+    );
+    assert!(
+        unkept
+            .iter()
+            .all(|d| d["metadata"]["annotations"]["helm.sh/resource-policy"].is_null())
+    );
+    let off = rendered(
+        "1.35.0",
+        &[
+            "--set",
+            "secretWriter.enabled=true",
+            "--set",
+            "secretWriter.backstop.enabled=false",
+        ],
+    );
+    assert_eq!(policy_names(&off), ["t-secret-inject-allowed-secrets"]);
+
+    let chart = repo_root().join("charts/secret-inject");
+    let output = crate::common::run_tool_raw(
+        "helm",
+        &[
+            "template",
+            "t",
+            chart.to_str().unwrap(),
+            "--set",
+            "allowList.mode=prefix",
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("/allowList/mode"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
