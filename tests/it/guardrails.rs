@@ -626,3 +626,44 @@ fn the_chart_renders_the_policies_where_they_apply() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The API server bounds the work of a policy's CEL (a cost budget; over it, failurePolicy Fail
+/// refuses the pod with a cost error). A pod with the most secrets the webhook takes, in a
+/// namespace with 100 patterns of which only the last allows them, is judged within it: admitted,
+/// and one foreign secret among them is refused with the policy's message, not a cost error.
+#[test]
+fn the_most_secrets_against_a_long_allow_list_fit_the_api_servers_cost_budget() {
+    let plane = shared();
+    let ns = Namespaces::new("allowcost", &[]);
+    let mut release = Release::install(&ns, &["--set", "webhook.failurePolicy=Ignore"]);
+    release.stop_webhook();
+    let name = format!("{}-big", ns.name);
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let mut patterns: Vec<String> = (0..99)
+        .map(|i| format!("arn:aws:secretsmanager:*:123456789012:secret:other-{i}/*"))
+        .collect();
+    patterns.push(format!(
+        "arn:aws:secretsmanager:*:123456789012:secret:{name}/*"
+    ));
+    namespace(plane, &ns, &name, Some(&patterns.join(",")));
+    wait_for_service_accounts(plane, std::slice::from_ref(&name));
+    let mut annotations: BTreeMap<String, String> = (0..secret_inject::spec::MAX_SECRETS)
+        .map(|i| {
+            (
+                format!("{SECRET_ARN}.s{i}"),
+                format!(
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}/app/secret-{i}-AbCdEf"
+                ),
+            )
+        })
+        .collect();
+    try_create(plane, &name, &pod("big", &annotations)).expect("every secret is allowed");
+    annotations.insert(format!("{SECRET_ARN}.zz"), TEAM_B_SM.to_owned());
+    let text = try_create(plane, &name, &pod("big", &annotations)).unwrap_err();
+    assert!(
+        text.contains(&format!(
+            "annotation {SECRET_ARN}.zz: {TEAM_B_SM} is not allowed in namespace {name}"
+        )),
+        "{text}"
+    );
+}
