@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub mod allow;
 mod arn;
 pub mod limits;
 mod path;
@@ -65,6 +66,11 @@ pub const INIT_CONTAINER_POSITION: &str = "secrets.k8s.aws/init-container-positi
 pub const STATUS: &str = "secrets.k8s.aws/status";
 /// Value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
+/// On a **Namespace**, not a pod (set by cluster admins; pod authors cannot edit namespaces):
+/// the comma-separated patterns of the `secret-arn` values its pods may name
+/// ([`allow`] has the grammar; the chart's ValidatingAdmissionPolicy enforces it). A pod
+/// carrying this key gains nothing: the policy reads the pod's namespace.
+pub const ALLOWED_SECRETS: &str = "secrets.k8s.aws/allowed-secrets";
 /// Label on a Kubernetes Secret that asks the secret writer to store it in Secrets Manager.
 pub const STORE_LABEL: &str = "secrets.k8s.aws/store";
 /// The one value of [`STORE_LABEL`].

@@ -212,6 +212,7 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
     writer_versions: Family<ResultLabels, Counter>,
 }
 
@@ -249,6 +250,13 @@ impl Metrics {
             "Certificate reloads after the files changed on disk, by result (success, failure)",
             reloads.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (its notAfter, Unix seconds), updated on \
+             every reload; 0 until a certificate is loaded",
+            certificate_expiry.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -272,6 +280,7 @@ impl Metrics {
             reviews,
             duration,
             reloads,
+            certificate_expiry,
             writer_versions,
         }
     }
@@ -321,6 +330,11 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// The served certificate's expiry (`notAfter`, Unix seconds), or 0 when it is unknown.
+    pub fn set_certificate_expiry(&self, not_after: Option<i64>) {
+        self.certificate_expiry.set(not_after.unwrap_or(0));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -342,7 +356,12 @@ mod tests {
         metrics.observe_review("pods", Outcome::Mutated, 0.0001);
         metrics.observe_review("pods", Outcome::Denied, 0.0001);
         metrics.observe_reload(true);
+        metrics.set_certificate_expiry(Some(1_900_000_000));
         let text = metrics.encode();
+        assert!(
+            text.contains("secret_inject_tls_certificate_expiry_timestamp_seconds 1900000000\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "secret_inject_admission_reviews_total{endpoint=\"pods\",outcome=\"mutated\"} 2"

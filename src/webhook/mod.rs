@@ -136,14 +136,19 @@ impl Server {
         );
         info!(address = %bound.admin, "admin listening (HTTP: /healthz /readyz /metrics)");
 
+        router
+            .metrics()
+            .set_certificate_expiry(resolver.not_after());
         let watcher = {
             let router = router.clone();
+            let served = resolver.clone();
             tokio::spawn(tls::watch(
                 resolver.clone(),
                 options.tls_reload_interval,
                 move |result| match result {
                     Ok(Reload::Reloaded) => {
                         router.metrics().observe_reload(true);
+                        router.metrics().set_certificate_expiry(served.not_after());
                         info!("TLS certificate reloaded");
                     }
                     Ok(Reload::Unchanged) => {}

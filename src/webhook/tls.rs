@@ -131,11 +131,7 @@ fn read_pair(
         }
         match certified_key(&cert_pem, &key_pem, files) {
             Ok(key) => {
-                return Ok(Some(Loaded {
-                    key: Arc::new(key),
-                    cert_pem,
-                    key_pem,
-                }));
+                return Ok(Some(Loaded::new(key, cert_pem, key_pem)));
             }
             Err(TlsError::Mismatch { .. }) if !retried => retried = true,
             Err(error) => return Err(error),
@@ -156,6 +152,107 @@ struct Loaded {
     key: Arc<CertifiedKey>,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    /// The leaf certificate's notAfter (Unix seconds), when its DER could be read.
+    not_after: Option<i64>,
+}
+
+impl Loaded {
+    fn new(key: CertifiedKey, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        let not_after = key.end_entity_cert().ok().and_then(|der| not_after(der));
+        Self {
+            key: Arc::new(key),
+            cert_pem,
+            key_pem,
+            not_after,
+        }
+    }
+}
+
+/// The `notAfter` of a DER X.509 certificate, in Unix seconds; `None` when the bytes are not a
+/// certificate of that shape. Reads only the few fields before `validity`; every length is
+/// checked, so no input panics.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    /// One DER tag-length-value: (tag, contents, what follows).
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let count = usize::from(first & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, &rest[count..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = tlv(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = tlv(certificate)? else {
+        return None;
+    };
+    let (tag, _, mut rest) = tlv(tbs)?;
+    // [0] EXPLICIT version, then serialNumber; without a version the first field was it.
+    if tag == 0xa0 {
+        rest = tlv(rest)?.2;
+    }
+    // signature AlgorithmIdentifier, issuer Name.
+    rest = tlv(rest)?.2;
+    rest = tlv(rest)?.2;
+    let (SEQUENCE, validity, _) = tlv(rest)? else {
+        return None;
+    };
+    // notBefore, then notAfter.
+    let (_, _, after) = tlv(validity)?;
+    let (tag, time, _) = tlv(after)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    // UTCTime YYMMDDHHMMSSZ (1950-2049) or GeneralizedTime YYYYMMDDHHMMSSZ.
+    let (year, at) = match (tag, text.len()) {
+        (0x17, 13) => {
+            let yy = digits(0..2)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
+        }
+        (0x18, 15) => (digits(0..4)?, 4),
+        _ => return None,
+    };
+    if !text.ends_with('Z') {
+        return None;
+    }
+    let (month, day) = (digits(at..at + 2)?, digits(at + 2..at + 4)?);
+    let (hour, minute, second) = (
+        digits(at + 4..at + 6)?,
+        digits(at + 6..at + 8)?,
+        digits(at + 8..at + 10)?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
 /// What a reload did.
@@ -192,11 +289,7 @@ impl ReloadingResolver {
         let key = certified_key(cert_pem, key_pem, &files)?;
         Ok(Self {
             files: None,
-            current: RwLock::new(Loaded {
-                key: Arc::new(key),
-                cert_pem: cert_pem.to_vec(),
-                key_pem: key_pem.to_vec(),
-            }),
+            current: RwLock::new(Loaded::new(key, cert_pem.to_vec(), key_pem.to_vec())),
             client_roots: None,
         })
     }
@@ -230,6 +323,15 @@ impl ReloadingResolver {
         }
         self.client_roots = Some(Arc::new(roots));
         Ok(self)
+    }
+
+    /// When the served certificate expires (its `notAfter`, Unix seconds); `None` when its DER
+    /// could not be read.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_after
     }
 
     /// The files, when the certificate comes from files.
@@ -439,6 +541,44 @@ mod tests {
             matches!(result, Err(TlsError::Mismatch { .. })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn the_expiry_is_read_from_the_certificate_in_both_time_encodings() {
+        use rcgen::{CertificateParams, KeyPair, date_time_ymd};
+        let der = |year: i32, month: u8, day: u8| {
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.not_after = date_time_ymd(year, month, day);
+            let key = KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        // UTCTime (years before 2050) and GeneralizedTime (from 2050), as rcgen encodes them;
+        // the values are `date -u -d ... +%s`.
+        assert_eq!(not_after(&der(2030, 1, 2)), Some(1_893_542_400));
+        assert_eq!(not_after(&der(2049, 12, 31)), Some(2_524_521_600));
+        assert_eq!(not_after(&der(2051, 3, 1)), Some(2_561_241_600));
+        // Hostile bytes: every truncation and a flipped byte at each place read nothing or a
+        // value, never a panic.
+        let whole = der(2030, 1, 2);
+        for end in 0..whole.len() {
+            let _ = not_after(&whole[..end]);
+        }
+        for at in 0..whole.len().min(300) {
+            let mut bent = whole.clone();
+            bent[at] ^= 0xff;
+            let _ = not_after(&bent);
+        }
+        assert_eq!(not_after(b""), None);
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        // The resolver serves it: the development certificate expires after now.
+        let dev = generate_dev_certificate("svc", "ns").unwrap();
+        let resolver =
+            ReloadingResolver::fixed(dev.cert_pem.as_bytes(), dev.key_pem.as_bytes()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(resolver.not_after().unwrap() > now);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod agent_e2e;
 mod chart;
 mod controlplane;
 mod golden;
+mod guardrails;
 mod hostile_connections;
 mod hostile_pods;
 mod iam_policy;

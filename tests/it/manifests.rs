@@ -110,7 +110,13 @@ fn manifests_install_into_their_own_namespace_with_cert_manager() {
     assert_eq!(namespace["metadata"]["name"], "secret-inject");
     for doc in &docs[1..] {
         let kind = doc["kind"].as_str().unwrap();
-        if kind == "MutatingWebhookConfiguration" {
+        if [
+            "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ]
+        .contains(&kind)
+        {
             continue; // cluster-scoped
         }
         assert_eq!(
@@ -126,6 +132,8 @@ fn manifests_install_into_their_own_namespace_with_cert_manager() {
         "ServiceAccount",
         "PodDisruptionBudget",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "Certificate",
         "Issuer",
     ] {

@@ -562,3 +562,70 @@ async fn sustained_load_across_certificate_rotations_then_sigterm_loses_nothing(
             .any(|l| l.contains("reload failed"))
     );
 }
+
+/// The admin port's `/metrics` carries the served certificate's expiry (its notAfter), from the
+/// start and after a reload by a `..data` swap; a broken update leaves it at the served one's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_served_certificates_expiry_is_a_metric_updated_on_reload() {
+    use rcgen::{CertificateParams, KeyPair, date_time_ymd};
+    let leaf = |year: i32| {
+        let mut params = CertificateParams::new(vec![SERVICE_DNS.to_owned()]).unwrap();
+        params.not_after = date_time_ymd(year, 1, 2);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let volume = tempfile::tempdir().unwrap();
+    let (cert_2030, key_2030) = leaf(2030);
+    write_secret_volume(volume.path(), 1, &cert_2030, &key_2030);
+    let cert = volume.path().join("tls.crt").to_string_lossy().into_owned();
+    let key = volume.path().join("tls.key").to_string_lossy().into_owned();
+    let server = Webhook::start(&[
+        "--tls-cert-file",
+        &cert,
+        "--tls-private-key-file",
+        &key,
+        "--tls-reload-interval",
+        "100ms",
+    ]);
+    let expiry = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("secret_inject_tls_certificate_expiry_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+    let (_, metrics) = server.admin_get("/metrics").await;
+    // 2030-01-02T00:00:00Z
+    assert_eq!(expiry(&metrics).as_deref(), Some("1893542400"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE secret_inject_tls_certificate_expiry_timestamp_seconds gauge"),
+        "{metrics}"
+    );
+
+    let (cert_2031, key_2031) = leaf(2031);
+    write_secret_volume(volume.path(), 2, &cert_2031, &key_2031);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.admin_get("/metrics").await;
+        // 2031-01-02T00:00:00Z
+        if expiry(&metrics).as_deref() == Some("1925078400") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expiry not updated: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    write_secret_volume(volume.path(), 3, "garbage", "garbage");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.admin_get("/metrics").await;
+        if !metrics.contains("secret_inject_tls_certificate_reloads_total{result=\"failure\"} 0") {
+            assert_eq!(expiry(&metrics).as_deref(), Some("1925078400"), "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed reload not counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

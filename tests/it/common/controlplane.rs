@@ -546,6 +546,13 @@ impl Drop for Namespaces {
             &self.release,
             "--no-hooks",
         ]);
+        // What the chart keeps on uninstall (the secret writer's backstop).
+        let _ = self.plane.kubectl(&[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "-l",
+            &format!("app.kubernetes.io/instance={}", self.name),
+        ]);
         let _ = self.plane.kubectl(&[
             "delete",
             "namespace",
