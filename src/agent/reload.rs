@@ -234,6 +234,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = Pid::from_child(&child);
+        // The kernel wakes a vfork parent (posix_spawn) during execve, before it renames the
+        // child: wait until /proc shows the new name (liveness only, 10 s).
+        let comm = format!("/proc/{}/comm", pid.as_raw_nonzero());
+        let named = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&comm)
+            .unwrap_or_default()
+            .trim_end()
+            != "sleep"
+        {
+            assert!(std::time::Instant::now() < named, "{comm} never read sleep");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut sent = Vec::new();
         let signalled = signal_named(Path::new("/proc"), "sleep", std::process::id(), |p| {
             if p != pid {
