@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::manifest::{ManifestArgs, print};
+use super::manifest::{AllowListArgs, ManifestArgs, print};
 use crate::mutate::secret::WriterConfig;
 use crate::offline::policy;
 
@@ -29,6 +29,8 @@ pub struct IamPolicyArgs {
     policy_type: policy::PolicyType,
     #[command(flatten)]
     writer: WriterPolicyArgs,
+    #[command(flatten)]
+    allow_list: AllowListArgs,
 }
 
 /// The secret writer's policy.
@@ -63,6 +65,7 @@ impl IamPolicyArgs {
             manifests,
             policy_type,
             writer,
+            allow_list,
         } = self;
         if writer.secret_writer {
             let document = policy::secret_writer(&policy::WriterScope {
@@ -96,8 +99,11 @@ impl IamPolicyArgs {
         policies
             .check_size(policy_type)
             .with_context(|| source.clone())?;
+        let refused = allow_list
+            .warnings(&input)
+            .with_context(|| source.clone())?;
         print(&policies.to_json_pretty())?;
-        for warning in &policies.warnings {
+        for warning in policies.warnings.iter().chain(&refused) {
             tracing::warn!("{source}: {warning}");
         }
         for note in &policies.notes {

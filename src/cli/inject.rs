@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::MutationArgs;
-use super::manifest::{ManifestArgs, print};
+use super::manifest::{AllowListArgs, ManifestArgs, print};
 use super::mutation::Auto;
 use crate::offline::inject_documents;
 use crate::webhook::cluster::KubeVersion;
@@ -18,6 +18,8 @@ pub struct InjectArgs {
     manifests: ManifestArgs,
     #[command(flatten)]
     mutation: MutationArgs,
+    #[command(flatten)]
+    allow_list: AllowListArgs,
     /// The Kubernetes version of the cluster the manifests are for (`kubectl version`: 1.35):
     /// --env-files auto and --native-sidecars auto then mean what that version supports, as
     /// the webhook decides from the API server's version. The default is the oldest version
@@ -34,14 +36,18 @@ impl InjectArgs {
         let InjectArgs {
             manifests,
             mutation,
+            allow_list,
             kubernetes_version,
         } = self;
         // Auto means what the cluster supports, decided as the webhook decides it.
         let config = mutation.config(Auto::of(Some(kubernetes_version)))?;
         let (source, input) = manifests.read()?;
         let injected = inject_documents(&input, &config).with_context(|| source.clone())?;
+        let refused = allow_list
+            .warnings(&input)
+            .with_context(|| source.clone())?;
         print(&injected.yaml)?;
-        for warning in &injected.warnings {
+        for warning in injected.warnings.iter().chain(&refused) {
             tracing::warn!("{source}: {warning}");
         }
         Ok(ExitCode::SUCCESS)

@@ -32,6 +32,35 @@ impl ManifestArgs {
     }
 }
 
+/// The chart's namespace allow-lists, checked for the `Namespace` objects in the manifests.
+#[derive(Args, Debug)]
+pub struct AllowListArgs {
+    /// The chart's allowList.mode: off, annotated (namespaces with the
+    /// secrets.k8s.aws/allowed-secrets annotation are restricted) or namespace-prefix (every
+    /// namespace: secret names start with <namespace>/ unless its annotation allows more).
+    /// Checked for the pods of each Namespace given in the manifests; a pod the API server would
+    /// refuse is a warning.
+    #[arg(
+        long,
+        env = "SECRET_INJECT_ALLOW_LIST_MODE",
+        default_value = "annotated",
+        value_name = "MODE"
+    )]
+    allow_list_mode: crate::spec::allow::Mode,
+}
+
+impl AllowListArgs {
+    /// The warnings of [`crate::offline::allow_list_warnings`] for `input`.
+    pub fn warnings(&self, input: &str) -> anyhow::Result<Vec<String>> {
+        let templates = crate::offline::pod_templates(input)?.templates;
+        Ok(crate::offline::allow_list_warnings(
+            input,
+            &templates,
+            self.allow_list_mode,
+        )?)
+    }
+}
+
 /// Write `text` to stdout, all of it or an error.
 pub fn print(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();

@@ -10,6 +10,8 @@
 pub mod policy;
 pub mod yaml;
 
+use std::collections::BTreeMap;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation};
 use k8s_openapi::api::core::v1::PodSpec;
@@ -18,6 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::mutate::{MutationConfig, MutationError, mutate};
+use crate::spec::allow;
 
 /// Why a manifest could not be injected. Names the document and the object; the cause is the
 /// error's `source()` (printed after it by `{:#}`), never repeated in its own message.
@@ -171,6 +174,72 @@ pub fn pod_templates(input: &str) -> Result<Templates, InjectError> {
         found.skipped.push(NO_DOCUMENTS.to_owned());
     }
     Ok(found)
+}
+
+/// What the chart's namespace allow-list policy (`allowList.mode`, [`allow`]) would say of
+/// `templates`: for each Pod and pod template of a namespace whose `Namespace` object is among
+/// the documents of `input`, the denial the API server would give its pods, and each pattern of
+/// those namespaces' annotations that can never match. Namespaces not in the input are not
+/// checked (their annotations are the cluster's, unknown offline).
+pub fn allow_list_warnings(
+    input: &str,
+    templates: &[PodTemplate],
+    mode: allow::Mode,
+) -> Result<Vec<String>, InjectError> {
+    let mut warnings = Vec::new();
+    let mut rules = BTreeMap::new();
+    for document in documents(input) {
+        let (number, value) = document?;
+        let items = match value.get("items").and_then(Value::as_array) {
+            Some(items) if value.get("kind").and_then(Value::as_str) == Some("List") => {
+                items.iter().collect()
+            }
+            _ => vec![&value],
+        };
+        for object in items {
+            if object.get("kind").and_then(Value::as_str) != Some("Namespace")
+                || object.get("apiVersion").and_then(Value::as_str) != Some("v1")
+            {
+                continue;
+            }
+            let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let annotations: BTreeMap<String, String> = object
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
+            let rule = allow::NamespaceRule::new(mode, name, &annotations);
+            for problem in rule
+                .allow_list()
+                .map(allow::AllowList::problems)
+                .unwrap_or_default()
+            {
+                warnings.push(format!("document {number} (Namespace/{name}): {problem}"));
+            }
+            rules.insert(name.to_owned(), rule);
+        }
+    }
+    let empty = BTreeMap::new();
+    for template in templates {
+        let Some(rule) = rules.get(&template.namespace) else {
+            continue;
+        };
+        let annotations = template.metadata.annotations.as_ref().unwrap_or(&empty);
+        if let Err(denial) = rule.check_pod(annotations) {
+            warnings.push(format!(
+                "document {} ({}): the API server would refuse its pods (the chart's allow-list \
+                 policy, allowList.mode {}): {denial}",
+                template.document,
+                template.object,
+                mode.as_str()
+            ));
+        }
+    }
+    Ok(warnings)
 }
 
 /// What is said of an input without a single document.

@@ -21,11 +21,11 @@
 //! Matching is on the annotation's text, as the API server sees it, so the CLI and the
 //! admission policy cannot disagree about a value the webhook would refuse anyway.
 //!
-//! Call site (not wired yet, issue 22): `inject` and `iam-policy` find a `Namespace` among the
-//! input documents (`offline::pod_templates` walks them), build [`NamespaceRule::new`] from its
-//! name and annotations with the chart's mode, and report [`NamespaceRule::check_pod`]'s error
-//! for each pod template of that namespace ("the API server would deny this pod") and
-//! [`AllowList::problems`] as notes.
+//! The CLI (`inject` and `iam-policy`, through `offline::allow_list_warnings`) builds a
+//! [`NamespaceRule`] for each `Namespace` among its input documents, with the chart's mode
+//! (`--allow-list-mode`), and warns of each pod template of that namespace whose
+//! [`NamespaceRule::check_pod`] fails ("the API server would refuse its pods") and of each of
+//! [`AllowList::problems`].
 
 use std::collections::BTreeMap;
 use std::fmt;

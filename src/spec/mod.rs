@@ -106,6 +106,11 @@ pub const OTHER_KEYS: &[(&str, &str)] = &[
     ),
     (TLS_NOT_AFTER, "an annotation of the chart's TLS Secret"),
     (TLS_DNS_NAMES, "an annotation of the chart's TLS Secret"),
+    (
+        ALLOWED_SECRETS,
+        "the annotation of a Namespace that lists the secrets its pods may name (set by \
+         cluster admins)",
+    ),
 ];
 
 /// Default mount path (seed contract).

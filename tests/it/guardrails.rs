@@ -667,3 +667,88 @@ fn the_most_secrets_against_a_long_allow_list_fit_the_api_servers_cost_budget() 
         "{text}"
     );
 }
+
+/// `inject` and `iam-policy` read the same rule as the chart's policy for the Namespaces in
+/// their input, and say which pods the API server would refuse (a warning: the workload itself
+/// is admitted; its pods are not); the chart's modes by `--allow-list-mode`.
+#[test]
+fn inject_and_iam_policy_say_which_pods_the_allow_list_would_refuse() {
+    let team_a = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team-a/db-AbCdEf";
+    let team_b = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team-b/db-AbCdEf";
+    let manifests = |annotation: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n  annotations:\n    \
+             {ALLOWED_SECRETS}: \"{annotation}\"\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: team-a\n\
+             spec:\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      \
+             labels: {{app: web}}\n      annotations:\n        {SECRET_ARN}: {team_b}\n        \
+             {SECRET_ARN}.own: {team_a}\n    spec:\n      serviceAccountName: web\n      \
+             containers:\n      - name: app\n        image: app:1\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: elsewhere\n  namespace: team-c\n  \
+             annotations:\n    {SECRET_ARN}: {team_b}\nspec:\n  containers:\n  - name: app\n    \
+             image: app:1\n"
+        )
+    };
+    let allowed_own = "arn:aws:secretsmanager:*:123456789012:secret:team-a/*";
+    let run = |command: &str, input: &str, extra: &[&str]| {
+        let mut args = vec![command, "-f", "-"];
+        args.extend_from_slice(extra);
+        let output = crate::common::secret_inject(&args, Some(input.as_bytes()));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{command}: {stderr}");
+        assert!(!output.stdout.is_empty(), "{command} printed its output");
+        stderr
+    };
+    // The expected denial is the matcher's, word for word, as in the API server case table.
+    let rule = NamespaceRule::new(
+        Mode::Annotated,
+        "team-a",
+        &BTreeMap::from([(ALLOWED_SECRETS.to_owned(), allowed_own.to_owned())]),
+    );
+    let denial = rule
+        .check_pod(&BTreeMap::from([
+            (SECRET_ARN.to_owned(), team_b.to_owned()),
+            (format!("{SECRET_ARN}.own"), team_a.to_owned()),
+        ]))
+        .unwrap_err()
+        .to_string();
+    for command in ["inject", "iam-policy"] {
+        let stderr = run(command, &manifests(allowed_own), &[]);
+        let refused: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("the API server would refuse its pods"))
+            .collect();
+        assert_eq!(refused.len(), 1, "{command}: only Deployment/web: {stderr}");
+        assert!(
+            refused[0].contains("document 2 (Deployment/web)") && refused[0].contains(&denial),
+            "{command}: {stderr}"
+        );
+        // Allowed by the namespace: nothing said.
+        let stderr = run(command, &manifests(&format!("{allowed_own},{team_b}")), &[]);
+        assert!(!stderr.contains("would refuse"), "{command}: {stderr}");
+        // The chart's mode off: nothing checked.
+        let stderr = run(
+            command,
+            &manifests(allowed_own),
+            &["--allow-list-mode", "off"],
+        );
+        assert!(!stderr.contains("would refuse"), "{command}: {stderr}");
+        // A pattern that can never match is named.
+        let stderr = run(command, &manifests("team-a/*"), &[]);
+        assert!(
+            stderr.contains("document 1 (Namespace/team-a): annotation secrets.k8s.aws/allowed-secrets: pattern \"team-a/*\""),
+            "{command}: {stderr}"
+        );
+    }
+    // A mode that is no mode is refused by the parser, naming the values.
+    let output = crate::common::secret_inject(
+        &["inject", "-f", "-", "--allow-list-mode", "strict"],
+        Some(manifests(allowed_own).as_bytes()),
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("off, annotated or namespace-prefix"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
