@@ -566,7 +566,9 @@ impl SettingsFields {
                 })?,
             },
         };
-        if settings.attempt_timeout > settings.deadline {
+        // Only a stated attempt timeout is checked: the default one (10 s) is cut to what is left
+        // of a shorter deadline, as every attempt is.
+        if self.attempt_timeout.is_some() && settings.attempt_timeout > settings.deadline {
             return Err(invalid(
                 SettingsField::AttemptTimeout,
                 format!(

@@ -66,6 +66,15 @@ fn unset_settings_render_nothing_and_the_agent_keeps_its_defaults() {
         SettingsFields::default().parse().unwrap(),
         AgentSettings::DEFAULT
     );
+    // A deadline shorter than the default attempt timeout is fine: attempts are cut to it.
+    let short = SettingsFields {
+        deadline: Some("2s".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        short.parse().unwrap().deadline,
+        std::time::Duration::from_secs(2)
+    );
 }
 
 #[test]
