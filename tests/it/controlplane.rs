@@ -747,24 +747,7 @@ fn helm_upgrade_keeps_the_ca_and_the_webhook_serves_across_a_certificate_change(
             .clone()
     };
     let (ca_before, cert_before) = (config(), secret());
-    let chart = repo_root().join("charts/secret-inject");
-    let upgrade = |extra: &[&str]| {
-        let mut args = vec![
-            "upgrade",
-            &ns.name,
-            chart.to_str().unwrap(),
-            "--namespace",
-            &ns.release,
-            "--reuse-values",
-        ];
-        args.extend_from_slice(extra);
-        let output = plane.helm(&args);
-        assert!(
-            output.status.success(),
-            "helm upgrade failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let upgrade = |extra: &[&str]| ns.helm_upgrade(extra);
     let pdb = || plane.get_json(&["pdb", &release_name(&ns), "-n", &ns.release])["spec"].clone();
     let pdb_before = pdb();
     // lookup finds the Secret: same certificate, same caBundle; the PDB stays as it was.

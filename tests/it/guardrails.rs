@@ -79,25 +79,6 @@ fn wait_for_service_accounts(plane: &ControlPlane, names: &[String]) {
     }
 }
 
-fn upgrade(plane: &ControlPlane, ns: &Namespaces, extra: &[&str]) {
-    let chart = repo_root().join("charts/secret-inject");
-    let mut args = vec![
-        "upgrade",
-        &ns.name,
-        chart.to_str().unwrap(),
-        "--namespace",
-        &ns.release,
-        "--reuse-values",
-    ];
-    args.extend_from_slice(extra);
-    let output = plane.helm(&args);
-    assert!(
-        output.status.success(),
-        "helm upgrade failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Every case of `spec::allow::CASES`, through the chart's policy and through the Rust matcher:
 /// the same verdict. Each case gets a namespace of its own, named for the case; "team-a" in the
 /// table stands for that name (in the annotation and the value alike), so the namespace-prefix
@@ -129,7 +110,7 @@ fn the_api_servers_policy_and_the_cli_matcher_agree_on_every_case() {
     let mut mode_now = Mode::Annotated;
     for mode in [Mode::Annotated, Mode::NamespacePrefix, Mode::Off] {
         if mode != mode_now {
-            upgrade(plane, &ns, &["--set", &format!("allowList.mode={mode}")]);
+            ns.helm_upgrade(&["--set", &format!("allowList.mode={mode}")]);
             mode_now = mode;
             // A probe the two modes judge differently, until the API server has the new policy.
             let probe = CASES

@@ -500,6 +500,26 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// `helm upgrade` the test's release with its values kept and `extra` set.
+    pub fn helm_upgrade(&self, extra: &[&str]) {
+        let chart = repo_root().join("charts/secret-inject");
+        let mut args = vec![
+            "upgrade",
+            &self.name,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &self.release,
+            "--reuse-values",
+        ];
+        args.extend_from_slice(extra);
+        let output = self.plane.helm(&args);
+        assert!(
+            output.status.success(),
+            "helm upgrade failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Create both namespaces; `labels` go on the app namespace, next to the selector label.
     pub fn new(name: &str, labels: &[(&str, &str)]) -> Namespaces {
         let plane = shared();
