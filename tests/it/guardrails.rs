@@ -246,6 +246,13 @@ fn pods_outside_the_namespaces_allow_list_are_refused_with_the_reason() {
             ("secrets.k8s.aws/secret-arn.other", TEAM_B_SM),
         ]),
     );
+    // The API server loads a new policy and binding, and sees the namespace's annotation,
+    // a moment after helm created them: wait until the policy refuses (liveness only).
+    plane.wait_for(
+        "the allow-list policy to be in effect",
+        Duration::from_secs(60),
+        || try_create(plane, &name, &foreign).is_err(),
+    );
     let output = plane.kubectl_stdin(
         &["create", "-n", &name, "-f", "-"],
         Some(foreign.to_string().as_bytes()),
@@ -638,9 +645,17 @@ fn the_most_secrets_against_a_long_allow_list_fit_the_api_servers_cost_budget() 
             )
         })
         .collect();
+    let mut foreign = annotations.clone();
+    foreign.insert(format!("{SECRET_ARN}.zz"), TEAM_B_SM.to_owned());
+    // The policy and the namespace's annotation reach the API server a moment after they are
+    // created: wait until the foreign secret is refused (liveness only).
+    plane.wait_for(
+        "the allow-list policy to be in effect",
+        Duration::from_secs(60),
+        || try_create(plane, &name, &pod("big", &foreign)).is_err(),
+    );
     try_create(plane, &name, &pod("big", &annotations)).expect("every secret is allowed");
-    annotations.insert(format!("{SECRET_ARN}.zz"), TEAM_B_SM.to_owned());
-    let text = try_create(plane, &name, &pod("big", &annotations)).unwrap_err();
+    let text = try_create(plane, &name, &pod("big", &foreign)).unwrap_err();
     assert!(
         text.contains(&format!(
             "annotation {SECRET_ARN}.zz: {TEAM_B_SM} is not allowed in namespace {name}"
