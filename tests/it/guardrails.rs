@@ -635,7 +635,7 @@ fn the_most_secrets_against_a_long_allow_list_fit_the_api_servers_cost_budget() 
     ));
     namespace(plane, &ns, &name, Some(&patterns.join(",")));
     wait_for_service_accounts(plane, std::slice::from_ref(&name));
-    let mut annotations: BTreeMap<String, String> = (0..secret_inject::spec::MAX_SECRETS)
+    let annotations: BTreeMap<String, String> = (0..secret_inject::spec::MAX_SECRETS)
         .map(|i| {
             (
                 format!("{SECRET_ARN}.s{i}"),
