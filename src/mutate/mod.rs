@@ -68,14 +68,11 @@ pub struct MutationConfig {
     pub env_files: bool,
     /// How much one pod may ask for ([`Limits`]).
     pub limits: Limits,
-    /// How the injected agent runs (deadline, attempt timeout, batch threshold), validated;
-    /// the ones set are rendered into every agent container.
-    pub agent: SettingsFields,
-    /// The injected agent's log level, when set.
-    pub agent_log_level: Option<String>,
-    /// Extra environment for the injected agent (a proxy, an endpoint or FIPS switch), in the
-    /// order given.
-    pub agent_env: Vec<(String, String)>,
+    /// The environment every agent container gets after its plan, rendered once from the
+    /// operator's validated settings: the agent's settings that were set (deadline, attempt
+    /// timeout, batch threshold), the log level, then the extra environment (a proxy, an
+    /// endpoint or FIPS switch) in the order given. Empty when the operator set none.
+    pub agent_env: Vec<EnvVar>,
 }
 
 /// The operator's settings as given, before validation.
@@ -199,7 +196,26 @@ impl MutationConfig {
                 problem: error.problem.into(),
             });
         }
-        let agent_env = agent_env(settings.agent_env)?;
+        let var = |name: &str, value: String| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        };
+        let mut env: Vec<EnvVar> = agent
+            .render()
+            .into_iter()
+            .map(|(name, value)| var(name, value))
+            .collect();
+        env.extend(
+            settings
+                .agent_log_level
+                .map(|level| var(contract::env::LOG_LEVEL, level.to_owned())),
+        );
+        env.extend(
+            agent_env(settings.agent_env)?
+                .into_iter()
+                .map(|(name, value)| var(&name, value)),
+        );
         let mut limits = std::collections::BTreeMap::from([(
             "memory".to_owned(),
             quantity("sidecar-memory-limit", settings.memory_limit)?,
@@ -237,33 +253,8 @@ impl MutationConfig {
             env_files: settings.env_files,
             native_sidecars: settings.native_sidecars,
             limits: settings.limits,
-            agent,
-            agent_log_level: settings.agent_log_level.map(str::to_owned),
-            agent_env,
+            agent_env: env,
         })
-    }
-
-    /// Append the environment of the agent's settings, in the order it is rendered: the
-    /// settings that were set, the log level, then the extra environment. Nothing to do (and no
-    /// work on the review's path) when the operator set none.
-    fn push_agent_env(&self, env: &mut Vec<EnvVar>) {
-        let var = |name: &str, value: String| EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            value_from: None,
-        };
-        if self.agent != SettingsFields::default() {
-            let settings = self.agent.clone().render();
-            env.extend(settings.into_iter().map(|(name, value)| var(name, value)));
-        }
-        if let Some(level) = &self.agent_log_level {
-            env.push(var(contract::env::LOG_LEVEL, level.clone()));
-        }
-        env.extend(
-            self.agent_env
-                .iter()
-                .map(|(name, value)| var(name, value.clone())),
-        );
     }
 }
 
@@ -1203,7 +1194,7 @@ fn agent_container(
             value_from: None,
         })
         .collect();
-    config.push_agent_env(&mut env);
+    env.extend(config.agent_env.iter().cloned());
     let mut volume_mounts = vec![
         secret_mount(injection.mount_path.as_str()),
         no_token_mount(),
