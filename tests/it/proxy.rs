@@ -50,6 +50,18 @@ impl RefusingProxy {
     }
 }
 
+/// Static keys, the secret and the RAM disk, then `extra`: each run's environment.
+fn run_env<'a>(
+    arn: &'a str,
+    out: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = KEYS.to_vec();
+    env.extend([("SECRET_ARN", arn), ("SECRET_INJECT_OUTPUT_DIR", out)]);
+    env.extend_from_slice(extra);
+    env
+}
+
 /// A loopback port where nothing listens.
 fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,13 +78,14 @@ fn http_proxy_carries_the_calls_and_no_proxy_bypasses_it() {
     let proxy_url = proxy.endpoint();
     // The endpoint is where nothing listens: only the proxy (which forwards to moto) can answer.
     let unreachable = format!("http://127.0.0.2:{}", closed_port());
-    let mut env: Vec<(&str, &str)> = KEYS.to_vec();
-    env.extend([
-        ("SECRET_ARN", arn.as_str()),
-        ("SECRET_INJECT_OUTPUT_DIR", &out_dir),
-        ("AWS_ENDPOINT_URL", &unreachable),
-        ("HTTP_PROXY", &proxy_url),
-    ]);
+    let env = run_env(
+        arn.as_str(),
+        &out_dir,
+        &[
+            ("AWS_ENDPOINT_URL", &unreachable),
+            ("HTTP_PROXY", &proxy_url),
+        ],
+    );
     let run = agent(&env, &[]);
     assert_eq!(run.code, Some(0), "{}", run.output);
     assert_eq!(
@@ -91,29 +104,31 @@ fn http_proxy_carries_the_calls_and_no_proxy_bypasses_it() {
     let direct = moto.endpoint();
     let out = ram_dir();
     let out_dir = out.path().to_str().unwrap().to_owned();
-    let mut env: Vec<(&str, &str)> = KEYS.to_vec();
-    env.extend([
-        ("SECRET_ARN", arn.as_str()),
-        ("SECRET_INJECT_OUTPUT_DIR", &out_dir),
-        ("AWS_ENDPOINT_URL", &direct),
-        ("HTTP_PROXY", &dead_proxy),
-        ("NO_PROXY", "localhost,127.0.0.1"),
-    ]);
+    let env = run_env(
+        arn.as_str(),
+        &out_dir,
+        &[
+            ("AWS_ENDPOINT_URL", &direct),
+            ("HTTP_PROXY", &dead_proxy),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ],
+    );
     let run = agent(&env, &[]);
     assert_eq!(run.code, Some(0), "{}", run.output);
 
     // Without NO_PROXY the same run goes to the dead proxy and fails, naming the proxy.
     let out = ram_dir();
     let out_dir = out.path().to_str().unwrap().to_owned();
-    let mut env: Vec<(&str, &str)> = KEYS.to_vec();
-    env.extend([
-        ("SECRET_ARN", arn.as_str()),
-        ("SECRET_INJECT_OUTPUT_DIR", &out_dir),
-        ("AWS_ENDPOINT_URL", &direct),
-        ("HTTP_PROXY", &dead_proxy),
-        ("SECRET_INJECT_DEADLINE", "2s"),
-        ("SECRET_INJECT_ATTEMPT_TIMEOUT", "500ms"),
-    ]);
+    let env = run_env(
+        arn.as_str(),
+        &out_dir,
+        &[
+            ("AWS_ENDPOINT_URL", &direct),
+            ("HTTP_PROXY", &dead_proxy),
+            ("SECRET_INJECT_DEADLINE", "2s"),
+            ("SECRET_INJECT_ATTEMPT_TIMEOUT", "500ms"),
+        ],
+    );
     let run = agent(&env, &[]);
     assert_ne!(run.code, Some(0), "{}", run.output);
     assert!(!out.path().join("secret").exists());
