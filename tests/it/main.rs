@@ -17,6 +17,7 @@ mod image;
 mod inject_cli;
 mod manifests;
 mod many_secrets;
+mod node;
 mod plan_contract;
 mod properties;
 mod proxy;

@@ -34,8 +34,12 @@ pub struct ControlPlane {
     pub dir: PathBuf,
     /// Admin kubeconfig (client certificate in `system:masters`).
     pub kubeconfig: PathBuf,
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<address>:<port>`.
     pub server: String,
+    /// The cluster CA, to sign more client certificates (the node's kubelet).
+    pub ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The cluster CA's certificate.
+    pub ca_pem: String,
     /// The guards; dropping them (at process exit) stops the processes.
     _guards: Mutex<Vec<Guarded>>,
 }
@@ -142,7 +146,50 @@ fn free_port() -> u16 {
 /// The control plane of this test binary, started on first use.
 pub fn shared() -> &'static ControlPlane {
     static PLANE: OnceLock<ControlPlane> = OnceLock::new();
-    PLANE.get_or_init(ControlPlane::start)
+    PLANE.get_or_init(|| ControlPlane::start(&Options::host()))
+}
+
+/// How a control plane is started: the admission-only one of [`shared`] (no node; the Service
+/// range routed to loopback, where the tests' webhooks listen), or the one a real node joins
+/// (`super::node`: the API server on the node's bridge address, reachable from pods through the
+/// `kubernetes` Service, calling webhook Services' pod IPs directly).
+pub struct Options {
+    /// Where the API server listens and what it advertises (the `kubernetes` Service's endpoint).
+    pub address: IpAddr,
+    /// The Service range.
+    pub service_cidr: &'static str,
+    /// Route the Service range to `lo` while the tests run.
+    pub route_services_to_lo: bool,
+    /// More kube-apiserver flags; `{dir}` in them is the control plane's directory (which holds
+    /// `ca.crt`, and `admin.crt` and `admin.key`: a `system:masters` client certificate).
+    pub apiserver_flags: Vec<String>,
+    /// kube-controller-manager's `--controllers`.
+    pub controllers: &'static str,
+    /// Whether each controller uses its own ServiceAccount's credentials (the root-CA publisher
+    /// needs them once the API server authorizes nodes).
+    pub service_account_credentials: bool,
+}
+
+impl Options {
+    /// The admission-only control plane of [`shared`].
+    pub fn host() -> Options {
+        Options {
+            address: IpAddr::from([127, 0, 0, 1]),
+            service_cidr: SERVICE_CIDR,
+            route_services_to_lo: true,
+            apiserver_flags: vec![
+                "--authorization-mode=RBAC".to_owned(),
+                // The `kubernetes` Service cannot point at a loopback address; nothing here needs
+                // its endpoints, and the reconciler would log a refusal every 10 s.
+                "--endpoint-reconciler-type=none".to_owned(),
+            ],
+            controllers: "serviceaccount,serviceaccount-token,root-ca-certificate-publisher-controller,\
+                 deployment-controller,replicaset-controller,job-controller,cronjob-controller,\
+                 endpointslice-controller,endpoints-controller,namespace-controller,\
+                 garbage-collector-controller",
+            service_account_credentials: false,
+        }
+    }
 }
 
 struct Pki {
@@ -153,9 +200,11 @@ struct Pki {
     admin_key: String,
     sa_key: String,
     sa_pub: String,
+    /// The CA's key, for the node's certificates (`super::node`).
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
-fn pki() -> Pki {
+fn pki(addresses: &[IpAddr]) -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose, SanType,
@@ -181,10 +230,8 @@ fn pki() -> Pki {
         "kubernetes.default.svc".to_owned(),
     ])
     .unwrap();
-    for ip in ["127.0.0.1", "10.250.0.1"] {
-        serving
-            .subject_alt_names
-            .push(SanType::IpAddress(ip.parse().unwrap()));
+    for &ip in addresses {
+        serving.subject_alt_names.push(SanType::IpAddress(ip));
     }
     serving
         .distinguished_name
@@ -211,11 +258,12 @@ fn pki() -> Pki {
         admin_key: admin_key.serialize_pem(),
         sa_key: sa.serialize_pem(),
         sa_pub: sa.public_key_pem(),
+        issuer,
     }
 }
 
 impl ControlPlane {
-    fn start() -> ControlPlane {
+    pub fn start(options: &Options) -> ControlPlane {
         let started = Instant::now();
         let (etcd_bin, apiserver_bin, kcm_bin) = (
             bin("etcd"),
@@ -227,7 +275,20 @@ impl ControlPlane {
             .tempdir()
             .unwrap()
             .keep();
-        let pki = pki();
+        // The first address of the Service range is the `kubernetes` Service's ClusterIP.
+        let network: std::net::Ipv4Addr = options
+            .service_cidr
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let kubernetes_service = IpAddr::from(std::net::Ipv4Addr::from(u32::from(network) + 1));
+        let pki = pki(&[
+            IpAddr::from([127, 0, 0, 1]),
+            options.address,
+            kubernetes_service,
+        ]);
         let write = |name: &str, contents: &str| {
             let path = dir.join(name);
             std::fs::write(&path, contents).unwrap();
@@ -238,32 +299,36 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &pki.serving_key);
         let sa_key = write("sa.key", &pki.sa_key);
         let sa_pub = write("sa.pub", &pki.sa_pub);
+        write("admin.crt", &pki.admin_cert);
+        write("admin.key", &pki.admin_key);
 
         let mut guards = Vec::new();
         // Route the Service range to this machine while the tests run; removed at exit, with
         // etcd's data (the logs stay for a failure's post-mortem).
-        let mut route = Guarded::shell(
-            &format!(
-                "ip route replace local {SERVICE_CIDR} dev lo || exit 1; echo routed; \
+        if options.route_services_to_lo {
+            let mut route = Guarded::shell(
+                &format!(
+                    "ip route replace local {SERVICE_CIDR} dev lo || exit 1; echo routed; \
                  cat >/dev/null; ip route del local {SERVICE_CIDR} dev lo; sleep 2; \
                  rm -rf {etcd_data}",
-                etcd_data = dir.join("etcd").display()
-            ),
-            dir.join("route.log"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&route.log)
-            .unwrap_or_default()
-            .contains("routed")
-        {
-            assert!(
-                !route.exited() && Instant::now() < deadline,
-                "cannot route {SERVICE_CIDR} to lo (needs root and iproute2's `ip`): {}",
-                std::fs::read_to_string(&route.log).unwrap_or_default()
+                    etcd_data = dir.join("etcd").display()
+                ),
+                dir.join("route.log"),
             );
-            std::thread::sleep(Duration::from_millis(20));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_to_string(&route.log)
+                .unwrap_or_default()
+                .contains("routed")
+            {
+                assert!(
+                    !route.exited() && Instant::now() < deadline,
+                    "cannot route {SERVICE_CIDR} to lo (needs root and iproute2's `ip`): {}",
+                    std::fs::read_to_string(&route.log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            guards.push(route);
         }
-        guards.push(route);
 
         let (etcd_port, etcd_peer) = (free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -284,34 +349,38 @@ impl ControlPlane {
         ));
 
         let port = free_port();
-        let server = format!("https://127.0.0.1:{port}");
+        let server = format!("https://{}:{port}", options.address);
         guards.push(Guarded::start(
             &apiserver_bin,
             &[
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--bind-address={}", options.address),
+                format!("--advertise-address={}", options.address),
                 format!("--secure-port={port}"),
                 format!("--tls-cert-file={serving_cert}"),
                 format!("--tls-private-key-file={serving_key}"),
                 format!("--client-ca-file={ca}"),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                format!("--service-cluster-ip-range={}", options.service_cidr),
                 "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
                 format!("--service-account-key-file={sa_pub}"),
                 format!("--service-account-signing-key-file={sa_key}"),
-                "--authorization-mode=RBAC".to_owned(),
                 // The defaults, named: ServiceAccount, PodSecurity and both webhook plugins on.
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,\
                  DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,\
                  ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota,PodSecurity"
                     .to_owned(),
                 "--allow-privileged=true".to_owned(),
-                // The `kubernetes` Service cannot point at a loopback address; nothing here needs
-                // its endpoints, and the reconciler would log a refusal every 10 s.
-                "--endpoint-reconciler-type=none".to_owned(),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
                 "--v=1".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                options
+                    .apiserver_flags
+                    .iter()
+                    .map(|flag| flag.replace("{dir}", &dir.to_string_lossy())),
+            )
+            .collect::<Vec<_>>(),
             dir.join("kube-apiserver.log"),
             &[],
         ));
@@ -326,6 +395,8 @@ impl ControlPlane {
             dir: dir.clone(),
             kubeconfig: kubeconfig.clone(),
             server,
+            ca: pki.issuer,
+            ca_pem: pki.ca_pem,
             _guards: Mutex::new(Vec::new()),
         };
         plane.wait_ready(&guards, started);
@@ -336,15 +407,14 @@ impl ControlPlane {
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--service-account-private-key-file={sa_key}"),
                 format!("--root-ca-file={ca}"),
-                "--use-service-account-credentials=false".to_owned(),
+                format!(
+                    "--use-service-account-credentials={}",
+                    options.service_account_credentials
+                ),
                 "--leader-elect=false".to_owned(),
                 "--bind-address=127.0.0.1".to_owned(),
                 format!("--secure-port={}", free_port()),
-                "--controllers=serviceaccount,serviceaccount-token,root-ca-certificate-publisher-controller,\
-                 deployment-controller,replicaset-controller,job-controller,cronjob-controller,\
-                 endpointslice-controller,endpoints-controller,namespace-controller,\
-                 garbage-collector-controller"
-                    .to_owned(),
+                format!("--controllers={}", options.controllers),
                 "--v=1".to_owned(),
             ],
             dir.join("kube-controller-manager.log"),
@@ -490,7 +560,7 @@ fn kubeconfig_json(server: &str, pki: &Pki) -> Value {
 /// A test's namespaces: `app` (where the test's pods go, selected by its webhook) and `release`
 /// (where its chart is installed). Deleted when dropped.
 pub struct Namespaces {
-    plane: &'static ControlPlane,
+    pub plane: &'static ControlPlane,
     /// The test's name, a DNS label.
     pub name: String,
     /// Where the test's workloads go.
@@ -522,7 +592,11 @@ impl Namespaces {
 
     /// Create both namespaces; `labels` go on the app namespace, next to the selector label.
     pub fn new(name: &str, labels: &[(&str, &str)]) -> Namespaces {
-        let plane = shared();
+        Namespaces::on(shared(), name, labels)
+    }
+
+    /// [`Namespaces::new`] on another control plane (the node's).
+    pub fn on(plane: &'static ControlPlane, name: &str, labels: &[(&str, &str)]) -> Namespaces {
         let app = format!("app-{name}");
         let release = format!("rel-{name}");
         for ns in [&app, &release] {

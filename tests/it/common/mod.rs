@@ -210,6 +210,7 @@ pub mod agent;
 pub mod controlplane;
 pub mod irsa_webhook;
 pub mod moto;
+pub mod node;
 pub mod random_pod;
 pub mod webhook;
 

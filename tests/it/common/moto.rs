@@ -14,6 +14,8 @@ use serde_json::Value;
 /// A running `moto_server`, killed on drop.
 pub struct Moto {
     child: Child,
+    /// Where it listens: loopback, or the test node's bridge address (pods reach it there).
+    pub host: String,
     pub port: u16,
 }
 
@@ -24,8 +26,13 @@ impl Moto {
 
     /// Start with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to enforce IAM.
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        Moto::start_on("127.0.0.1", env)
+    }
+
+    /// Start listening on `host` (an address of this machine).
+    pub fn start_on(host: &str, env: &[(&str, &str)]) -> Moto {
         let mut child = Command::new(super::tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
+            .args(["-H", host, "-p", "0"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -41,7 +48,7 @@ impl Moto {
                 break;
             }
             seen.push_str(&line);
-            if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+            if let Some(rest) = line.split(&format!("Running on http://{host}:")).nth(1) {
                 port = rest.trim().parse().ok();
                 break;
             }
@@ -52,11 +59,15 @@ impl Moto {
             let mut sink = Vec::new();
             let _ = stderr.read_to_end(&mut sink);
         });
-        Moto { child, port }
+        Moto {
+            child,
+            host: host.to_owned(),
+            port,
+        }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// Call a JSON-protocol API (Secrets Manager, Systems Manager) with an unsigned request in
@@ -104,8 +115,9 @@ impl Moto {
         body: Vec<u8>,
     ) -> (u16, Vec<u8>) {
         let mut request = format!(
-            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
+            "POST / HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential=test/20261127/{region}/{service}/aws4_request, SignedHeaders=host, Signature=00\r\n",
+            self.host,
             self.port,
             body.len()
         );
@@ -113,7 +125,7 @@ impl Moto {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut stream = TcpStream::connect((self.host.as_str(), self.port)).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         stream.write_all(&body).unwrap();
         let mut response = Vec::new();
@@ -143,7 +155,7 @@ impl Moto {
             self.port,
             body.len()
         );
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut stream = TcpStream::connect((self.host.as_str(), self.port)).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
