@@ -11,6 +11,12 @@
 # endpoints with, and an empty /tmp. Nothing else: no shell, no package manager, no libc.
 # tests/it/image.rs runs the binary in a directory holding exactly these files with `chroot`.
 #
+# Without Docker, `scripts/build-image secret-inject --out DIR` writes this same image as an OCI
+# image layout (`scripts/push-image DIR REGISTRY/REPO:TAG` pushes it). It reads this file: the
+# files from the builder stage's `mkdir -p`, `install -m MODE SOURCE /rootfs/PATH` and `chmod`
+# lines, the configuration from the final stage, which may hold only ARG, LABEL, ENV, USER,
+# EXPOSE, ENTRYPOINT, CMD and the one `COPY --from=builder /rootfs/ /` (it refuses anything else).
+#
 # Multi-arch: the builder stage runs on the *target* platform (no `--platform=$BUILDPLATFORM`),
 # so every build is a native build and needs no cross toolchain. On an amd64 machine, buildx
 # runs the arm64 builder under QEMU emulation (install it once with

@@ -10,6 +10,12 @@
 //! offline injector, and the agent fetching a secret over TLS that it verifies with the image's
 //! CA bundle (and refuses without it).
 //!
+//! Without Docker, `scripts/build-image` writes the image as an OCI image layout: the tests
+//! hold its config and files to the Dockerfile's final stage (parsed here on its own), run the
+//! binary from the unpacked layer, check that builds are byte-for-byte reproducible, run the
+//! busybox and pause images' programs, and push a layout to a stub registry with
+//! `scripts/push-image`.
+//!
 //! The chroot tests need root (chroot(2) is privileged). Tests run as root here and in CI; as
 //! any other user they fail with a message saying so, they never skip.
 
@@ -612,5 +618,886 @@ fn dockerfile_ships_what_these_tests_check() {
     assert!(
         version(rust) >= version(required),
         "Dockerfile builds with Rust {rust}, Cargo.toml's rust-version is {required}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The image without Docker: scripts/build-image writes an OCI image layout, held to the
+// Dockerfile; scripts/push-image pushes it. (Pushing to the real registry is the node tests'
+// part; here a stub that speaks the distribution API checks what the script sends.)
+
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn python3() -> Command {
+    let python = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 not found on PATH: scripts/build-image and scripts/push-image need Python 3 (apt-get install python3)");
+    Command::new(python)
+}
+
+/// `scripts/build-image IMAGE --out OUT ARGS...` with `env`, and its output.
+fn build_image_output(image: &str, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = python3();
+    command
+        .arg(common::repo_root().join("scripts/build-image"))
+        .arg(image)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .envs(env.iter().copied());
+    run(command, b"")
+}
+
+/// The manifest digest `scripts/build-image` prints.
+fn build_image(image: &str, out: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = build_image_output(image, out, args, env);
+    assert!(
+        output.status.success(),
+        "scripts/build-image {image} {args:?}: {}",
+        describe(&output)
+    );
+    let digest = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    digest
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// One entry of a ustar archive.
+#[derive(Debug)]
+struct TarEntry {
+    path: String,
+    /// b'0' file, b'2' symlink, b'5' directory.
+    kind: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    owner_names: String,
+    link: String,
+    data: std::ops::Range<usize>,
+}
+
+fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
+    let text =
+        |b: &[u8]| String::from_utf8(b.iter().copied().take_while(|c| *c != 0).collect()).unwrap();
+    let octal = |b: &[u8]| u64::from_str_radix(text(b).trim(), 8).unwrap_or(0);
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|b| *b != 0) {
+        let h = &tar[at..at + 512];
+        assert_eq!(&h[257..262], b"ustar", "not a ustar header at {at}");
+        let (name, prefix) = (text(&h[0..100]), text(&h[345..500]));
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let size = octal(&h[124..136]) as usize;
+        entries.push(TarEntry {
+            path: path.trim_end_matches('/').to_owned(),
+            kind: h[156],
+            mode: octal(&h[100..108]) as u32,
+            uid: octal(&h[108..116]),
+            gid: octal(&h[116..124]),
+            mtime: octal(&h[136..148]),
+            owner_names: text(&h[265..297]) + &text(&h[297..329]),
+            link: text(&h[157..257]),
+            data: at + 512..at + 512 + size,
+        });
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    entries
+}
+
+/// An OCI image layout with one image of one uncompressed layer.
+struct Layout {
+    index: Value,
+    config: Value,
+    layer: Vec<u8>,
+    entries: Vec<TarEntry>,
+}
+
+fn blob(dir: &Path, digest: &str) -> Vec<u8> {
+    let path = dir
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap());
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        sha256(&bytes),
+        digest,
+        "{} is not what its name says",
+        path.display()
+    );
+    bytes
+}
+
+fn read_layout(dir: &Path, digest: &str) -> Layout {
+    let oci_layout: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert_eq!(
+        manifests[0]["digest"], digest,
+        "the printed digest is the index's"
+    );
+    assert_eq!(manifests[0]["mediaType"], MEDIA_MANIFEST);
+    let manifest_bytes = blob(dir, digest);
+    assert_eq!(manifests[0]["size"], manifest_bytes.len());
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    assert_eq!(manifest["schemaVersion"], 2);
+    assert_eq!(manifest["mediaType"], MEDIA_MANIFEST);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let config_bytes = blob(dir, manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(manifest["config"]["size"], config_bytes.len());
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    assert_eq!(
+        layers[0]["mediaType"], MEDIA_LAYER_TAR,
+        "built with --compression none"
+    );
+    let layer = blob(dir, layers[0]["digest"].as_str().unwrap());
+    assert_eq!(layers[0]["size"], layer.len());
+    // Uncompressed, the layer's digest is its diff id.
+    assert_eq!(config["rootfs"]["type"], "layers");
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        serde_json::json!([layers[0]["digest"]])
+    );
+    assert_eq!(config["os"], "linux");
+    assert_eq!(
+        config["architecture"], "amd64",
+        "this host's binaries are x86-64"
+    );
+    assert_eq!(manifests[0]["platform"]["architecture"], "amd64");
+    let entries = tar_entries(&layer);
+    // Deterministic entries: sorted, owned by root without names, time 0.
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort_unstable();
+    assert_eq!(paths, sorted, "tar entries are not sorted");
+    for entry in &entries {
+        assert_eq!((entry.uid, entry.gid, entry.mtime), (0, 0, 0), "{entry:?}");
+        assert_eq!(entry.owner_names, "", "{entry:?}");
+    }
+    Layout {
+        index,
+        config,
+        layer,
+        entries,
+    }
+}
+
+impl Layout {
+    fn entry(&self, path: &str) -> &TarEntry {
+        self.entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} is not in the layer: {:?}", self.entries))
+    }
+
+    fn data(&self, path: &str) -> &[u8] {
+        &self.layer[self.entry(path).data.clone()]
+    }
+
+    /// The layer unpacked into a 0755 temporary directory, modes as in the layer.
+    fn unpack(&self) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in &self.entries {
+            let path = root.path().join(&entry.path);
+            match entry.kind {
+                b'5' => std::fs::create_dir_all(&path).unwrap(),
+                b'2' => std::os::unix::fs::symlink(&entry.link, &path).unwrap(),
+                b'0' => std::fs::write(&path, &self.layer[entry.data.clone()]).unwrap(),
+                other => panic!("unexpected tar entry type {other} in {entry:?}"),
+            }
+            if entry.kind != b'2' {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
+                    .unwrap();
+            }
+        }
+        root
+    }
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let dockerfile = std::fs::read_to_string(common::repo_root().join("Dockerfile")).unwrap();
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(&format!("{part} ")),
+            None => {
+                current.push_str(line);
+                let (word, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                instructions.push((word.to_owned(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+/// `KEY="VALUE" KEY=VALUE ...` of LABEL and ENV.
+fn dockerfile_pairs(arguments: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut rest = arguments.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').unwrap();
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap(),
+            None => after.split_once(' ').unwrap_or((after, "")),
+        };
+        pairs.push((key.trim().to_owned(), value.to_owned()));
+        rest = after.trim();
+    }
+    pairs
+}
+
+#[test]
+fn build_image_writes_the_image_the_dockerfile_describes() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("layout");
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    let digest = build_image(
+        "secret-inject",
+        &dir,
+        &[
+            "--binary",
+            BINARY,
+            "--strip",
+            "--compression",
+            "none",
+            "--revision",
+            revision,
+            "--tag",
+            "it",
+        ],
+        &[],
+    );
+    let layout = read_layout(&dir, &digest);
+    assert_eq!(
+        layout.index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "it"
+    );
+
+    // The Dockerfile's final stage, as Docker would read it.
+    let instructions = dockerfile_instructions();
+    let last_from = instructions.iter().rposition(|(w, _)| w == "FROM").unwrap();
+    let mut expected = serde_json::json!({"Labels": {}, "Env": [], "ExposedPorts": {}});
+    for (word, rest) in &instructions[last_from + 1..] {
+        let substituted = rest
+            .replace("${VERSION}", env!("CARGO_PKG_VERSION"))
+            .replace("${REVISION}", revision);
+        match word.as_str() {
+            "LABEL" => {
+                for (key, value) in dockerfile_pairs(&substituted) {
+                    expected["Labels"][key] = value.into();
+                }
+            }
+            "ENV" => {
+                for (key, value) in dockerfile_pairs(&substituted) {
+                    expected["Env"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(format!("{key}={value}").into());
+                }
+            }
+            "USER" => expected["User"] = substituted.into(),
+            "EXPOSE" => {
+                for port in substituted.split_whitespace() {
+                    expected["ExposedPorts"][format!("{port}/tcp")] = serde_json::json!({});
+                }
+            }
+            "ENTRYPOINT" => expected["Entrypoint"] = serde_json::from_str(&substituted).unwrap(),
+            "CMD" => expected["Cmd"] = serde_json::from_str(&substituted).unwrap(),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        layout.config["config"], expected,
+        "the layout's config vs the Dockerfile"
+    );
+    // The values these tests run the image with, and what the issue asks for.
+    assert_eq!(layout.config["config"]["User"], IMAGE_USER);
+    assert_eq!(
+        layout.config["config"]["Entrypoint"],
+        serde_json::json!([BINARY_PATH])
+    );
+    assert_eq!(
+        layout.config["config"]["Cmd"],
+        serde_json::json!(["webhook"])
+    );
+    let labels = layout.config["config"]["Labels"].as_object().unwrap();
+    for key in [
+        "title",
+        "description",
+        "source",
+        "url",
+        "documentation",
+        "licenses",
+        "version",
+        "revision",
+    ] {
+        assert!(
+            labels.contains_key(&format!("org.opencontainers.image.{key}")),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(labels["org.opencontainers.image.revision"], revision);
+
+    // The files: what the builder stage's `install -m`, `mkdir -p` and `chmod` lines make in
+    // /rootfs, with their parents.
+    let mut files: std::collections::BTreeMap<String, (u8, u32)> = Default::default();
+    let rootfs = |path: &str| path.strip_prefix("/rootfs/").map(str::to_owned);
+    let add_parents = |files: &mut std::collections::BTreeMap<String, (u8, u32)>, path: &str| {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            files
+                .entry(p.to_str().unwrap().to_owned())
+                .or_insert((b'5', 0o755));
+            parent = p.parent();
+        }
+    };
+    for (_, rest) in instructions[..last_from].iter().filter(|(w, _)| w == "RUN") {
+        for command in rest.split(';').map(str::trim) {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            match words.as_slice() {
+                ["mkdir", "-p", dirs @ ..] => {
+                    for dir in dirs.iter().filter_map(|d| rootfs(d)) {
+                        add_parents(&mut files, &dir);
+                        files.entry(dir).or_insert((b'5', 0o755));
+                    }
+                }
+                ["install", "-m", mode, _, dest] => {
+                    let dest = rootfs(dest).unwrap();
+                    add_parents(&mut files, &dest);
+                    files.insert(dest, (b'0', u32::from_str_radix(mode, 8).unwrap()));
+                }
+                ["chmod", mode, dest] if dest.starts_with("/rootfs/") => {
+                    files.insert(
+                        rootfs(dest).unwrap(),
+                        (b'5', u32::from_str_radix(mode, 8).unwrap()),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let in_layer: std::collections::BTreeMap<String, (u8, u32)> = layout
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), (e.kind, e.mode)))
+        .collect();
+    assert_eq!(
+        in_layer, files,
+        "the layer's files vs the Dockerfile's install lines"
+    );
+    assert!(files.contains_key(BINARY_PATH.trim_start_matches('/')));
+    assert_eq!(files["tmp"], (b'5', 0o1777));
+
+    // The CA bundle is the host's (Debian's ca-certificates); the binary is ours, stripped.
+    assert_eq!(
+        layout.data(CA_BUNDLE.trim_start_matches('/')),
+        std::fs::read(CA_BUNDLE).unwrap()
+    );
+    let binary = layout.data(BINARY_PATH.trim_start_matches('/'));
+    let original = std::fs::metadata(BINARY).unwrap().len() as usize;
+    assert!(
+        binary.len() < original / 2,
+        "--strip left {} of {original} bytes",
+        binary.len()
+    );
+    assert!(!program_headers(binary).iter().any(|h| h.kind == PT_INTERP));
+
+    // And it runs from the unpacked layer as the image's user, with the image's environment.
+    require_root();
+    let root = layout.unpack();
+    let output = run(in_image(root.path(), &["--version"]), b"");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn build_image_is_deterministic() {
+    let out = tempfile::tempdir().unwrap();
+    let layout = |name: &str| out.path().join(name);
+    // Gzip, as pushed: the pause image is small.
+    let first = build_image("pause", &layout("pause-1"), &[], &[]);
+    let second = build_image("pause", &layout("pause-2"), &[], &[]);
+    assert_eq!(first, second, "two builds of the pause image differ");
+    for file in ["index.json", "oci-layout"] {
+        assert_eq!(
+            std::fs::read(layout("pause-1").join(file)).unwrap(),
+            std::fs::read(layout("pause-2").join(file)).unwrap()
+        );
+    }
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout("pause-1").join("index.json")).unwrap())
+            .unwrap();
+    let manifest: Value = serde_json::from_slice(&blob(&layout("pause-1"), &first)).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(index["manifests"][0]["platform"]["os"], "linux");
+    let config: Value = serde_json::from_slice(&blob(
+        &layout("pause-1"),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    // SOURCE_DATE_EPOCH moves the time, and so the digest.
+    let dated = build_image(
+        "pause",
+        &layout("pause-3"),
+        &[],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_ne!(dated, first);
+    let manifest: Value = serde_json::from_slice(&blob(&layout("pause-3"), &dated)).unwrap();
+    let config: Value = serde_json::from_slice(&blob(
+        &layout("pause-3"),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+
+    // secret-inject: the same binary twice, then another binary.
+    let args = [
+        "--binary",
+        BINARY,
+        "--strip",
+        "--compression",
+        "none",
+        "--revision",
+        "r1",
+    ];
+    let first = build_image("secret-inject", &layout("si-1"), &args, &[]);
+    let second = build_image("secret-inject", &layout("si-2"), &args, &[]);
+    assert_eq!(
+        first, second,
+        "two builds of the secret-inject image differ"
+    );
+    let mut other = read_layout(&layout("si-1"), &first)
+        .data(BINARY_PATH.trim_start_matches('/'))
+        .to_vec();
+    other.push(0);
+    let other_binary = out.path().join("other-binary");
+    std::fs::write(&other_binary, &other).unwrap();
+    let other_args = [
+        "--binary",
+        other_binary.to_str().unwrap(),
+        "--compression",
+        "none",
+        "--revision",
+        "r1",
+    ];
+    let third = build_image("secret-inject", &layout("si-3"), &other_args, &[]);
+    assert_ne!(third, first, "a different binary gave the same image");
+    let third_layout = read_layout(&layout("si-3"), &third);
+    assert_eq!(
+        third_layout.data(BINARY_PATH.trim_start_matches('/')),
+        other
+    );
+    // Another revision is another label, so another config and manifest.
+    let args = [
+        "--binary",
+        BINARY,
+        "--strip",
+        "--compression",
+        "none",
+        "--revision",
+        "r2",
+    ];
+    assert_ne!(
+        build_image("secret-inject", &layout("si-4"), &args, &[]),
+        first
+    );
+}
+
+#[test]
+fn build_image_refuses_a_dynamic_or_missing_binary() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("layout");
+    let chroot = chroot_program();
+    let output = build_image_output(
+        "secret-inject",
+        &dir,
+        &["--binary", chroot.to_str().unwrap(), "--revision", "r"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is dynamically linked"),
+        "{}",
+        describe(&output)
+    );
+    let missing = out.path().join("no-such-binary");
+    let output = build_image_output(
+        "secret-inject",
+        &dir,
+        &["--binary", missing.to_str().unwrap(), "--revision", "r"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not exist"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!dir.exists(), "a failed build left {}", dir.display());
+
+    // Without --binary, the release build of the checkout the script is in; a checkout where
+    // it was never built is told how to build it.
+    let checkout = out.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("scripts")).unwrap();
+    for file in ["scripts/build-image", "Dockerfile", "Cargo.toml"] {
+        std::fs::copy(common::repo_root().join(file), checkout.join(file)).unwrap();
+    }
+    let mut command = python3();
+    command
+        .arg(checkout.join("scripts/build-image"))
+        .args(["secret-inject", "--revision", "r", "--out"])
+        .arg(&dir);
+    let output = run(command, b"");
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cargo build --release"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn busybox_image_runs_a_shell_as_nobody() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("busybox");
+    let digest = build_image("busybox", &dir, &["--compression", "none"], &[]);
+    let layout = read_layout(&dir, &digest);
+    let busybox = layout.entry("bin/busybox");
+    assert_eq!((busybox.kind, busybox.mode), (b'0', 0o755));
+    assert!(
+        !program_headers(layout.data("bin/busybox"))
+            .iter()
+            .any(|h| h.kind == PT_INTERP)
+    );
+    for applet in [
+        "bin/sh",
+        "bin/cat",
+        "bin/sleep",
+        "bin/stat",
+        "bin/df",
+        "bin/mount",
+        "usr/bin/id",
+        "usr/bin/env",
+    ] {
+        let entry = layout.entry(applet);
+        assert_eq!(
+            (entry.kind, entry.link.as_str()),
+            (b'2', "/bin/busybox"),
+            "{applet}"
+        );
+    }
+    assert_eq!(
+        (layout.entry("tmp").kind, layout.entry("tmp").mode),
+        (b'5', 0o1777)
+    );
+    // Debian's busybox has no printenv applet; the image carries a script.
+    let printenv = layout.entry("usr/bin/printenv");
+    assert_eq!((printenv.kind, printenv.mode), (b'0', 0o755));
+    let passwd = String::from_utf8(layout.data("etc/passwd").to_vec()).unwrap();
+    assert!(passwd.contains("nobody:x:65534:65534:"), "{passwd}");
+    assert_eq!(layout.config["config"]["Cmd"], serde_json::json!(["sh"]));
+    assert!(
+        layout.config["config"]["Env"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PATH=/"),
+        "{}",
+        layout.config
+    );
+
+    require_root();
+    let root = layout.unpack();
+    let mut command = Command::new(chroot_program());
+    command
+        .args(["--userspec=65534:65534", "--groups=65534"])
+        .arg(root.path())
+        .args([
+            "/bin/sh",
+            "-c",
+            "id -un; echo hello > /tmp/x; cat /tmp/x; stat -c %a /tmp; \
+             printenv GREETING; printenv NOT_SET || echo unset; printenv | grep -c '^GREETING='",
+        ])
+        .env_clear()
+        .env("GREETING", "hi there")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    let output = run(command, b"");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "nobody\nhello\n1777\nhi there\nunset\n1\n"
+    );
+}
+
+#[test]
+fn pause_image_is_static_and_exits_0_on_sigterm_and_sigint() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("pause");
+    let digest = build_image("pause", &dir, &["--compression", "none"], &[]);
+    let layout = read_layout(&dir, &digest);
+    let paths: Vec<&str> = layout.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["pause"]);
+    assert_eq!(layout.entry("pause").mode, 0o755);
+    assert_eq!(
+        layout.config["config"]["Entrypoint"],
+        serde_json::json!(["/pause"])
+    );
+    assert_eq!(layout.config["config"]["User"], "65535:65535");
+    let headers = program_headers(layout.data("pause"));
+    assert!(
+        !headers.iter().any(|h| h.kind == PT_INTERP),
+        "pause is dynamically linked"
+    );
+    for dynamic in headers.iter().filter(|h| h.kind == PT_DYNAMIC) {
+        assert_eq!(needed_libraries(layout.data("pause"), dynamic), 0);
+    }
+
+    let root = layout.unpack();
+    let pause = root.path().join("pause");
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut child = Command::new(&pause).stdin(Stdio::null()).spawn().unwrap();
+        // Signal only once it catches INT (2), TERM (15) and CHLD (17): SigCgt in /proc.
+        let wanted = (1u64 << 1) | (1 << 14) | (1 << 16);
+        let status = format!("/proc/{}/status", child.id());
+        let start = std::time::Instant::now();
+        loop {
+            let caught = std::fs::read_to_string(&status)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+                .unwrap();
+            if caught & wanted == wanted {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "pause never caught INT, TERM and CHLD (SigCgt {caught:x})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pause exited on its own"
+        );
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "pause after {signal:?}: {status}");
+    }
+}
+
+/// A stand-in for an OCI distribution registry: just the calls scripts/push-image makes, one
+/// request per connection (urllib closes each), the bodies checked against their digests.
+#[derive(Default)]
+struct StubRegistryState {
+    blobs: std::collections::HashMap<String, Vec<u8>>,
+    manifests: std::collections::HashMap<String, (String, Vec<u8>)>,
+    requests: Vec<String>,
+}
+
+fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>) {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = std::sync::Arc::new(std::sync::Mutex::new(StubRegistryState::default()));
+    let shared = state.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 65536];
+            let end = loop {
+                let read = stream.read(&mut chunk).unwrap();
+                assert!(read > 0, "the client closed before its headers ended");
+                request.extend_from_slice(&chunk[..read]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..end]).into_owned();
+            let header = |name: &str| {
+                head.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_owned())
+            };
+            let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+            while request.len() < end + 4 + length {
+                let read = stream.read(&mut chunk).unwrap();
+                assert!(read > 0, "the client closed before its body ended");
+                request.extend_from_slice(&chunk[..read]);
+            }
+            let body = &request[end + 4..end + 4 + length];
+            let mut words = head.split_whitespace();
+            let (method, target) = (
+                words.next().unwrap(),
+                words.next().unwrap().replace("%3A", ":"),
+            );
+            let mut state = shared.lock().unwrap();
+            state.requests.push(format!("{method} {target}"));
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let parts: Vec<&str> = path.trim_start_matches("/v2/").split('/').collect();
+            let (status, extra) = match (method, parts.as_slice()) {
+                ("HEAD", [.., "blobs", digest]) => (
+                    if state.blobs.contains_key(*digest) {
+                        "200 OK"
+                    } else {
+                        "404 Not Found"
+                    },
+                    String::new(),
+                ),
+                ("POST", [.., "blobs", "uploads", ""]) => (
+                    "202 Accepted",
+                    format!("Location: /v2/team/pause/blobs/uploads/{n}?state=opaque\r\n"),
+                ),
+                ("PUT", [.., "blobs", "uploads", _]) => {
+                    let digest = query
+                        .split('&')
+                        .find_map(|p| p.strip_prefix("digest="))
+                        .unwrap_or_default();
+                    assert!(
+                        query.starts_with("state=opaque&"),
+                        "the upload's own query was dropped: {query}"
+                    );
+                    if sha256(body) == digest {
+                        state.blobs.insert(digest.to_owned(), body.to_vec());
+                        ("201 Created", String::new())
+                    } else {
+                        ("400 Bad Request", String::new())
+                    }
+                }
+                ("PUT", [.., "manifests", tag]) => {
+                    let media_type = header("content-type").unwrap_or_default();
+                    state
+                        .manifests
+                        .insert((*tag).to_owned(), (media_type, body.to_vec()));
+                    (
+                        "201 Created",
+                        format!("Docker-Content-Digest: {}\r\n", sha256(body)),
+                    )
+                }
+                _ => ("404 Not Found", String::new()),
+            };
+            drop(state);
+            let response = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (port, state)
+}
+
+#[test]
+fn push_image_uploads_missing_blobs_then_the_manifest() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("pause");
+    let digest = build_image("pause", &dir, &[], &[]);
+    let manifest_bytes = blob(&dir, &digest);
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let (port, state) = stub_registry();
+    let push = || {
+        let mut command = python3();
+        command
+            .arg(common::repo_root().join("scripts/push-image"))
+            .arg(&dir)
+            .arg(format!("127.0.0.1:{port}/team/pause:3.10"));
+        run(command, b"")
+    };
+
+    let output = push();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("127.0.0.1:{port}/team/pause@{digest}")
+    );
+    let state_now = state.lock().unwrap();
+    let (media_type, stored) = &state_now.manifests["3.10"];
+    assert_eq!(media_type, MEDIA_MANIFEST);
+    assert_eq!(
+        stored, &manifest_bytes,
+        "the manifest's bytes changed on the way"
+    );
+    for descriptor in [&manifest["layers"][0], &manifest["config"]] {
+        let digest = descriptor["digest"].as_str().unwrap();
+        assert_eq!(state_now.blobs[digest], blob(&dir, digest), "{digest}");
+    }
+    assert_eq!(
+        state_now
+            .requests
+            .iter()
+            .filter(|r| r.starts_with("POST "))
+            .count(),
+        2,
+        "{:?}",
+        state_now.requests
+    );
+    assert!(
+        state_now
+            .requests
+            .iter()
+            .all(|r| r.contains("/v2/team/pause/")),
+        "{:?}",
+        state_now.requests
+    );
+    drop(state_now);
+
+    // Again: the registry has every blob, so only HEADs and the manifest.
+    state.lock().unwrap().requests.clear();
+    let output = push();
+    assert!(output.status.success(), "{}", describe(&output));
+    let requests = state.lock().unwrap().requests.clone();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|r| r.split_whitespace().next().unwrap())
+            .collect::<Vec<_>>(),
+        ["HEAD", "HEAD", "PUT"],
+        "{requests:?}"
     );
 }
