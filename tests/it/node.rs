@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use crate::common::controlplane::Namespaces;
+use serde_json::{Value, json};
+
+use crate::common::controlplane::{ControlPlane, Namespaces};
 use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
 use crate::common::node::{self, NODE_IP, install_chart, phase, register_irsa, wait_pods};
@@ -86,4 +88,226 @@ fn the_seeds_walkthrough_prints_the_secret_in_kubectl_logs() {
     // `echo $(cat /tmp/secret)`: the JSON, word-split and joined by spaces.
     assert_eq!(logs.trim(), value, "kubectl logs");
     drop(irsa);
+}
+
+/// An app pod for the node: busybox sleeping, the given annotations, as `service_account`.
+fn app_pod(name: &str, service_account: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": "app", "image": node::shared().images.busybox,
+                            "command": ["sleep", "3600"]}]
+        }
+    })
+}
+
+fn create(plane: &ControlPlane, namespace: &str, object: &Value) {
+    let output = plane.kubectl_stdin(
+        &["create", "-n", namespace, "-f", "-"],
+        Some(object.to_string().as_bytes()),
+    );
+    assert!(
+        output.status.success(),
+        "kubectl create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn exec(plane: &ControlPlane, namespace: &str, pod: &str, container: &str, script: &str) -> String {
+    plane.kubectl_ok(&[
+        "exec", "-n", namespace, pod, "-c", container, "--", "sh", "-c", script,
+    ])
+}
+
+/// A ServiceAccount with the IRSA annotation, and the stand-in that gives its pods the identity.
+fn irsa_service_account(ns: &Namespaces, name: &str) -> IrsaWebhook {
+    let role = format!("arn:aws:iam::123456789012:role/{name}");
+    create(
+        ns.plane,
+        &ns.app,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "annotations": {"eks.amazonaws.com/role-arn": role}}}),
+    );
+    let irsa = IrsaWebhook::start(name, &role);
+    register_irsa(ns, &irsa);
+    irsa
+}
+
+/// Restricted PodSecurity, a non-root app with its own user, group and fsGroup: the pod is
+/// admitted with our agent in it, the file is the app's to read (owner, group, mode as the
+/// webhook rendered them, nothing for others), and the volume is a real tmpfs of the size the
+/// annotation set, read-only in the app.
+#[test]
+fn a_restricted_non_root_pod_reads_its_secret_from_a_tmpfs_of_the_size_set() {
+    let node = node::shared();
+    let plane = node.plane;
+    let moto = Moto::start_on(&NODE_IP.to_string(), &[]);
+    let arn = moto.create_secret("us-east-1", "payments/db", "s3cr3t-for-uid-1000");
+    let ns = Namespaces::on(
+        plane,
+        "node-restricted",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    install_chart(&ns, &moto, &[]);
+    let _irsa = irsa_service_account(&ns, "payments");
+    let mut pod = app_pod(
+        "payments",
+        "payments",
+        json!({
+            "secrets.k8s.aws/secret-arn": arn,
+            "secrets.k8s.aws/mount-path": "/srv",
+            "secrets.k8s.aws/secret-filename": "db/credentials",
+            "secrets.k8s.aws/volume-size-limit": "2Mi",
+        }),
+    );
+    pod["spec"]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 1000,
+        "runAsGroup": 3000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}});
+    pod["spec"]["containers"][0]["securityContext"] =
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    create(plane, &ns.app, &pod);
+    let pods = wait_pods(
+        plane,
+        &ns.app,
+        "app=payments",
+        "the restricted pod to run",
+        POD_START,
+        |p| phase(&p[0]) == "Running",
+    );
+    let stored = &pods[0];
+    let agent = stored["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "secrets-init-container")
+        .unwrap_or_else(|| panic!("no agent in {stored}"));
+    let mode = agent["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SECRET_INJECT_FILE_MODE")
+        .map(|e| e["value"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no file mode rendered: {agent}"));
+    let mode = u32::from_str_radix(&mode, 8).unwrap();
+    assert_eq!(mode & 0o007, 0, "others may not read the file: {mode:o}");
+
+    let seen = exec(
+        plane,
+        &ns.app,
+        "payments",
+        "app",
+        "id -u; id -G; cat /srv/db/credentials; echo; stat -c '%u %g %a' /srv/db/credentials; \
+         grep ' /srv ' /proc/mounts",
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "1000", "{seen}");
+    assert!(
+        lines[1].split(' ').any(|g| g == "2000"),
+        "the app is in the fsGroup: {seen}"
+    );
+    assert_eq!(lines[2], "s3cr3t-for-uid-1000", "{seen}");
+    assert_eq!(
+        lines[3],
+        format!("1000 2000 {mode:o}"),
+        "owner, group, mode: {seen}"
+    );
+    // A tmpfs of 2 MiB, read-only where the app sees it.
+    let mount: Vec<&str> = lines[4].split(' ').collect();
+    assert_eq!(mount[2], "tmpfs", "{seen}");
+    let options: Vec<&str> = mount[3].split(',').collect();
+    assert!(options.contains(&"ro"), "{seen}");
+    assert!(options.contains(&"size=2048k"), "{seen}");
+}
+
+/// Many secrets in one pod, in every format, with env vars: the files are what the formats
+/// say, and `printenv` in the app shows the values the kubelet read from our env file (the
+/// EnvFiles feature, on since 1.35: the webhook pod learned the version from the API server).
+#[test]
+fn many_secrets_formats_and_env_vars_reach_the_app() {
+    let node = node::shared();
+    let plane = node.plane;
+    let moto = Moto::start_on(&NODE_IP.to_string(), &[]);
+    let db = moto.create_secret(
+        "us-east-1",
+        "shop/db",
+        r#"{"username":"shop","password":"pa ss=word#1","port":5432}"#,
+    );
+    let tls = moto.create_secret(
+        "us-east-1",
+        "shop/tls",
+        r#"{"tls.crt":"CERT","tls.key":"KEY"}"#,
+    );
+    let app = moto.create_secret(
+        "us-east-1",
+        "shop/app",
+        r#"{"API_KEY":"k-123","MODE":"live"}"#,
+    );
+    let url = moto.put_parameter("us-east-1", "/shop/url", "String", "https://shop.example");
+    let ns = Namespaces::on(plane, "node-many", &[]);
+    install_chart(&ns, &moto, &[]);
+    let _irsa = irsa_service_account(&ns, "shop");
+    create(
+        plane,
+        &ns.app,
+        &app_pod(
+            "shop",
+            "shop",
+            json!({
+                "secrets.k8s.aws/mount-path": "/run/app",
+                "secrets.k8s.aws/secret-arn.db": db,
+                "secrets.k8s.aws/secret-key.db": "password",
+                "secrets.k8s.aws/env.db": "DB_USER=username,DB_PASSWORD=password,DB_PORT=port",
+                "secrets.k8s.aws/secret-arn.cfg": db,
+                "secrets.k8s.aws/secret-format.cfg": "json",
+                "secrets.k8s.aws/secret-arn.app": app,
+                "secrets.k8s.aws/secret-filename.app": "app.env",
+                "secrets.k8s.aws/secret-format.app": "env",
+                "secrets.k8s.aws/secret-arn.tls": tls,
+                "secrets.k8s.aws/secret-format.tls": "split",
+                "secrets.k8s.aws/secret-arn.url": url,
+                "secrets.k8s.aws/secret-filename.url": "conf/url",
+            }),
+        ),
+    );
+    wait_pods(
+        plane,
+        &ns.app,
+        "app=shop",
+        "the many-secrets pod to run",
+        POD_START,
+        |p| phase(&p[0]) == "Running",
+    );
+    let files = exec(
+        plane,
+        &ns.app,
+        "shop",
+        "app",
+        "cd /run/app; for f in db cfg app.env tls/tls.crt tls/tls.key conf/url; do \
+         echo \"--- $f\"; cat $f; echo; done",
+    );
+    let expected = "--- db\npa ss=word#1\n\
+        --- cfg\n{\"username\":\"shop\",\"password\":\"pa ss=word#1\",\"port\":5432}\n\
+        --- app.env\nAPI_KEY='k-123'\nMODE='live'\n\n\
+        --- tls/tls.crt\nCERT\n--- tls/tls.key\nKEY\n\
+        --- conf/url\nhttps://shop.example\n";
+    assert_eq!(files, expected);
+    // The kubelet read these from ..data/..env when the app started.
+    let env = exec(
+        plane,
+        &ns.app,
+        "shop",
+        "app",
+        "printenv DB_USER; printenv DB_PASSWORD; printenv DB_PORT",
+    );
+    assert_eq!(env, "shop\npa ss=word#1\n5432\n");
+    let stored = plane.get_json(&["pod", "shop", "-n", &ns.app]);
+    let vars = &stored["spec"]["containers"][0]["env"];
+    assert!(
+        vars.as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["valueFrom"]["fileKeyRef"]["volumeName"] == "secret-vol"),
+        "env vars come from the volume, not from values in etcd: {vars}"
+    );
 }

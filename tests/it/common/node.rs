@@ -568,7 +568,10 @@ fn push_images(registry: &str, dir: &Path) -> Images {
         for reference in references {
             let mut push = Command::new(repo_root().join("scripts/push-image"));
             push.arg(&out).arg(reference);
-            run(&mut push, &format!("scripts/push-image {image} {reference}"));
+            run(
+                &mut push,
+                &format!("scripts/push-image {image} {reference}"),
+            );
         }
     };
     let tag = chart_app_version();
