@@ -5,7 +5,6 @@
 mod common;
 
 mod agent;
-mod agent_e2e;
 mod chart;
 mod controlplane;
 mod golden;

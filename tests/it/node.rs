@@ -33,6 +33,20 @@ fn the_seeds_walkthrough_prints_the_secret_in_kubectl_logs() {
     let arn = moto.create_secret("us-east-1", "database-password", value);
     let ns = Namespaces::on(plane, "node-seed", &[]);
     install_chart(&ns, &moto, &[]);
+    // The chart's webhook runs as its Deployment's pods, from our image by the tag it renders.
+    let webhooks = plane.get_json(&["pods", "-n", &ns.release]);
+    let images: Vec<&str> = webhooks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| phase(p) == "Running")
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [node.images.secret_inject.as_str(); 2],
+        "two webhook replicas running our image"
+    );
     let irsa = IrsaWebhook::start(
         "webserver-service-account",
         "arn:aws:iam::123456789012:role/webserver-secrets-role",

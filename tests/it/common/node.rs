@@ -61,10 +61,6 @@ const NODE_DIR: &str = "/var/tmp/secret-inject-test-node";
 pub struct Node {
     /// The node's control plane (its own API server, on [`NODE_IP`]).
     pub plane: &'static ControlPlane,
-    /// The registry the node pulls from, `127.0.0.1:<port>`.
-    pub registry: String,
-    /// The node's directory: configuration, state, logs.
-    pub dir: PathBuf,
     /// The images pushed to [`Node::registry`].
     pub images: Images,
     _guards: Mutex<Vec<Guarded>>,
@@ -76,8 +72,6 @@ pub struct Images {
     pub secret_inject: String,
     /// The chart's `image.repository` for [`Images::secret_inject`].
     pub secret_inject_repository: String,
-    /// The tag of [`Images::secret_inject`].
-    pub secret_inject_tag: String,
     /// Debian's busybox: the apps of the scenarios.
     pub busybox: String,
     /// The sandbox ("pause") image: a tiny static program of ours (`images/pause`).
@@ -490,8 +484,6 @@ state = "{dir}/containerd-state"
         );
         Node {
             plane,
-            registry,
-            dir,
             images,
             _guards: Mutex::new(guards),
         }
@@ -594,7 +586,6 @@ fn push_images(registry: &str, dir: &Path) -> Images {
     Images {
         secret_inject,
         secret_inject_repository: repository,
-        secret_inject_tag: tag,
         busybox,
         pause,
     }
