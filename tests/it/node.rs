@@ -330,3 +330,66 @@ fn many_secrets_formats_and_env_vars_reach_the_app() {
         "env vars come from the volume, not from values in etcd: {vars}"
     );
 }
+
+/// The node's network keeps pods in: they reach the node's bridge address (where the tests'
+/// servers listen), and no other address of this machine nor anything beyond it.
+#[test]
+fn pods_reach_the_node_bridge_address_and_nothing_else() {
+    use std::io::{Read as _, Write as _};
+
+    let node = node::shared();
+    let plane = node.plane;
+    // A tiny HTTP server on every address of this machine.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        }
+    });
+    let addresses = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let other = addresses
+        .lines()
+        .filter(|l| !l.contains(node::BRIDGE))
+        .find_map(|l| l.split_whitespace().nth(3))
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| {
+            panic!("this machine has no address besides the node's bridge: {addresses}")
+        })
+        .to_owned();
+    let ns = Namespaces::on(plane, "node-network", &[]);
+    let mut pod = app_pod("probe", "default", json!({}));
+    pod["spec"]["automountServiceAccountToken"] = json!(false);
+    create(plane, &ns.app, &pod);
+    wait_pods(
+        plane,
+        &ns.app,
+        "app=probe",
+        "the probe pod to run",
+        POD_START,
+        |p| phase(&p[0]) == "Running",
+    );
+    let fetch = |address: &str| {
+        exec(
+            plane,
+            &ns.app,
+            "probe",
+            "app",
+            &format!("wget -q -T 3 -O- http://{address}:{port}/ 2>&1 || echo unreachable"),
+        )
+    };
+    assert_eq!(fetch(&NODE_IP.to_string()), "hello");
+    assert_eq!(fetch(&other).trim(), "unreachable", "{other}");
+    // Off the machine (TEST-NET-3, never routed): dropped before it leaves.
+    assert_eq!(fetch("203.0.113.1").trim(), "unreachable");
+}

@@ -13,7 +13,7 @@
 //! - the images (ours, busybox, pause): `scripts/build-image`, pushed by `scripts/push-image`.
 //!
 //! The network: a bridge of our own ([`BRIDGE`], [`NODE_IP`] on [`POD_CIDR`]), no masquerading,
-//! no forwarding: pods reach only the node's bridge address, where the API server, the tests'
+//! nothing forwarded off the bridge (iptables): pods reach only the node's bridge address, where the API server, the tests'
 //! moto and the node's services listen. The API server reaches webhook pods at their pod IPs
 //! (`--enable-aggregator-routing`), and pods reach the API server through the `kubernetes`
 //! Service (kube-proxy, iptables mode).
@@ -129,6 +129,8 @@ for controller in /sys/fs/cgroup/*/kubepods; do
 done
 grep -o ' {dir}[^ ]*' /proc/mounts | sort -r | while read -r mount; do umount -l "$mount"; done
 ip link del {bridge} 2>/dev/null
+while iptables -D FORWARD -i {bridge} ! -o {bridge} -j DROP 2>/dev/null; do :; done
+while iptables -D INPUT -i {bridge} ! -d {node_ip} -j DROP 2>/dev/null; do :; done
 {kube_proxy} --cleanup >/dev/null 2>&1
 # What the kubelet adds to iptables (KUBE-FIREWALL, canaries): jumps first, then the chains.
 for iptables in iptables ip6tables; do
@@ -145,6 +147,7 @@ true
 "#,
         dir = NODE_DIR,
         bridge = BRIDGE,
+        node_ip = NODE_IP,
         kube_proxy = kube_proxy.display(),
     )
 }
@@ -201,6 +204,10 @@ mkdir -p {dir} || exit 1
 ip link add {BRIDGE} type bridge || exit 1
 ip addr add {NODE_IP}/24 dev {BRIDGE} || exit 1
 ip link set {BRIDGE} up || exit 1
+# Pods reach the node's bridge address and each other, nothing else: nothing routed off the
+# bridge, no other address of this machine.
+iptables -I FORWARD -i {BRIDGE} ! -o {BRIDGE} -j DROP || exit 1
+iptables -I INPUT -i {BRIDGE} ! -d {NODE_IP} -j DROP || exit 1
 echo node-network-ready
 # The tests' end (EOF) starts the teardown, after the other guards have stopped their programs
 # (TERM, then KILL a second later); scripts/test's TERM to the process group must not cut it short.
