@@ -129,6 +129,7 @@ fn assert_agent_failed_and_app_never_started(
 /// AccessDenied: the pod's IRSA role (moto's STS takes the kubelet-projected token) may not read
 /// the secret. The pod stops in `Init:Error`, the agent's termination message in the pod's status
 /// says access was denied, as which role, and the permission to grant; the app never starts.
+/// With the permission granted, the same pod runs.
 ///
 /// The pod has `restartPolicy: Never`: moto's IAM enforcement exempts only a count of requests,
 /// and the agent's STS call (unsigned, as AWS has it) must be one of them; a restarted agent's
@@ -140,10 +141,12 @@ fn access_denied_stops_the_pod_in_init_error_with_the_permission_to_grant() {
     let moto = Moto::start_on(&NODE_IP.to_string(), &[]);
     let value = "denied-value-5f2c9e";
     let arn = moto.create_secret("us-east-1", "payments/db", value);
-    // The role may describe the secret, not read it.
+    // The role may describe secrets, not read them. (`Resource: "*"`: moto evaluates Secrets
+    // Manager's actions, not its resources, so the action is what this policy and the granted
+    // one below differ in.)
     let role = moto.iam_role(
         "payments-reader",
-        &json!([{"Effect": "Allow", "Action": "secretsmanager:DescribeSecret", "Resource": arn}]),
+        &json!([{"Effect": "Allow", "Action": "secretsmanager:DescribeSecret", "Resource": "*"}]),
     );
     let (ns, irsa) = namespace_with_chart("node-denied", &moto, &role, &[]);
     // IAM enforcement on after one more request: the agent's STS call.
@@ -191,6 +194,50 @@ fn access_denied_stops_the_pod_in_init_error_with_the_permission_to_grant() {
         "access denied, as a user sees it: {}",
         terminated["message"].as_str().unwrap()
     );
+
+    // The message's fix, applied: with the permission granted, the same pod, recreated, runs
+    // with the secret. The denial above was the role's policy, nothing else on the path.
+    moto.reset_auth(u32::MAX);
+    let granted = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
+    let (status, body) = moto.query(
+        "iam",
+        &[
+            ("Action", "PutRolePolicy"),
+            ("RoleName", "payments-reader"),
+            ("PolicyName", "secrets"),
+            ("PolicyDocument", &granted.to_string()),
+            ("Version", "2010-05-08"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    moto.reset_auth(1);
+    let created = create(plane, &ns.app, &app_pod("granted", Some(&arn), "Never"));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    wait_pods(
+        plane,
+        &ns.app,
+        "app=granted",
+        "the pod to run once the role may read the secret",
+        POD_START,
+        |pods| phase(&pods[0]) == "Running",
+    );
+    let read = plane.kubectl_ok(&[
+        "exec",
+        "-n",
+        &ns.app,
+        "granted",
+        "-c",
+        "app",
+        "--",
+        "cat",
+        "/tmp/secret",
+    ]);
+    assert_eq!(read, value);
     drop(irsa);
 }
 
