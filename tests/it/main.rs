@@ -17,6 +17,7 @@ mod inject_cli;
 mod manifests;
 mod many_secrets;
 mod node;
+mod node_failures;
 mod plan_contract;
 mod properties;
 mod proxy;

@@ -203,6 +203,43 @@ impl Moto {
         (field("AccessKeyId"), field("SecretAccessKey"))
     }
 
+    /// An IAM role with an inline policy (`Statement` as given), for an identity that reaches
+    /// it through STS (IRSA's web identity); returns its ARN. Call before IAM enforcement is on.
+    pub fn iam_role(&self, name: &str, statements: &Value) -> String {
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": statements});
+        let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+            "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.example"}}]});
+        let (policy, trust) = (policy.to_string(), trust.to_string());
+        let (status, created) = self.query(
+            "iam",
+            &[
+                ("Action", "CreateRole"),
+                ("RoleName", name),
+                ("AssumeRolePolicyDocument", &trust),
+                ("Version", "2010-05-08"),
+            ],
+        );
+        assert_eq!(status, 200, "CreateRole {name}: {created}");
+        let (status, body) = self.query(
+            "iam",
+            &[
+                ("Action", "PutRolePolicy"),
+                ("RoleName", name),
+                ("PolicyName", "secrets"),
+                ("PolicyDocument", &policy),
+                ("Version", "2010-05-08"),
+            ],
+        );
+        assert_eq!(status, 200, "PutRolePolicy {name}: {body}");
+        created
+            .split("<Arn>")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap_or_else(|| panic!("no Arn in {created}"))
+            .to_owned()
+    }
+
     /// Create a Systems Manager parameter (`String`, `StringList` or `SecureString`); returns
     /// its ARN.
     pub fn put_parameter(&self, region: &str, name: &str, kind: &str, value: &str) -> String {
