@@ -18,6 +18,7 @@ mod manifests;
 mod many_secrets;
 mod node;
 mod node_failures;
+mod node_rotation;
 mod plan_contract;
 mod properties;
 mod proxy;
