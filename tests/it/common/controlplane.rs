@@ -303,32 +303,42 @@ impl ControlPlane {
         write("admin.key", &pki.admin_key);
 
         let mut guards = Vec::new();
-        // Route the Service range to this machine while the tests run; removed at exit, with
-        // etcd's data (the logs stay for a failure's post-mortem).
-        if options.route_services_to_lo {
-            let mut route = Guarded::shell(
-                &format!(
-                    "ip route replace local {SERVICE_CIDR} dev lo || exit 1; echo routed; \
-                 cat >/dev/null; ip route del local {SERVICE_CIDR} dev lo; sleep 2; \
-                 rm -rf {etcd_data}",
-                    etcd_data = dir.join("etcd").display()
-                ),
-                dir.join("route.log"),
+        // Route the Service range to this machine while the tests run (the admission-only
+        // plane); removed at exit, with etcd's data (the logs stay for a failure's post-mortem).
+        let route = if options.route_services_to_lo {
+            format!(
+                "ip route replace local {cidr} dev lo || exit 1; ",
+                cidr = options.service_cidr
+            )
+        } else {
+            String::new()
+        };
+        let unroute = if options.route_services_to_lo {
+            format!("ip route del local {} dev lo; ", options.service_cidr)
+        } else {
+            String::new()
+        };
+        let mut cleanup = Guarded::shell(
+            &format!(
+                "{route}echo routed; cat >/dev/null; {unroute}sleep 2; rm -rf {etcd_data}",
+                etcd_data = dir.join("etcd").display()
+            ),
+            dir.join("route.log"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&cleanup.log)
+            .unwrap_or_default()
+            .contains("routed")
+        {
+            assert!(
+                !cleanup.exited() && Instant::now() < deadline,
+                "cannot route {} to lo (needs root and iproute2's `ip`): {}",
+                options.service_cidr,
+                std::fs::read_to_string(&cleanup.log).unwrap_or_default()
             );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !std::fs::read_to_string(&route.log)
-                .unwrap_or_default()
-                .contains("routed")
-            {
-                assert!(
-                    !route.exited() && Instant::now() < deadline,
-                    "cannot route {SERVICE_CIDR} to lo (needs root and iproute2's `ip`): {}",
-                    std::fs::read_to_string(&route.log).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            guards.push(route);
+            std::thread::sleep(Duration::from_millis(20));
         }
+        guards.push(cleanup);
 
         let (etcd_port, etcd_peer) = (free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
