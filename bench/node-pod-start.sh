@@ -18,6 +18,8 @@
 #   PODS=20      measured pods per variant
 #   WARMUP=1     unreported pods per variant first (first pulls, page cache)
 #   RESULTS=bench/results/node-pod-start.json   where the JSON goes
+#   SKIP_SETUP=1 do not run `scripts/test --setup-only` (tools already built; or a worktree that
+#                shares another checkout's .tools, where an older script would rebuild them)
 #
 # Exit status: 0 when every pod ran and was checked, whatever the numbers; a missed target is
 # reported as MISS.
@@ -38,9 +40,13 @@ done
 (( $(id -u) == 0 )) || die "run as root: the node makes a bridge and runs containerd and the kubelet"
 command -v cargo >/dev/null || die "cargo not found on PATH"
 
-say "preparing the test tools: scripts/test --setup-only (.venv with moto_server, helm, kubectl, the control plane)"
-# shellcheck disable=SC2065  # scripts/test is the project's script, not test(1)
-scripts/test --setup-only >/dev/null || die "scripts/test --setup-only failed"
+if [[ -n "${SKIP_SETUP:-}" ]]; then
+  say "SKIP_SETUP set: using the tools in .tools/ and .venv/ as they are"
+else
+  say "preparing the test tools: scripts/test --setup-only (.venv, helm, kubectl, the control plane, the node)"
+  # shellcheck disable=SC2065  # scripts/test is the project's script, not test(1)
+  scripts/test --setup-only >/dev/null || die "scripts/test --setup-only failed"
+fi
 export PATH="$REPO/.tools/bin:$REPO/.venv/bin:$PATH" AWS_EC2_METADATA_DISABLED=true
 export PODS WARMUP RESULTS
 say "cargo bench --locked --bench node_pod_start (PODS=$PODS, WARMUP=$WARMUP)"
