@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use crate::common::controlplane::{ControlPlane, Namespaces};
 use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
-use crate::common::node::{self, NODE_IP, install_chart, phase, register_irsa, wait_pods};
+use crate::common::node::{
+    self, NODE_IP, create_ok, exec, install_chart, irsa_service_account, phase, register_irsa,
+    wait_pods,
+};
 use crate::common::repo_root;
 
 /// Generous liveness bound for a pod to start (image pulls, init containers): 10× what it takes.
@@ -104,6 +107,11 @@ fn the_seeds_walkthrough_prints_the_secret_in_kubectl_logs() {
     drop(irsa);
 }
 
+/// `sh -c script` in the app container.
+fn exec_sh(plane: &ControlPlane, namespace: &str, pod: &str, script: &str) -> String {
+    exec(plane, namespace, pod, "app", &["sh", "-c", script])
+}
+
 /// An app pod for the node: busybox sleeping, the given annotations, as `service_account`.
 fn app_pod(name: &str, service_account: &str, annotations: Value) -> Value {
     json!({
@@ -115,38 +123,6 @@ fn app_pod(name: &str, service_account: &str, annotations: Value) -> Value {
                             "command": ["sleep", "3600"]}]
         }
     })
-}
-
-fn create(plane: &ControlPlane, namespace: &str, object: &Value) {
-    let output = plane.kubectl_stdin(
-        &["create", "-n", namespace, "-f", "-"],
-        Some(object.to_string().as_bytes()),
-    );
-    assert!(
-        output.status.success(),
-        "kubectl create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn exec(plane: &ControlPlane, namespace: &str, pod: &str, container: &str, script: &str) -> String {
-    plane.kubectl_ok(&[
-        "exec", "-n", namespace, pod, "-c", container, "--", "sh", "-c", script,
-    ])
-}
-
-/// A ServiceAccount with the IRSA annotation, and the stand-in that gives its pods the identity.
-fn irsa_service_account(ns: &Namespaces, name: &str) -> IrsaWebhook {
-    let role = format!("arn:aws:iam::123456789012:role/{name}");
-    create(
-        ns.plane,
-        &ns.app,
-        &json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": {"name": name, "annotations": {"eks.amazonaws.com/role-arn": role}}}),
-    );
-    let irsa = IrsaWebhook::start(name, &role);
-    register_irsa(ns, &irsa);
-    irsa
 }
 
 /// Restricted PodSecurity, a non-root app with its own user, group and fsGroup: the pod is
@@ -165,7 +141,7 @@ fn a_restricted_non_root_pod_reads_its_secret_from_a_tmpfs_of_the_size_set() {
         &[("pod-security.kubernetes.io/enforce", "restricted")],
     );
     install_chart(&ns, &moto, &[]);
-    let _irsa = irsa_service_account(&ns, "payments");
+    let _irsa = irsa_service_account(&ns, "payments", "arn:aws:iam::123456789012:role/payments");
     let mut pod = app_pod(
         "payments",
         "payments",
@@ -180,7 +156,7 @@ fn a_restricted_non_root_pod_reads_its_secret_from_a_tmpfs_of_the_size_set() {
         "runAsGroup": 3000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}});
     pod["spec"]["containers"][0]["securityContext"] =
         json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
-    create(plane, &ns.app, &pod);
+    create_ok(plane, &ns.app, &pod);
     let pods = wait_pods(
         plane,
         &ns.app,
@@ -206,11 +182,10 @@ fn a_restricted_non_root_pod_reads_its_secret_from_a_tmpfs_of_the_size_set() {
     let mode = u32::from_str_radix(&mode, 8).unwrap();
     assert_eq!(mode & 0o007, 0, "others may not read the file: {mode:o}");
 
-    let seen = exec(
+    let seen = exec_sh(
         plane,
         &ns.app,
         "payments",
-        "app",
         "id -u; id -G; cat /srv/db/credentials; echo; stat -c '%u %g %a' /srv/db/credentials; \
          grep ' /srv ' /proc/mounts",
     );
@@ -260,8 +235,8 @@ fn many_secrets_formats_and_env_vars_reach_the_app() {
     let url = moto.put_parameter("us-east-1", "/shop/url", "String", "https://shop.example");
     let ns = Namespaces::on(plane, "node-many", &[]);
     install_chart(&ns, &moto, &[]);
-    let _irsa = irsa_service_account(&ns, "shop");
-    create(
+    let _irsa = irsa_service_account(&ns, "shop", "arn:aws:iam::123456789012:role/shop");
+    create_ok(
         plane,
         &ns.app,
         &app_pod(
@@ -292,11 +267,10 @@ fn many_secrets_formats_and_env_vars_reach_the_app() {
         POD_START,
         |p| phase(&p[0]) == "Running",
     );
-    let files = exec(
+    let files = exec_sh(
         plane,
         &ns.app,
         "shop",
-        "app",
         "cd /run/app; for f in db cfg app.env tls/tls.crt tls/tls.key conf/url; do \
          echo \"--- $f\"; cat $f; echo; done",
     );
@@ -307,11 +281,10 @@ fn many_secrets_formats_and_env_vars_reach_the_app() {
         --- conf/url\nhttps://shop.example\n";
     assert_eq!(files, expected);
     // The kubelet read these from ..data/..env when the app started.
-    let env = exec(
+    let env = exec_sh(
         plane,
         &ns.app,
         "shop",
-        "app",
         "printenv DB_USER; printenv DB_PASSWORD; printenv DB_PORT",
     );
     assert_eq!(env, "shop\npa ss=word#1\n5432\n");
@@ -370,7 +343,7 @@ fn pods_reach_the_node_bridge_address_and_nothing_else() {
     let ns = Namespaces::on(plane, "node-network", &[]);
     let mut pod = app_pod("probe", "default", json!({}));
     pod["spec"]["automountServiceAccountToken"] = json!(false);
-    create(plane, &ns.app, &pod);
+    create_ok(plane, &ns.app, &pod);
     wait_pods(
         plane,
         &ns.app,
@@ -380,12 +353,10 @@ fn pods_reach_the_node_bridge_address_and_nothing_else() {
         |p| phase(&p[0]) == "Running",
     );
     let fetch = |address: &str| {
-        exec(
+        exec_sh(
             plane,
             &ns.app,
-            "probe",
-            "app",
-            // busybox's static wget crashes in glibc's resolver without NSS; nc does not resolve.
+            "probe", // busybox's static wget crashes in glibc's resolver without NSS; nc does not resolve.
             &format!(
                 "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {port} | tail -n 1; echo"
             ),

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use crate::common::controlplane::{ControlPlane, Namespaces};
 use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
-use crate::common::node::{self, NODE_IP, install_chart, phase, register_irsa, wait_pods};
+use crate::common::node::{
+    self, NODE_IP, create, install_chart, irsa_service_account, phase, wait_pods,
+};
 
 /// Generous liveness bound for a pod to start or fail (image pulls, init containers, the
 /// kubelet's first 10 s back-off): 10× what it takes.
@@ -42,14 +44,6 @@ fn app_pod(name: &str, arn: Option<&str>, restart_policy: &str) -> Value {
     pod
 }
 
-/// `kubectl create -f -` of `object`; its output.
-fn create(plane: &ControlPlane, namespace: &str, object: &Value) -> std::process::Output {
-    plane.kubectl_stdin(
-        &["create", "-n", namespace, "-f", "-"],
-        Some(object.to_string().as_bytes()),
-    )
-}
-
 /// The STATUS column of `kubectl get pod`, as a user reads it.
 fn kubectl_status(plane: &ControlPlane, namespace: &str, pod: &str) -> String {
     let line = plane.kubectl_ok(&["get", "pod", pod, "-n", namespace, "--no-headers"]);
@@ -67,9 +61,7 @@ fn namespace_with_chart(
     let plane = node::shared().plane;
     let ns = Namespaces::on(plane, name, &[]);
     install_chart(&ns, moto, extra);
-    let irsa = IrsaWebhook::start(SERVICE_ACCOUNT, role);
-    register_irsa(&ns, &irsa);
-    plane.kubectl_ok(&["create", "serviceaccount", SERVICE_ACCOUNT, "-n", &ns.app]);
+    let irsa = irsa_service_account(&ns, SERVICE_ACCOUNT, role);
     (ns, irsa)
 }
 

@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::common::controlplane::{ControlPlane, Namespaces};
-use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
-use crate::common::node::{self, NODE_IP, install_chart, phase, register_irsa, wait_pods};
+use crate::common::node::{
+    self, NODE_IP, create_ok, exec, install_chart, irsa_service_account, phase, wait_pods,
+};
 
 /// Generous liveness bound for a pod to start (image pulls, the sidecar's startup probe).
 const POD_START: Duration = Duration::from_secs(180);
@@ -27,29 +28,6 @@ const ROTATION: Duration = Duration::from_secs(330);
 const MOUNT: &str = "/var/run/secrets/app";
 /// The injected container's name.
 const AGENT: &str = "secrets-init-container";
-
-/// `kubectl apply` an object into `namespace`.
-fn apply(plane: &ControlPlane, namespace: &str, object: &Value) {
-    let output = plane.kubectl_stdin(
-        &["apply", "-n", namespace, "-f", "-"],
-        Some(object.to_string().as_bytes()),
-    );
-    assert!(
-        output.status.success(),
-        "kubectl apply {}: {}",
-        object["metadata"]["name"],
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A ServiceAccount whose pods get IRSA's env and token from the stand-in, registered for `ns`.
-fn irsa_account(ns: &Namespaces, name: &str) -> IrsaWebhook {
-    let irsa = IrsaWebhook::start(name, &format!("arn:aws:iam::123456789012:role/{name}"));
-    register_irsa(ns, &irsa);
-    ns.plane
-        .kubectl_ok(&["create", "serviceaccount", name, "-n", &ns.app]);
-    irsa
-}
 
 /// A busybox pod of the scenarios: `app` runs `script` as nobody (the agent then runs as the same
 /// user, so it may signal the app), ends at once on SIGTERM.
@@ -85,12 +63,6 @@ fn restarts(pod: &Value, field: &str, name: &str) -> u64 {
 
 fn ready(pod: &Value) -> bool {
     phase(pod) == "Running" && status(pod, "containerStatuses", "app")["ready"] == true
-}
-
-fn exec(plane: &ControlPlane, namespace: &str, pod: &str, command: &[&str]) -> String {
-    let mut args = vec!["exec", "-n", namespace, pod, "-c", "app", "--"];
-    args.extend_from_slice(command);
-    plane.kubectl_ok(&args)
 }
 
 /// A file of the app container, if `kubectl exec` could read it.
@@ -194,7 +166,11 @@ fn a_rotation_reaches_the_running_pods_file_signals_the_app_and_restarts_contain
         &moto,
         &["--set", "sidecar.logLevel=secret_inject=debug"],
     );
-    let irsa = irsa_account(&ns, "rotating-app");
+    let irsa = irsa_service_account(
+        &ns,
+        "rotating-app",
+        "arn:aws:iam::123456789012:role/rotating-app",
+    );
 
     let rotating = |extra: Value| {
         let mut annotations = json!({
@@ -230,8 +206,8 @@ fn a_rotation_reaches_the_running_pods_file_signals_the_app_and_restarts_contain
         })),
         "trap 'exit 0' TERM; while true; do sleep 1; done",
     );
-    apply(plane, &ns.app, &reload);
-    apply(plane, &ns.app, &restart);
+    create_ok(plane, &ns.app, &reload);
+    create_ok(plane, &ns.app, &restart);
     let pods = wait_pods(
         plane,
         &ns.app,
@@ -261,7 +237,14 @@ fn a_rotation_reaches_the_running_pods_file_signals_the_app_and_restarts_contain
         Some(old)
     );
     assert_eq!(
-        exec(plane, &ns.app, "restart", &["printenv", "DB_PASSWORD"]).trim(),
+        exec(
+            plane,
+            &ns.app,
+            "restart",
+            "app",
+            &["printenv", "DB_PASSWORD"]
+        )
+        .trim(),
         "first-password"
     );
 
@@ -358,7 +341,14 @@ fn a_rotation_reaches_the_running_pods_file_signals_the_app_and_restarts_contain
     }
     assert!(agent["state"]["running"].is_object(), "{agent}");
     assert_eq!(
-        exec(plane, &ns.app, "restart", &["printenv", "DB_PASSWORD"]).trim(),
+        exec(
+            plane,
+            &ns.app,
+            "restart",
+            "app",
+            &["printenv", "DB_PASSWORD"]
+        )
+        .trim(),
         "second-password"
     );
     assert_eq!(
@@ -413,9 +403,9 @@ fn a_job_completes_beside_the_native_sidecar_and_classic_sidecars_deny_its_pod()
     let arn = moto.create_secret("us-east-1", "batch/token", "batch-token-value");
     let ns = Namespaces::on(plane, "node-jobs", &[]);
     install_chart(&ns, &moto, &[]);
-    let irsa = irsa_account(&ns, "batch");
+    let irsa = irsa_service_account(&ns, "batch", "arn:aws:iam::123456789012:role/batch");
 
-    apply(plane, &ns.app, &job("native", "batch", &arn));
+    create_ok(plane, &ns.app, &job("native", "batch", &arn));
     plane.wait_for("the Job to succeed", POD_START, || {
         let job = plane.get_json(&["job", "native", "-n", &ns.app]);
         assert_eq!(job["status"]["failed"].as_u64().unwrap_or(0), 0, "{job}");
@@ -483,7 +473,7 @@ fn a_job_completes_beside_the_native_sidecar_and_classic_sidecars_deny_its_pod()
     );
     // The Job itself is not a pod: the API server stores it, and the Job controller's pod is
     // denied, with our message in the Job's events.
-    apply(plane, &ns.app, &classic);
+    create_ok(plane, &ns.app, &classic);
     let mut message = String::new();
     plane.wait_for("the Job's FailedCreate event", POD_START, || {
         let events = plane.get_json(&[

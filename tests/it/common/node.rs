@@ -675,9 +675,14 @@ pub fn register_irsa(ns: &Namespaces, irsa: &super::irsa_webhook::IrsaWebhook) {
             "namespaceSelector": {"matchLabels": {"secret-inject-test": ns.name}}
         }]
     });
-    ns.plane.kubectl_stdin(
+    let output = ns.plane.kubectl_stdin(
         &["apply", "-f", "-"],
         Some(serde_json::to_string(&configuration).unwrap().as_bytes()),
+    );
+    assert!(
+        output.status.success(),
+        "registering the IRSA stand-in: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
@@ -712,4 +717,55 @@ pub fn wait_pods(
 /// A pod's phase.
 pub fn phase(pod: &Value) -> &str {
     pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// A ServiceAccount `name` in the test's app namespace, annotated with `role` for IRSA, and the
+/// EKS Pod Identity Webhook stand-in that gives its pods the role's env and the kubelet-projected
+/// token, registered for the namespace (ahead of ours). Keep the stand-in while pods start.
+pub fn irsa_service_account(
+    ns: &Namespaces,
+    name: &str,
+    role: &str,
+) -> super::irsa_webhook::IrsaWebhook {
+    create_ok(
+        ns.plane,
+        &ns.app,
+        &serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "annotations": {"eks.amazonaws.com/role-arn": role}}}),
+    );
+    let irsa = super::irsa_webhook::IrsaWebhook::start(name, role);
+    register_irsa(ns, &irsa);
+    irsa
+}
+
+/// `kubectl create -f -` of `object` in `namespace`: what kubectl answered.
+pub fn create(plane: &ControlPlane, namespace: &str, object: &Value) -> std::process::Output {
+    plane.kubectl_stdin(
+        &["create", "-n", namespace, "-f", "-"],
+        Some(object.to_string().as_bytes()),
+    )
+}
+
+/// [`create`] that must succeed.
+pub fn create_ok(plane: &ControlPlane, namespace: &str, object: &Value) {
+    let output = create(plane, namespace, object);
+    assert!(
+        output.status.success(),
+        "kubectl create {}: {}",
+        object["metadata"]["name"],
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `kubectl exec` of `command` in `container` of `pod`: its stdout (it must succeed).
+pub fn exec(
+    plane: &ControlPlane,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    command: &[&str],
+) -> String {
+    let mut args = vec!["exec", "-n", namespace, pod, "-c", container, "--"];
+    args.extend_from_slice(command);
+    plane.kubectl_ok(&args)
 }
