@@ -728,3 +728,47 @@ fn chart_installs_from_its_oci_artifact_with_the_image_pinned_by_digest() {
     );
     drop(registry);
 }
+
+#[test]
+fn sbom_follows_the_target_and_the_scripts_refuse_what_they_cannot_do_right() {
+    let dir = tempfile::tempdir().unwrap();
+    // arm64 (the release's second platform): its own resolve, the same TLS and AWS crates.
+    let arm = sbom(&dir.path().join("arm64.json"), "aarch64-unknown-linux-gnu");
+    assert_eq!(
+        arm["metadata"]["component"]["properties"][0]["value"],
+        "aarch64-unknown-linux-gnu"
+    );
+    let listed = components(&arm);
+    for name in ["rustls", "ring", "aws-sdk-secretsmanager", "tokio"] {
+        assert!(
+            listed.keys().any(|k| k.starts_with(&format!("{name}@"))),
+            "the arm64 SBOM lacks {name}"
+        );
+    }
+
+    // An unknown target is cargo's error, not an empty SBOM.
+    let unknown = script("sbom")
+        .args(["--target", "no-such-target", "--out"])
+        .arg(dir.path().join("none.json"))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no-such-target"),
+        "{}",
+        describe(&unknown)
+    );
+    assert!(!dir.path().join("none.json").exists());
+
+    // Signing a tag would sign whatever the tag names at that moment: refused before cosign runs.
+    let by_tag = script("sign-image")
+        .args(["127.0.0.1:1/secret-inject:0.1.0", "--key", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(by_tag.status.code(), Some(1), "{}", describe(&by_tag));
+    assert!(
+        String::from_utf8_lossy(&by_tag.stderr).contains("sign by digest"),
+        "{}",
+        describe(&by_tag)
+    );
+}
