@@ -22,6 +22,7 @@ mod node_rotation;
 mod plan_contract;
 mod properties;
 mod proxy;
+mod release;
 mod rotation;
 mod router;
 mod volume_full;

@@ -212,6 +212,7 @@ pub mod irsa_webhook;
 pub mod moto;
 pub mod node;
 pub mod random_pod;
+pub mod registry;
 pub mod webhook;
 
 /// Run `secret-inject ARGS` with `stdin` (empty when `None`), as a user runs it.
