@@ -360,7 +360,10 @@ mod tests {
         checked(&plan, |_| true);
         changed(&plan, |_| true);
         let text = encode_text();
-        assert!(!text.contains("123456789012"), "no ARN in the metrics:\n{text}");
+        assert!(
+            !text.contains("123456789012"),
+            "no ARN in the metrics:\n{text}"
+        );
         assert!(
             text.contains("secret_inject_agent_last_check_timestamp_seconds{secret=\"-\"}"),
             "{text}"
