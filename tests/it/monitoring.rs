@@ -465,3 +465,50 @@ fn every_metric_an_alert_or_the_dashboard_names_is_served_by_the_webhook_or_the_
             .any(|(_, n)| n == "secret_inject_admission_reviews_total")
     );
 }
+
+#[test]
+fn a_metrics_port_the_sidecar_cannot_bind_fails_it_at_start_naming_the_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = ram_dir();
+    let run = common::agent::agent(
+        &[
+            (
+                "SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+            ),
+            ("SECRET_INJECT_OUTPUT_DIR", &out.path().to_string_lossy()),
+            ("SECRET_INJECT_REFRESH_INTERVAL", "1s"),
+            ("SECRET_INJECT_METRICS_PORT", &port),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.output);
+    assert!(
+        run.termination.contains(&format!("127.0.0.1:{port}"))
+            && run.termination.contains("secrets.k8s.aws/metrics-port"),
+        "{}",
+        run.termination
+    );
+    // Nothing was fetched or written.
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    // A metrics port without rotation is refused by the agent's own parser: an init-only agent
+    // serves nothing.
+    let run = common::agent::agent(
+        &[
+            (
+                "SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+            ),
+            ("SECRET_INJECT_OUTPUT_DIR", &out.path().to_string_lossy()),
+            ("SECRET_INJECT_METRICS_PORT", "9102"),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.output);
+    assert!(
+        run.termination.contains("SECRET_INJECT_REFRESH_INTERVAL"),
+        "{}",
+        run.termination
+    );
+}
