@@ -279,6 +279,9 @@ async fn check(
                 let result = fetch::describe_version(&client, &secret_id, &stage, budget).await;
                 (key, result)
             });
+        } else {
+            // Pinned to a version id: its version is known without asking, every round.
+            round.checked.push(key.clone());
         }
     }
     let mut stale: Vec<FetchKey> = Vec::new();

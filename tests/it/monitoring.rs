@@ -34,7 +34,19 @@ fn free_port() -> u16 {
 
 /// The agent as a rotation sidecar serving metrics on `port`, secret `db` from `arn`.
 fn sidecar(endpoint: &str, out: &Path, arn: &str, port: u16, keys: (&str, &str)) -> Group {
-    let secrets = json!([{"name": "db", "arn": arn, "file": "db"}]).to_string();
+    let secrets = json!([{"name": "db", "arn": arn, "file": "db"}]);
+    sidecar_with(endpoint, out, &secrets, port, keys)
+}
+
+/// The agent as a rotation sidecar of `secrets` (the JSON of SECRET_INJECT_SECRETS).
+fn sidecar_with(
+    endpoint: &str,
+    out: &Path,
+    secrets: &Value,
+    port: u16,
+    keys: (&str, &str),
+) -> Group {
+    let secrets = secrets.to_string();
     let mut command = Command::new(env!("CARGO_BIN_EXE_secret-inject"));
     command
         .args(["--log-format", "plain", "agent"])
@@ -510,5 +522,52 @@ fn a_metrics_port_the_sidecar_cannot_bind_fails_it_at_start_naming_the_port() {
         run.termination.contains("SECRET_INJECT_REFRESH_INTERVAL"),
         "{}",
         run.termination
+    );
+}
+
+#[test]
+fn a_secret_pinned_to_a_version_id_counts_as_checked_every_round() {
+    let moto = Moto::start();
+    let arn = moto.create_secret("us-east-1", SECRET_NAME, VALUE);
+    let (status, body) = moto.json(
+        "us-east-1",
+        "secretsmanager.DescribeSecret",
+        &json!({"SecretId": arn}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let version = body["VersionIdsToStages"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let out = ram_dir();
+    let port = free_port();
+    let secrets = json!([{"name": "pinned", "arn": arn, "file": "pinned", "versionId": version}]);
+    let _agent = sidecar_with(
+        &moto.endpoint(),
+        out.path(),
+        &secrets,
+        port,
+        ("AKIATESTTESTTESTTEST", "test-secret-key"),
+    );
+    let series = "secret_inject_agent_last_check_timestamp_seconds{secret=\"pinned\"}";
+    let limit = Duration::from_secs(30);
+    let first = eventually(port, limit, "the first check", |t| {
+        sample(t, series).is_some()
+    });
+    let at = sample(&first, series).unwrap();
+    // Never asked about (its version cannot change), yet not stale: checked at each round.
+    let text = eventually(port, limit, "a later round", |t| {
+        sample(t, series).is_some_and(|later| later >= at + 1.0)
+    });
+    assert_eq!(
+        sample(
+            &text,
+            &format!("{CALLS}{{operation=\"DescribeSecret\",outcome=\"success\"}}")
+        ),
+        None,
+        "{text}"
     );
 }
