@@ -469,6 +469,14 @@ carrier! {
     /// restart rule turns into an in-place restart of the pod's containers.
     RestartOnChange restart_on_change
         flat(RESTART_ON_CHANGE = "SECRET_INJECT_RESTART_ON_CHANGE", "restart-on-change", "BOOL"),
+    /// Serve Prometheus metrics at /metrics on this port, as the rotation sidecar (an agent that
+    /// fetches once serves none).
+    MetricsPort metrics_port
+        flat(METRICS_PORT = "SECRET_INJECT_METRICS_PORT", "metrics-port", "PORT"),
+    /// Where the metrics listen: loopback (127.0.0.1) or pod (every address of the pod, the pod
+    /// IP) [default: loopback].
+    MetricsAddress metrics_address
+        flat(METRICS_ADDRESS = "SECRET_INJECT_METRICS_ADDRESS", "metrics-address", "ADDRESS"),
 }
 
 carrier! {
@@ -843,6 +851,11 @@ impl Plan {
                 reload_process: signal.map(|s| s.process.clone()),
                 reload_url: refresh.and_then(|r| r.url.clone()),
                 restart_on_change: refresh.filter(|r| r.restart).map(|_| "true".to_owned()),
+                metrics_port: refresh.and_then(|r| r.metrics_port).map(|p| p.to_string()),
+                metrics_address: refresh
+                    .filter(|r| r.metrics_port.is_some())
+                    .and_then(|r| r.metrics_address)
+                    .map(|a| a.as_str().to_owned()),
             },
         }
     }
@@ -1109,6 +1122,14 @@ impl PlanFields {
                     "is not set, but a reload action is; set the interval".to_owned(),
                 ));
             }
+            if self.pod.metrics_port.is_some() || self.pod.metrics_address.is_some() {
+                return Err(error(
+                    env::REFRESH_INTERVAL,
+                    "is not set, but a metrics port is: only the rotation sidecar serves \
+                     metrics; set the interval"
+                        .to_owned(),
+                ));
+            }
             return Ok(None);
         };
         let interval =
@@ -1161,11 +1182,43 @@ impl PlanFields {
                 ));
             }
         };
+        let metrics_port = match self.pod.metrics_port.as_deref() {
+            None | Some("") => None,
+            Some(value) => Some(
+                value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|port| *port != 0)
+                    .ok_or_else(|| {
+                        error(
+                            env::METRICS_PORT,
+                            format!("{value:?} is not a port from 1 to 65535"),
+                        )
+                    })?,
+            ),
+        };
+        let metrics_address = match self.pod.metrics_address.as_deref() {
+            None | Some("") => None,
+            Some(value) => Some(crate::spec::MetricsAddress::parse(value).ok_or_else(|| {
+                error(
+                    env::METRICS_ADDRESS,
+                    format!("{value:?} is not loopback or pod"),
+                )
+            })?),
+        };
+        if metrics_port.is_none() && metrics_address.is_some() {
+            return Err(error(
+                env::METRICS_ADDRESS,
+                format!("is set without {}", env::METRICS_PORT),
+            ));
+        }
         Ok(Some(Refresh {
             interval,
             signal,
             url,
             restart,
+            metrics_port,
+            metrics_address,
         }))
     }
 }
@@ -1347,6 +1400,8 @@ mod tests {
             }),
             url: Some("http://127.0.0.1:9090/-/reload".to_owned()),
             restart: true,
+            metrics_port: Some(9102),
+            metrics_address: Some(crate::spec::MetricsAddress::Pod),
         });
         assert_eq!(reparse(&plan), Ok(plan.clone()));
         // Only named secrets: no seed variables.

@@ -65,6 +65,36 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::Config,
+        FailureKind::NoIdentity,
+        FailureKind::Credentials,
+        FailureKind::AccessDenied,
+        FailureKind::NotFound,
+        FailureKind::Unusable,
+        FailureKind::Unavailable,
+        FailureKind::Write,
+        FailureKind::Interrupted,
+        FailureKind::Internal,
+    ];
+
+    /// The kind as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Config => "config",
+            FailureKind::NoIdentity => "no_identity",
+            FailureKind::Credentials => "credentials",
+            FailureKind::AccessDenied => "access_denied",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Unusable => "unusable",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::Write => "write",
+            FailureKind::Interrupted => "interrupted",
+            FailureKind::Internal => "internal",
+        }
+    }
+
     /// The exit code for this kind of failure.
     pub fn exit_code(self) -> u8 {
         match self {

@@ -55,13 +55,18 @@ where
         let remaining = budget.deadline.saturating_duration_since(Instant::now());
         let limit = remaining.min(budget.attempt_timeout);
         let outcome = match tokio::time::timeout(limit, call()).await {
-            Ok(Ok(output)) => return Ok(output),
+            Ok(Ok(output)) => {
+                super::metrics::record_call(operation, Ok(()));
+                return Ok(output);
+            }
             Ok(Err(error)) => classify(&error),
             Err(_) => Classified::Transient {
                 code: "Timeout".to_owned(),
                 detail: format!("no answer within {limit:?}"),
             },
         };
+        // Every attempt of every AWS call the agent makes passes here: counted once.
+        super::metrics::record_call::<()>(operation, Err(&outcome));
         let (code, detail) = match outcome {
             Classified::Permanent(failure) => return Err(failure),
             Classified::Transient { code, detail } => (code, detail),

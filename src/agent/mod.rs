@@ -8,6 +8,7 @@
 
 pub mod failure;
 pub mod fetch;
+pub mod metrics;
 mod options;
 mod output;
 pub mod refresh;
@@ -108,6 +109,8 @@ async fn fetch_and_write(
     identity: &Identity,
     options: &Options,
 ) -> Result<Written, Failure> {
+    // The rotation sidecar serves its metrics from the start, so its first fetch counts too.
+    metrics::serve(plan)?;
     let clients = aws::Clients::new(prepare(plan, identity, options).await?);
     if plan.refresh.is_some() {
         return refresh::run(plan, &clients, options).await;

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use super::failure::{Failure, FailureKind};
 use super::fetch;
+use super::metrics;
 use super::options::{Options, budget_until, fetch_options};
 use super::output::{Written, version_key, write_all, write_termination_log};
 use super::reload;
@@ -75,6 +76,7 @@ pub(crate) async fn run(
         )),
     };
     sources::log_served(plan, &first);
+    metrics::checked(plan, |_| true);
     let mut values = first;
     // A restarted sidecar, or the classic sidecar after the init container, finds the same set
     // in place: it is not written again.
@@ -97,6 +99,7 @@ pub(crate) async fn run(
         }
     };
     if let Some(written) = &written {
+        metrics::changed(plan, |_| true);
         info!(files = written.files, "secrets written");
         write_termination_log(&options.termination_log, &written.summary);
     }
@@ -140,10 +143,12 @@ pub(crate) async fn run(
                 );
             }
             let mut next = values.clone();
+            let changed: Vec<FetchKey> = round.changed.keys().cloned().collect();
             next.extend(round.changed);
             match write_all(plan, &next, options) {
                 Ok(mut done) => {
                     info!(files = done.files, "secrets updated");
+                    metrics::changed(plan, |s| changed.contains(&key_of(s)));
                     values = next;
                     unwritten = None;
                     reload::after_change(refresh).await;
@@ -166,11 +171,13 @@ pub(crate) async fn run(
                 }
                 // Held since this sidecar started: said already, by the exit before it.
                 Err(failure) if unwritten.is_some() => {
+                    metrics::record_failure(&failure);
                     report(&failure, plan, options);
                     unwritten = Some(failure);
                 }
                 // A change this sidecar cannot write: exit, so the pod's owner sees it.
                 Err(failure) if failure.kind == FailureKind::Write => {
+                    metrics::record_failure(&failure);
                     error!(
                         code = %failure.code,
                         exit_code = failure.kind.exit_code(),
@@ -179,10 +186,17 @@ pub(crate) async fn run(
                     );
                     return Err(failure);
                 }
-                Err(failure) => report(&failure, plan, options),
+                Err(failure) => {
+                    metrics::record_failure(&failure);
+                    report(&failure, plan, options);
+                }
             }
         } else {
             debug!("no secret changed");
+        }
+        metrics::checked(plan, |s| round.checked.contains(&key_of(s)));
+        if let Some(failure) = &round.failure {
+            metrics::record_failure(failure);
         }
         match round.failure {
             None => {
@@ -221,6 +235,13 @@ struct Round {
     versions: Vec<(FetchKey, (String, String))>,
     /// The first failure of the round, if any.
     failure: Option<Failure>,
+    /// The secrets whose current version the round learned.
+    checked: Vec<FetchKey>,
+}
+
+/// A plan's secret as fetched.
+fn key_of(secret: &crate::contract::SecretPlan) -> FetchKey {
+    (secret.secret.clone(), secret.version.clone())
 }
 
 /// Look for new versions; fetch what changed.
@@ -236,6 +257,7 @@ async fn check(
         changed: HashMap::new(),
         versions: Vec::new(),
         failure: None,
+        checked: Vec::new(),
     };
     let mut describe: JoinSet<(FetchKey, Result<Option<String>, Failure>)> = JoinSet::new();
     let mut parameters: Vec<(FetchKey, String)> = Vec::new();
@@ -257,6 +279,9 @@ async fn check(
                 let result = fetch::describe_version(&client, &secret_id, &stage, budget).await;
                 (key, result)
             });
+        } else {
+            // Pinned to a version id: its version is known without asking, every round.
+            round.checked.push(key.clone());
         }
     }
     let mut stale: Vec<FetchKey> = Vec::new();
@@ -268,7 +293,7 @@ async fn check(
                 round.versions.push((key.clone(), (known, current)));
                 stale.push(key);
             }
-            Ok(_) => {}
+            Ok(_) => round.checked.push(key),
             Err(failure) => {
                 round
                     .failure
@@ -290,6 +315,7 @@ async fn check(
         match sources::fetch_all(&sub, clients, fetch_options(options, budget)).await {
             Ok(fetched) => {
                 for (key, served) in fetched {
+                    round.checked.push(key.clone());
                     let known = values[&key].fetched.version.clone().unwrap_or_default();
                     let current = served.fetched.version.clone().unwrap_or_default();
                     if current != known {
@@ -315,7 +341,10 @@ async fn check(
             ..plan.clone()
         };
         match sources::fetch_all(&sub, clients, fetch_options(options, budget)).await {
-            Ok(fetched) => round.changed.extend(fetched),
+            Ok(fetched) => {
+                round.checked.extend(fetched.keys().cloned());
+                round.changed.extend(fetched);
+            }
             Err(failure) => {
                 // Not fetched: not changed this round, tried again at the next.
                 round.versions.retain(|(key, _)| !stale.contains(key));

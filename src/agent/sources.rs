@@ -56,6 +56,24 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 4] = [
+        Operation::GetSecretValue,
+        Operation::BatchGetSecretValue,
+        Operation::DescribeSecret,
+        Operation::GetParameters,
+    ];
+
+    /// The API operation's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::GetSecretValue => "GetSecretValue",
+            Operation::BatchGetSecretValue => "BatchGetSecretValue",
+            Operation::DescribeSecret => "DescribeSecret",
+            Operation::GetParameters => "GetParameters",
+        }
+    }
+
     /// The IAM action that allows it.
     pub fn action(self) -> &'static str {
         match self {
@@ -774,6 +792,8 @@ mod tests {
             signal: None,
             url: None,
             restart: false,
+            metrics_port: None,
+            metrics_address: None,
         });
         let all = calls(&plan, "us-east-2", BATCH_THRESHOLD);
         let (ra, rb, rp) = (replica(a), replica(b), replica(pinned));

@@ -37,7 +37,7 @@ enum Command {
     /// Serve the mutating admission webhook (HTTPS, POST /mutating-pods).
     Webhook(Box<WebhookArgs>),
     /// Inject manifests offline: read YAML or JSON, write injected YAML to stdout.
-    Inject(InjectArgs),
+    Inject(Box<InjectArgs>),
     /// Print the least-privilege IAM policy of each ServiceAccount for the secrets and
     /// parameters that manifests name (JSON on stdout, notes on stderr).
     IamPolicy(IamPolicyArgs),

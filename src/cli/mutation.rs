@@ -99,6 +99,21 @@ pub struct AgentSettingsArgs {
     /// agent uses its own ServiceAccount's identity.
     #[arg(long = "sidecar-env", value_name = "NAME=VALUE")]
     sidecar_env: Vec<String>,
+    /// The rotation sidecar of every pod with rotation serves Prometheus metrics at /metrics on
+    /// this port (1024 to 65535); a pod may set its own with secrets.k8s.aws/metrics-port. Unset:
+    /// only pods that ask serve metrics. An init-only agent never serves.
+    #[arg(long, env = "SECRET_INJECT_SIDECAR_METRICS_PORT", value_name = "PORT")]
+    sidecar_metrics_port: Option<String>,
+    /// Where the rotation sidecar's metrics listen unless the pod says
+    /// (secrets.k8s.aws/metrics-address): loopback (the pod's containers only) or pod (the pod
+    /// IP, with a container port named agent-metrics for a PodMonitor).
+    #[arg(
+        long,
+        env = "SECRET_INJECT_SIDECAR_METRICS_ADDRESS",
+        value_name = "ADDRESS",
+        default_value = "loopback"
+    )]
+    sidecar_metrics_address: String,
 }
 
 /// How much one pod may ask for: checked on a pod that opts in before its annotations are
@@ -247,6 +262,8 @@ impl MutationArgs {
             },
             agent_log_level: agent.sidecar_log_level.as_deref(),
             agent_env: &agent.sidecar_env,
+            metrics_port: agent.sidecar_metrics_port.as_deref(),
+            metrics_address: &agent.sidecar_metrics_address,
         })
     }
 }

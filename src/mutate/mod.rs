@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
+    Capabilities, Container, ContainerPort, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, Probe,
     ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
@@ -73,6 +73,11 @@ pub struct MutationConfig {
     /// timeout, batch threshold), the log level, then the extra environment (a proxy, an
     /// endpoint or FIPS switch) in the order given. Empty when the operator set none.
     pub agent_env: Vec<EnvVar>,
+    /// The rotation sidecar's metrics port for pods that set none (`--sidecar-metrics-port`);
+    /// `None`: metrics only where a pod asks with `secrets.k8s.aws/metrics-port`.
+    pub metrics_port: Option<u16>,
+    /// Where the metrics listen for pods that do not say (`--sidecar-metrics-address`).
+    pub metrics_address: spec::MetricsAddress,
 }
 
 /// The operator's settings as given, before validation.
@@ -104,6 +109,10 @@ pub struct Settings<'a> {
     pub agent_log_level: Option<&'a str>,
     /// Extra environment for the injected agent, `NAME=VALUE` each.
     pub agent_env: &'a [String],
+    /// The rotation sidecar's metrics port for every pod with rotation (1024 to 65535).
+    pub metrics_port: Option<&'a str>,
+    /// Where the metrics listen by default: `loopback` or `pod`.
+    pub metrics_address: &'a str,
 }
 
 impl Default for Settings<'_> {
@@ -122,6 +131,8 @@ impl Default for Settings<'_> {
             agent: SettingsFields::default(),
             agent_log_level: None,
             agent_env: &[],
+            metrics_port: None,
+            metrics_address: "loopback",
         }
     }
 }
@@ -254,6 +265,25 @@ impl MutationConfig {
             native_sidecars: settings.native_sidecars,
             limits: settings.limits,
             agent_env: env,
+            metrics_port: settings
+                .metrics_port
+                .map(|value| {
+                    spec::parse_metrics_port(value).ok_or_else(|| SettingsError {
+                        flag: "sidecar-metrics-port",
+                        value: value.to_owned(),
+                        problem: "is not a port from 1024 to 65535 (the agent runs as a non-root \
+                                  user)"
+                            .into(),
+                    })
+                })
+                .transpose()?,
+            metrics_address: spec::MetricsAddress::parse(settings.metrics_address).ok_or_else(
+                || SettingsError {
+                    flag: "sidecar-metrics-address",
+                    value: settings.metrics_address.to_owned(),
+                    problem: "is not loopback or pod".into(),
+                },
+            )?,
         })
     }
 }
@@ -594,11 +624,12 @@ fn inject(
     let mut container = agent_container(spec, injection, config, security_context.clone(), &plan)?;
     if let Some(refresh) = &injection.refresh {
         let rotating = Plan {
-            refresh: Some(refresh.clone()),
+            refresh: Some(with_metrics(refresh, config)),
             ..plan.clone()
         };
         if config.native_sidecars {
             container = agent_container(spec, injection, config, security_context, &rotating)?;
+            add_metrics_port(&mut container, &rotating);
             container.restart_policy = Some("Always".to_owned());
             container.startup_probe = Some(startup_probe());
             if refresh.restart {
@@ -614,6 +645,7 @@ fn inject(
             let mut sidecar =
                 agent_container(spec, injection, config, security_context, &rotating)?;
             sidecar.name = contract::SIDECAR_NAME.to_owned();
+            add_metrics_port(&mut sidecar, &rotating);
             ops.add(["spec", "containers", "-"], &sidecar);
         }
         if refresh.signal.is_some() && spec.share_process_namespace != Some(true) {
@@ -1111,6 +1143,39 @@ fn security_for<'a, 'b: 'a>(
     (context, mode)
 }
 
+/// The rotation the sidecar runs: the pod's, with the operator's metrics port and address where
+/// the pod sets none.
+fn with_metrics(refresh: &spec::Refresh, config: &MutationConfig) -> spec::Refresh {
+    let metrics_port = refresh.metrics_port.or(config.metrics_port);
+    spec::Refresh {
+        metrics_port,
+        metrics_address: metrics_port
+            .map(|_| refresh.metrics_address.unwrap_or(config.metrics_address)),
+        ..refresh.clone()
+    }
+}
+
+/// Name of the container port the webhook adds for metrics on the pod IP (a PodMonitor selects
+/// it).
+pub const METRICS_PORT_NAME: &str = "agent-metrics";
+
+/// Metrics on the pod IP: a named container port, so a PodMonitor can select it.
+fn add_metrics_port(container: &mut Container, plan: &Plan) {
+    if let Some(spec::Refresh {
+        metrics_port: Some(port),
+        metrics_address: Some(spec::MetricsAddress::Pod),
+        ..
+    }) = &plan.refresh
+    {
+        container.ports = Some(vec![ContainerPort {
+            name: Some(METRICS_PORT_NAME.to_owned()),
+            container_port: i32::from(*port),
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]);
+    }
+}
+
 /// Rotation needs a pod that lets our sidecar run: with classic sidecars, a pod that runs to
 /// completion would never complete; a signal needs the process namespace shared.
 fn check_refresh(
@@ -1131,6 +1196,23 @@ fn check_refresh(
                   use a cluster with native sidecars (Kubernetes 1.29 or later, webhook \
                   --native-sidecars auto or always)"
                 .to_owned(),
+        }
+        .into());
+    }
+    if refresh.metrics_address.is_some()
+        && refresh.metrics_port.is_none()
+        && config.metrics_port.is_none()
+    {
+        return Err(AnnotationError {
+            key: spec::METRICS_ADDRESS.to_owned(),
+            problem: format!(
+                "has no effect without {} (and this webhook sets no --sidecar-metrics-port)",
+                spec::METRICS_PORT
+            ),
+            fix: format!(
+                "add {} (e.g. 9102) to serve the rotation sidecar's metrics, or remove it",
+                spec::METRICS_PORT
+            ),
         }
         .into());
     }

@@ -712,6 +712,154 @@ fn a_signal_needs_the_process_namespace_shared() {
     );
 }
 
+/// The patched pod under `config`.
+fn apply_with(pod: &Value, config: &MutationConfig) -> Value {
+    let (metadata, spec) = parts(pod);
+    let mutation = mutate_typed(&metadata, &spec, config).unwrap().unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch.as_ref().unwrap().to_patch()).unwrap();
+    patched
+}
+
+#[test]
+fn the_rotation_sidecar_serves_metrics_on_loopback_or_on_a_named_port_of_the_pod_ip() {
+    // On loopback (the default address): the port travels, no container port is added.
+    let patched = apply(&rotating_pod(&[("secrets.k8s.aws/metrics-port", "9102")]));
+    let sidecar = agent(&patched);
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_METRICS_PORT").unwrap()["value"],
+        "9102"
+    );
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_METRICS_ADDRESS").unwrap()["value"],
+        "loopback"
+    );
+    assert!(sidecar.get("ports").is_none(), "{sidecar}");
+    // On the pod IP: a container port named agent-metrics, for a PodMonitor.
+    let pod = rotating_pod(&[
+        ("secrets.k8s.aws/metrics-port", "9102"),
+        ("secrets.k8s.aws/metrics-address", "pod"),
+    ]);
+    for native in [true, false] {
+        let config = MutationConfig {
+            native_sidecars: native,
+            ..MutationConfig::default()
+        };
+        let patched = apply_with(&pod, &config);
+        let sidecar = if native {
+            agent(&patched).clone()
+        } else {
+            assert!(
+                agent(&patched).get("ports").is_none(),
+                "the init container fetches once and serves nothing"
+            );
+            assert_eq!(env(agent(&patched), "SECRET_INJECT_METRICS_PORT"), None);
+            patched["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == contract::SIDECAR_NAME)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            sidecar["ports"],
+            json!([{"name": "agent-metrics", "containerPort": 9102, "protocol": "TCP"}]),
+            "native: {native}"
+        );
+        assert_eq!(
+            env(&sidecar, "SECRET_INJECT_METRICS_ADDRESS").unwrap()["value"],
+            "pod"
+        );
+    }
+    // No metrics asked: nothing rendered.
+    let patched = apply(&rotating_pod(&[]));
+    assert_eq!(env(agent(&patched), "SECRET_INJECT_METRICS_PORT"), None);
+}
+
+#[test]
+fn the_operators_metrics_port_applies_to_every_rotating_pod_and_a_pod_may_change_it() {
+    let config = MutationConfig::new(&Settings {
+        metrics_port: Some("9200"),
+        metrics_address: "pod",
+        ..Settings::default()
+    })
+    .unwrap();
+    let patched = apply_with(&rotating_pod(&[]), &config);
+    let sidecar = agent(&patched);
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_METRICS_PORT").unwrap()["value"],
+        "9200"
+    );
+    assert_eq!(sidecar["ports"][0]["containerPort"], 9200);
+    // The pod's own port and address win.
+    let pod = rotating_pod(&[
+        ("secrets.k8s.aws/metrics-port", "9300"),
+        ("secrets.k8s.aws/metrics-address", "loopback"),
+    ]);
+    let patched = apply_with(&pod, &config);
+    let sidecar = agent(&patched);
+    assert_eq!(
+        env(sidecar, "SECRET_INJECT_METRICS_PORT").unwrap()["value"],
+        "9300"
+    );
+    assert!(sidecar.get("ports").is_none());
+    // A pod that fetches once gets no metrics: an init-only agent exits.
+    let patched = apply_with(&seed_pod(), &config);
+    assert_eq!(env(agent(&patched), "SECRET_INJECT_METRICS_PORT"), None);
+    assert!(agent(&patched).get("ports").is_none());
+    // The flags are checked when the webhook starts, naming the flag.
+    for (port, address, flag) in [
+        (Some("80"), "loopback", "sidecar-metrics-port"),
+        (Some("x"), "loopback", "sidecar-metrics-port"),
+        (None, "0.0.0.0", "sidecar-metrics-address"),
+    ] {
+        let error = MutationConfig::new(&Settings {
+            metrics_port: port,
+            metrics_address: address,
+            ..Settings::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.flag, flag);
+    }
+}
+
+#[test]
+fn a_metrics_address_without_any_metrics_port_is_denied_naming_it() {
+    let pod = rotating_pod(&[("secrets.k8s.aws/metrics-address", "pod")]);
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/metrics-address:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("without secrets.k8s.aws/metrics-port"),
+        "{err}"
+    );
+    // With the operator's port it is the pod's choice of address.
+    let config = MutationConfig::new(&Settings {
+        metrics_port: Some("9200"),
+        ..Settings::default()
+    })
+    .unwrap();
+    assert_eq!(
+        apply_with(&pod, &config)["spec"]["initContainers"][0]["ports"][0]["name"],
+        "agent-metrics"
+    );
+    // Without rotation the annotation is denied by the grammar.
+    let mut pod = seed_pod();
+    pod["metadata"]["annotations"]["secrets.k8s.aws/metrics-port"] = json!("9102");
+    let err = run(&pod).unwrap_err().to_string();
+    assert!(
+        err.starts_with("annotation secrets.k8s.aws/metrics-port:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("has no effect without secrets.k8s.aws/refresh-interval"),
+        "{err}"
+    );
+}
+
 #[test]
 fn restart_on_change_is_a_restart_all_containers_rule_of_the_native_sidecar() {
     let pod = rotating_pod(&[("secrets.k8s.aws/restart-on-change", "true")]);

@@ -57,6 +57,13 @@ pub const RELOAD_URL: &str = "secrets.k8s.aws/reload-url";
 /// After a change, restart all of the pod's containers in place (`true`), so env vars from
 /// `env.<n>` are read again: the `RestartAllContainers` restart rule (Kubernetes 1.36+).
 pub const RESTART_ON_CHANGE: &str = "secrets.k8s.aws/restart-on-change";
+/// Serve the rotation sidecar's Prometheus metrics on this port (1024 to 65535), on loopback
+/// unless [`METRICS_ADDRESS`] says `pod`. Needs [`REFRESH_INTERVAL`]: an init-only agent exits.
+pub const METRICS_PORT: &str = "secrets.k8s.aws/metrics-port";
+/// Where the rotation sidecar's metrics listen: `loopback` (the pod's own containers only) or
+/// `pod` (the pod IP, for a PodMonitor; the webhook adds a container port named
+/// `agent-metrics`).
+pub const METRICS_ADDRESS: &str = "secrets.k8s.aws/metrics-address";
 /// The `sizeLimit` of the pod's in-memory secret volume (a quantity such as `16Mi`), instead of
 /// the size the webhook computes from the pod's secrets; it counts against the pod's memory.
 pub const VOLUME_SIZE_LIMIT: &str = "secrets.k8s.aws/volume-size-limit";
@@ -149,6 +156,8 @@ pub const POD_KEYS: &[&str] = &[
     RELOAD_PROCESS,
     RELOAD_URL,
     RESTART_ON_CHANGE,
+    METRICS_PORT,
+    METRICS_ADDRESS,
     INIT_CONTAINER_POSITION,
     VOLUME_SIZE_LIMIT,
     STATUS,
@@ -197,6 +206,52 @@ pub struct Refresh {
     pub url: Option<String>,
     /// Restart all of the pod's containers after a change.
     pub restart: bool,
+    /// Serve Prometheus metrics on this port ([`METRICS_PORT`]; in a plan, the pod's or the
+    /// operator's `--sidecar-metrics-port`); `None`: no metrics.
+    pub metrics_port: Option<u16>,
+    /// Where the metrics listen ([`METRICS_ADDRESS`]); `None`: the operator's default (in a
+    /// plan: loopback).
+    pub metrics_address: Option<MetricsAddress>,
+}
+
+/// Where the rotation sidecar's metrics listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddress {
+    /// `127.0.0.1`: the pod's own containers only.
+    Loopback,
+    /// Every address of the pod (the pod IP), for a PodMonitor.
+    Pod,
+}
+
+impl MetricsAddress {
+    /// As written in [`METRICS_ADDRESS`] and carried to the agent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsAddress::Loopback => "loopback",
+            MetricsAddress::Pod => "pod",
+        }
+    }
+
+    /// Parse `loopback` or `pod`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "loopback" => Some(MetricsAddress::Loopback),
+            "pod" => Some(MetricsAddress::Pod),
+            _ => None,
+        }
+    }
+}
+
+/// Lowest [`METRICS_PORT`]: the agent runs as a non-root user, which cannot bind below it.
+pub const MIN_METRICS_PORT: u16 = 1024;
+
+/// The rotation sidecar's metrics port: a number from [`MIN_METRICS_PORT`] to 65535.
+pub fn parse_metrics_port(value: &str) -> Option<u16> {
+    let valid = !value.is_empty() && value.len() <= 5 && value.bytes().all(|b| b.is_ascii_digit());
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|port| valid && *port >= MIN_METRICS_PORT)
 }
 
 /// A signal for a named process of the pod.
@@ -888,9 +943,16 @@ fn parse_refresh<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Option<Refresh>, AnnotationError> {
     let Some(value) = get(REFRESH_INTERVAL) else {
-        if let Some(key) = [RELOAD_SIGNAL, RELOAD_PROCESS, RELOAD_URL, RESTART_ON_CHANGE]
-            .into_iter()
-            .find(|key| get(key).is_some())
+        if let Some(key) = [
+            RELOAD_SIGNAL,
+            RELOAD_PROCESS,
+            RELOAD_URL,
+            RESTART_ON_CHANGE,
+            METRICS_PORT,
+            METRICS_ADDRESS,
+        ]
+        .into_iter()
+        .find(|key| get(key).is_some())
         {
             return Err(AnnotationError::new(
                 key,
@@ -972,11 +1034,37 @@ fn parse_refresh<'a>(
             ));
         }
     };
+    let metrics_port = get(METRICS_PORT)
+        .map(|value| {
+            parse_metrics_port(value).ok_or_else(|| {
+                AnnotationError::new(
+                    METRICS_PORT,
+                    format!("{} is not a port from 1024 to 65535", quote(value)),
+                    "give a port no container of the pod listens on, e.g. 9102 (the agent runs \
+                     as a non-root user, so ports below 1024 cannot be bound)",
+                )
+            })
+        })
+        .transpose()?;
+    let metrics_address = get(METRICS_ADDRESS)
+        .map(|value| {
+            MetricsAddress::parse(value).ok_or_else(|| {
+                AnnotationError::new(
+                    METRICS_ADDRESS,
+                    format!("value {} is not recognised", quote(value)),
+                    "use \"loopback\" (the pod's own containers only) or \"pod\" (the pod IP, \
+                     for a PodMonitor)",
+                )
+            })
+        })
+        .transpose()?;
     Ok(Some(Refresh {
         interval,
         signal,
         url,
         restart,
+        metrics_port,
+        metrics_address,
     }))
 }
 
@@ -1059,6 +1147,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     RELOAD_PROCESS,
     RELOAD_URL,
     RESTART_ON_CHANGE,
+    METRICS_PORT,
+    METRICS_ADDRESS,
     INIT_CONTAINER_POSITION,
     VOLUME_SIZE_LIMIT,
     STATUS,
@@ -1388,6 +1478,35 @@ mod tests {
                 RELOAD_URL,
                 "loopback",
             ),
+            (
+                vec![db_arn, (METRICS_PORT, "9102")],
+                METRICS_PORT,
+                "without secrets.k8s.aws/refresh-interval",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "5m"), (METRICS_PORT, "80")],
+                METRICS_PORT,
+                "not a port from 1024 to 65535",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "5m"), (METRICS_PORT, "+9102")],
+                METRICS_PORT,
+                "not a port",
+            ),
+            (
+                vec![db_arn, (REFRESH_INTERVAL, "5m"), (METRICS_PORT, "65536")],
+                METRICS_PORT,
+                "not a port",
+            ),
+            (
+                vec![
+                    db_arn,
+                    (REFRESH_INTERVAL, "5m"),
+                    (METRICS_ADDRESS, "0.0.0.0"),
+                ],
+                METRICS_ADDRESS,
+                "not recognised",
+            ),
         ] {
             let err = parse(&pairs).unwrap_err();
             assert_eq!(err.key, key, "{pairs:?}: {err}");
@@ -1405,6 +1524,22 @@ mod tests {
         let refresh = spec.refresh.unwrap();
         assert_eq!(refresh.interval, std::time::Duration::from_secs(5400));
         assert_eq!(refresh.signal.unwrap().signal, "HUP", "HUP by default");
+        assert_eq!(
+            (refresh.metrics_port, refresh.metrics_address),
+            (None, None)
+        );
+        let Request::Inject(spec) = parse(&[
+            db_arn,
+            (REFRESH_INTERVAL, "5m"),
+            (METRICS_PORT, "9102"),
+            (METRICS_ADDRESS, "pod"),
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let refresh = spec.refresh.unwrap();
+        assert_eq!(refresh.metrics_port, Some(9102));
+        assert_eq!(refresh.metrics_address, Some(MetricsAddress::Pod));
         assert_eq!(
             loopback_url("http://[::1]:8080"),
             Some(("[::1]", 8080, "/"))

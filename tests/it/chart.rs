@@ -127,6 +127,21 @@ fn cases(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
             s(&["--set", "metrics.serviceMonitor.enabled=true"]),
         ),
         (
+            "monitoring",
+            s(&[
+                "--set",
+                "metrics.podMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.dashboard.enabled=true",
+                "--set",
+                "sidecar.metrics.port=9102",
+                "--set",
+                "sidecar.metrics.address=pod",
+            ]),
+        ),
+        (
             "object selector",
             s(&[
                 "--set-string",
@@ -169,7 +184,13 @@ fn chart_lints_strictly_in_every_mode() {
 #[test]
 fn every_rendered_object_validates_on_every_supported_version() {
     let dir = tempfile::tempdir().unwrap();
-    const CUSTOM: [&str; 3] = ["Certificate", "Issuer", "ServiceMonitor"];
+    const CUSTOM: [&str; 5] = [
+        "Certificate",
+        "Issuer",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+    ];
     for version in common::KUBE_VERSIONS {
         for (label, args) in cases(dir.path()) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -571,4 +592,77 @@ fn every_value_is_in_the_schema_and_the_readme() {
         schema["additionalProperties"], false,
         "unknown top-level values must be rejected"
     );
+}
+
+#[test]
+fn the_monitoring_objects_are_optional_and_select_what_the_webhook_adds() {
+    let version = common::KUBE_VERSIONS[1];
+    let defaults = render(version, &[]);
+    for kind in ["PodMonitor", "PrometheusRule"] {
+        assert!(
+            defaults.iter().all(|d| d["kind"] != kind),
+            "{kind} is off by default"
+        );
+    }
+    assert!(
+        defaults
+            .iter()
+            .all(|d| d["metadata"]["labels"]["grafana_dashboard"].is_null()),
+        "no dashboard by default"
+    );
+    let args = find(&defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        args.iter()
+            .all(|a| !a.as_str().unwrap().starts_with("--sidecar-metrics-port"))
+    );
+    assert!(args.contains(&json!("--sidecar-metrics-address=loopback")));
+
+    let docs = render(
+        version,
+        &[
+            "--set",
+            "metrics.podMonitor.enabled=true",
+            "--set",
+            "metrics.dashboard.enabled=true",
+            "--set",
+            "sidecar.metrics.port=9102",
+            "--set",
+            "sidecar.metrics.address=pod",
+        ],
+    );
+    let args = &find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args = args.as_array().unwrap();
+    assert!(
+        args.contains(&json!("--sidecar-metrics-port=9102")),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&json!("--sidecar-metrics-address=pod")),
+        "{args:?}"
+    );
+    // The PodMonitor scrapes the container port the webhook names, in every namespace.
+    let monitor = find(&docs, "PodMonitor");
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"],
+        secret_inject::mutate::METRICS_PORT_NAME
+    );
+    assert_eq!(monitor["spec"]["namespaceSelector"], json!({"any": true}));
+    // The dashboard, for Grafana's sidecar, is the chart's JSON file.
+    let map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard ConfigMap");
+    let rendered: Value =
+        serde_json::from_str(map["data"]["secret-inject.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo_root().join("charts/secret-inject/dashboards/secret-inject.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered, file);
 }

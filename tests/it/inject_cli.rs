@@ -902,3 +902,52 @@ fn other_workload_kinds_are_injected_and_skipped_documents_are_named() {
         );
     }
 }
+
+/// The operator's metrics flags, as `inject` takes them (the webhook's own): the rotation
+/// sidecar gets the port and, on the pod IP, a container port named agent-metrics, and the
+/// output validates; a bad port is refused naming the flag.
+#[test]
+fn sidecar_metrics_flags_give_the_rotation_sidecar_a_named_port_and_a_bad_port_names_its_flag() {
+    let path = common::repo_root().join("examples/rotation-deployment.yaml");
+    let output = inject(
+        &[
+            "--sidecar-metrics-port",
+            "9102",
+            "--sidecar-metrics-address",
+            "pod",
+            "-f",
+            &path.to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&output.stdout);
+    let sidecar = &docs[0]["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"name": "agent-metrics", "containerPort": 9102, "protocol": "TCP"}])
+    );
+    let env = sidecar["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "SECRET_INJECT_METRICS_PORT", "value": "9102"})));
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("out.yaml");
+    std::fs::write(&file, &output.stdout).unwrap();
+    common::validate_strict(&file);
+
+    let output = inject(
+        &[
+            "--sidecar-metrics-port",
+            "80",
+            "-f",
+            &path.to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sidecar-metrics-port"), "{stderr}");
+}

@@ -16,6 +16,7 @@ mod image;
 mod inject_cli;
 mod manifests;
 mod many_secrets;
+mod monitoring;
 mod node;
 mod node_failures;
 mod node_rotation;

@@ -396,6 +396,8 @@ struct RefreshDraft {
     /// Reload by signal: the signal annotation (none: the default HUP).
     process: Option<Option<usize>>,
     restart: Option<bool>,
+    /// Metrics: a port, on loopback (false) or the pod IP (true), the address always stated.
+    metrics: Option<(u16, bool)>,
 }
 
 /// One thing broken on purpose; see [`break_set`].
@@ -487,12 +489,14 @@ fn set_draft() -> impl Strategy<Value = SetDraft> {
                 any::<bool>(),
                 prop::option::of(prop::option::of(0..3usize)),
                 prop::option::of(any::<bool>()),
+                prop::option::of((1024..=65535u16, any::<bool>())),
             )
-                .prop_map(|(interval, url, process, restart)| RefreshDraft {
+                .prop_map(|(interval, url, process, restart, metrics)| RefreshDraft {
                     interval,
                     url,
                     process,
                     restart,
+                    metrics,
                 }),
         ),
         prop_oneof![
@@ -725,6 +729,11 @@ fn build_case(pod_draft: &PodDraft, set: &SetDraft) -> Case {
         if let Some(restart) = refresh.restart {
             pod_keys.insert(key("restart-on-change", None), restart.to_string());
         }
+        if let Some((port, on_pod)) = refresh.metrics {
+            pod_keys.insert(key("metrics-port", None), port.to_string());
+            let address = if on_pod { "pod" } else { "loopback" };
+            pod_keys.insert(key("metrics-address", None), address.to_owned());
+        }
     }
 
     let selected_of = |selection: &Option<Vec<String>>, last: bool| -> Vec<(&'static str, usize)> {
@@ -911,6 +920,8 @@ fn break_set(
                     "reload-process",
                     "reload-signal",
                     "restart-on-change",
+                    "metrics-port",
+                    "metrics-address",
                 ]
                 .iter()
                 .any(|base| *k == key(base, None))
