@@ -23,6 +23,10 @@
 # `docker run --privileged --rm tonistiigi/binfmt --install arm64`); that is slow, so for
 # releases use a native arm64 builder node (`docker buildx create --append --platform
 # linux/arm64 ...`) or build each architecture on its own runner and merge the manifests.
+# Without Docker, scripts/build-release cross-compiles both architectures on one amd64 machine
+# (Debian's aarch64 cross toolchain, chosen by environment variables there, so nothing in
+# .cargo/config.toml changes this native build) and scripts/build-image writes the two-platform
+# image index from the two binaries.
 
 ARG RUST_VERSION=1.95
 

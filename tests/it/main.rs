@@ -5,6 +5,7 @@
 mod common;
 
 mod agent;
+mod arm64;
 mod chart;
 mod controlplane;
 mod golden;
@@ -13,6 +14,7 @@ mod hostile_connections;
 mod hostile_pods;
 mod iam_policy;
 mod image;
+mod image_index;
 mod inject_cli;
 mod manifests;
 mod many_secrets;
