@@ -11,7 +11,7 @@
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -230,78 +230,7 @@ fn build_image_writes_one_deterministic_index_of_amd64_and_arm64() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A real registry on loopback, and plain HTTP/1.1 GETs.
-
-/// The distribution `registry`, serving plain HTTP on 127.0.0.1 from a temporary directory;
-/// killed when dropped.
-struct LocalRegistry {
-    address: String,
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl LocalRegistry {
-    fn start() -> LocalRegistry {
-        let binary = common::repo_root().join(".tools/node/current/bin/registry");
-        assert!(
-            binary.is_file(),
-            "{} is missing: run scripts/build-node (scripts/test does)",
-            binary.display()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let config = dir.path().join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\n\
-                 http: {{addr: \"{address}\", secret: secret-inject-tests}}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let mut child = Command::new(&binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&address).is_err() {
-            let exited = child.try_wait().unwrap().is_some();
-            assert!(
-                !exited && Instant::now() < deadline,
-                "the registry did not listen at {address} within 30 s:\n{}",
-                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        LocalRegistry {
-            address,
-            child,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for LocalRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// Plain HTTP/1.1 GETs to the real registry on loopback (`common::registry`).
 
 /// One response: status, headers (lower-case names), body.
 struct Response {
@@ -373,7 +302,7 @@ fn push_image_pushes_the_index_and_the_registry_serves_both_platforms() {
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("layout");
     let digest = build_index(&layout);
-    let registry = LocalRegistry::start();
+    let registry = crate::common::registry::Registry::start();
     let reference = format!("{}/secret-inject:multi", registry.address);
     let mut command = python3();
     command

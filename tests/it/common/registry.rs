@@ -59,4 +59,9 @@ impl Registry {
             _dir: dir,
         }
     }
+
+    /// What the registry logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self._process.log).unwrap_or_default()
+    }
 }
