@@ -23,6 +23,7 @@ mod plan_contract;
 mod properties;
 mod proxy;
 mod release;
+mod release_meta;
 mod rotation;
 mod router;
 mod volume_full;
