@@ -20,6 +20,7 @@ mod node;
 mod node_failures;
 mod node_rotation;
 mod plan_contract;
+mod poc_migration;
 mod properties;
 mod proxy;
 mod release;
