@@ -3,8 +3,8 @@
 # secret-inject: one image for the webhook (`secret-inject webhook`) and the agent it injects
 # into pods (`/usr/local/bin/secret-inject agent`).
 #
-#   docker buildx build -t ghcr.io/secret-inject/secret-inject:0.1.0 .
-#   docker buildx build --platform linux/amd64,linux/arm64 -t ... --push .
+#   docker buildx build --build-arg REVISION=$(git rev-parse HEAD) -t ghcr.io/secret-inject/secret-inject:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 --build-arg REVISION=... -t ... --push .
 #
 # The binary is statically linked (.cargo/config.toml sets `-C target-feature=+crt-static` for
 # both targets), so the image is FROM scratch: the binary, the CA bundle it verifies AWS
@@ -34,6 +34,10 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 # Set by BuildKit from --platform (amd64, arm64); empty with the legacy builder, where the
 # builder's own architecture is used.
 ARG TARGETARCH
+# The source revision `secret-inject --version` prints (build.rs): the build context has no .git
+# (.dockerignore), so pass it: --build-arg REVISION=$(git rev-parse HEAD). The final stage's
+# REVISION label takes the same argument.
+ARG REVISION=unknown
 WORKDIR /src
 COPY . .
 # Build for the target's triple (overriding build.target of .cargo/config.toml), refuse a
@@ -54,7 +58,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
         echo "this builder is $host, not $target: build $arch on a native or emulated $arch builder" >&2; \
         exit 1; \
     fi; \
-    cargo build --release --locked --target "$target"; \
+    SECRET_INJECT_REVISION="$REVISION" cargo build --release --locked --target "$target"; \
     binary="target/$target/release/secret-inject"; \
     if readelf --program-headers "$binary" | grep -q 'Requesting program interpreter'; then \
         echo "$binary is dynamically linked; .cargo/config.toml must enable crt-static for $target" >&2; \

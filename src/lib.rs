@@ -25,6 +25,20 @@ pub mod signal;
 pub mod spec;
 pub mod webhook;
 
+/// The crate's version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision this binary was built from: `SECRET_INJECT_REVISION` at build time, else
+/// `git rev-parse HEAD` of the checkout, else `unknown` (build.rs). `scripts/build-image` reads
+/// it back from the binary for the image's `org.opencontainers.image.revision` label.
+pub const REVISION: &str = env!("SECRET_INJECT_REVISION");
+/// What `secret-inject --version` prints after the program's name: `0.1.0 (rev 1a2b3c4d...)`.
+pub const VERSION_AND_REVISION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("SECRET_INJECT_REVISION"),
+    ")"
+);
+
 #[cfg(test)]
 mod tests {
     /// The crate's errors follow one pattern: a message never repeats its cause. The cause is

@@ -24,7 +24,11 @@ pub use webhook::{AdminArgs, SecretWriterArgs, ServerArgs, TlsArgs, WebhookArgs}
 
 /// Inject AWS Secrets Manager secrets into Kubernetes pods, without Kubernetes Secrets.
 #[derive(Parser, Debug)]
-#[command(name = "secret-inject", version, propagate_version = true)]
+#[command(
+    name = "secret-inject",
+    version = crate::VERSION_AND_REVISION,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -202,6 +202,7 @@ impl LoadMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+    revision: &'static str,
 }
 
 /// All metrics, registered once.
@@ -260,7 +261,8 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
+                version: crate::VERSION,
+                revision: crate::REVISION,
             })
             .set(1);
         registry.register("build_info", "Build information", build);

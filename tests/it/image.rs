@@ -879,7 +879,8 @@ fn dockerfile_pairs(arguments: &str) -> Vec<(String, String)> {
 fn build_image_writes_the_image_the_dockerfile_describes() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("layout");
-    let revision = "0123456789abcdef0123456789abcdef01234567";
+    // The revision the binary reports, which the script checks against --revision.
+    let revision = secret_inject::REVISION;
     let digest = build_image(
         "secret-inject",
         &dir,
@@ -1093,15 +1094,7 @@ fn build_image_is_deterministic() {
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");
 
     // secret-inject: the same binary twice, then another binary.
-    let args = [
-        "--binary",
-        BINARY,
-        "--strip",
-        "--compression",
-        "none",
-        "--revision",
-        "r1",
-    ];
+    let args = ["--binary", BINARY, "--strip", "--compression", "none"];
     let first = build_image("secret-inject", &layout("si-1"), &args, &[]);
     let second = build_image("secret-inject", &layout("si-2"), &args, &[]);
     assert_eq!(
@@ -1119,8 +1112,6 @@ fn build_image_is_deterministic() {
         other_binary.to_str().unwrap(),
         "--compression",
         "none",
-        "--revision",
-        "r1",
     ];
     let third = build_image("secret-inject", &layout("si-3"), &other_args, &[]);
     assert_ne!(third, first, "a different binary gave the same image");
@@ -1129,20 +1120,133 @@ fn build_image_is_deterministic() {
         third_layout.data(BINARY_PATH.trim_start_matches('/')),
         other
     );
-    // Another revision is another label, so another config and manifest.
-    let args = [
-        "--binary",
-        BINARY,
-        "--strip",
-        "--compression",
-        "none",
-        "--revision",
-        "r2",
-    ];
-    assert_ne!(
-        build_image("secret-inject", &layout("si-4"), &args, &[]),
-        first
+    // Another revision is another label, so another config and manifest: the same binary with
+    // the revision in its --version string replaced.
+    let restamped = out.path().join("restamped");
+    let replacement = "f".repeat(secret_inject::REVISION.len());
+    let stripped = read_layout(&layout("si-1"), &first)
+        .data(BINARY_PATH.trim_start_matches('/'))
+        .to_vec();
+    std::fs::write(&restamped, restamp(stripped, &replacement)).unwrap();
+    let fourth = build_image(
+        "secret-inject",
+        &layout("si-4"),
+        &[
+            "--binary",
+            restamped.to_str().unwrap(),
+            "--strip",
+            "--compression",
+            "none",
+        ],
+        &[],
     );
+    assert_ne!(fourth, first);
+    assert_eq!(
+        image_config(&layout("si-4"), &fourth)["config"]["Labels"]["org.opencontainers.image.revision"],
+        replacement.as_str()
+    );
+}
+
+/// The binary `bytes` with its `--version` string naming `revision` (of the same length) instead
+/// of the revision it was built from.
+fn restamp(mut bytes: Vec<u8>, revision: &str) -> Vec<u8> {
+    assert_eq!(revision.len(), secret_inject::REVISION.len());
+    let stamp = secret_inject::VERSION_AND_REVISION.as_bytes();
+    let new = format!("{} (rev {revision})", secret_inject::VERSION);
+    let mut replaced = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(stamp.len()).position(|w| w == stamp) {
+        let start = at + found;
+        bytes[start..start + stamp.len()].copy_from_slice(new.as_bytes());
+        replaced += 1;
+        at = start + stamp.len();
+    }
+    assert!(
+        replaced > 0,
+        "the binary does not hold {:?}",
+        secret_inject::VERSION_AND_REVISION
+    );
+    bytes
+}
+
+/// The image config of the manifest `digest` in the layout `dir`.
+fn image_config(dir: &Path, digest: &str) -> Value {
+    let manifest: Value = serde_json::from_slice(&blob(dir, digest)).unwrap();
+    serde_json::from_slice(&blob(dir, manifest["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+/// The image's revision label is the revision the binary reports in `--version` (build.rs takes
+/// `SECRET_INJECT_REVISION`, else `git rev-parse HEAD`): read from the binary's bytes, so an arm64
+/// binary needs no emulator; `--revision` only checks it, and a binary without it is refused.
+#[test]
+fn build_image_labels_the_revision_the_binary_reports() {
+    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let revision = printed
+        .trim()
+        .strip_prefix(&format!("secret-inject {} (rev ", secret_inject::VERSION))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("--version printed {printed:?}"));
+    // Built in this checkout, without SECRET_INJECT_REVISION: a commit of this repository.
+    if std::env::var_os("SECRET_INJECT_REVISION").is_none() {
+        assert_eq!(revision.len(), 40, "{revision}");
+        let known = Command::new("git")
+            .arg("-C")
+            .arg(common::repo_root())
+            .args(["cat-file", "-e", &format!("{revision}^{{commit}}")])
+            .status()
+            .expect("git not found on PATH (apt-get install git)");
+        assert!(
+            known.success(),
+            "{revision} is not a commit of this checkout"
+        );
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    let args = ["--binary", BINARY, "--strip", "--compression", "none"];
+    let digest = build_image("secret-inject", &layout, &args, &[]);
+    let config = image_config(&layout, &digest);
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.revision"], revision);
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        secret_inject::VERSION
+    );
+    // `--revision` that agrees builds the same image; one that does not is refused.
+    let mut agreeing = args.to_vec();
+    agreeing.extend(["--revision", revision]);
+    assert_eq!(
+        build_image("secret-inject", &layout, &agreeing, &[]),
+        digest
+    );
+    let other = out.path().join("other");
+    let mut disagreeing = args.to_vec();
+    disagreeing.extend(["--revision", "0000000000000000000000000000000000000000"]);
+    let output = build_image_output("secret-inject", &other, &disagreeing, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("reports revision {revision}"))
+            && stderr.contains("SECRET_INJECT_REVISION="),
+        "{}",
+        describe(&output)
+    );
+    // A static binary that is not ours (no version string) is refused.
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    let output = build_image_output("secret-inject", &other, &["--binary", "/bin/busybox"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("(rev REV)` exactly once"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!other.exists());
 }
 
 #[test]
