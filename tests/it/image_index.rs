@@ -23,7 +23,22 @@ const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const BINARY_IN_IMAGE: &str = "usr/local/bin/secret-inject";
-const REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// The revision the release binaries report (`--version`: `secret-inject V (rev R)`), which the
+/// image's revision label must be.
+fn reported_revision() -> String {
+    let output = Command::new(release_binary("amd64"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    printed
+        .trim()
+        .rsplit_once("(rev ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("--version printed {printed:?}"))
+        .to_owned()
+}
 
 fn python3() -> Command {
     let python = std::env::var_os("PATH")
@@ -62,7 +77,7 @@ fn build_index(out: &Path) -> String {
         .arg(format!("amd64={}", release_binary("amd64").display()))
         .arg("--binary")
         .arg(format!("arm64={}", release_binary("arm64").display()))
-        .args(["--revision", REVISION, "--tag", "multi"])
+        .args(["--tag", "multi"])
         .env_remove("SOURCE_DATE_EPOCH");
     let digest = run_script(command, "scripts/build-image secret-inject (amd64 + arm64)");
     assert!(digest.starts_with("sha256:"), "{digest}");
@@ -205,7 +220,7 @@ fn build_image_writes_one_deterministic_index_of_amd64_and_arm64() {
         assert_eq!(config["variant"].as_str(), variant);
         assert_eq!(
             config["config"]["Labels"]["org.opencontainers.image.revision"],
-            REVISION
+            reported_revision().as_str()
         );
         assert_eq!(
             config["config"]["Entrypoint"],

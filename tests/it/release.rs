@@ -22,6 +22,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::arm64::release_binary;
 use crate::common::controlplane::Namespaces;
 use crate::common::node::chart_app_version;
 use crate::common::registry::Registry;
@@ -478,16 +479,22 @@ fn digest_of(pinned: &str) -> &str {
 }
 
 #[test]
-fn signed_image_verifies_with_its_key_and_its_sbom_comes_back_from_the_registry() {
+fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_from_the_registry() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let tag = format!("{}/secret-inject:{}", registry.address, chart_app_version());
+    // What a release publishes: the two-platform index of the release binaries
+    // (scripts/build-release, run by scripts/test), signed by the index's digest.
+    let (amd64, arm64) = (
+        format!("amd64={}", release_binary("amd64").display()),
+        format!("arm64={}", release_binary("arm64").display()),
+    );
     let image = build_and_push(
         dir.path(),
         "secret-inject",
-        &["--binary", env!("CARGO_BIN_EXE_secret-inject"), "--strip"],
+        &["--binary", &amd64, "--binary", &arm64],
         &tag,
     );
     let digest = digest_of(&image).to_owned();
