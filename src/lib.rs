@@ -21,6 +21,7 @@ pub mod duration;
 pub mod errors;
 pub mod mutate;
 pub mod offline;
+pub mod plain_http;
 pub mod signal;
 pub mod spec;
 pub mod webhook;

@@ -10,15 +10,13 @@
 //! ([`super::fetch::retrying`]), so nothing else has to pass a handle around. An agent that
 //! does not serve counts for nobody, which costs a few atomic additions.
 
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -273,34 +271,7 @@ pub(crate) fn serve(plan: &Plan) -> Result<(), Failure> {
 const MAX_CONNECTIONS: usize = 16;
 
 async fn accept(listener: tokio::net::TcpListener) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let (builder, open) = (builder.clone(), open.clone());
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(answer(&request))
-                });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            open.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
+    crate::plain_http::serve(listener, MAX_CONNECTIONS, answer).await;
 }
 
 fn answer<B>(request: &Request<B>) -> Response<http_body_util::Full<Bytes>> {

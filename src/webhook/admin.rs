@@ -2,13 +2,9 @@
 //! so that probes and scrapes need no TLS and never queue behind reviews: [`Thread`] serves it
 //! on a thread and runtime of its own, so it answers while the webhook's workers are busy.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -78,33 +74,8 @@ impl Thread {
 
 /// Serve the admin port until the future is dropped.
 pub async fn serve(listener: TcpListener, router: Arc<Router>) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            drop(stream);
-            continue;
-        }
-        let router = router.clone();
-        let builder = builder.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let reply = handle(&request, &router);
-                async move { Ok::<_, Infallible>(reply) }
-            });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            open.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
+    crate::plain_http::serve(listener, MAX_CONNECTIONS, move |request| {
+        handle(request, &router)
+    })
+    .await;
 }
