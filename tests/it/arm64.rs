@@ -66,7 +66,8 @@ fn release_command(arch: &str) -> Command {
     }
 }
 
-fn run(mut command: Command, what: &str) -> Output {
+/// Run `command` (stdin closed); it must succeed.
+pub fn run(mut command: Command, what: &str) -> Output {
     let output = command
         .stdin(Stdio::null())
         .output()

@@ -666,7 +666,7 @@ fn build_image(image: &str, out: &Path, args: &[&str], env: &[(&str, &str)]) -> 
     digest
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub fn sha256(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
@@ -727,7 +727,8 @@ struct Layout {
     entries: Vec<TarEntry>,
 }
 
-fn blob(dir: &Path, digest: &str) -> Vec<u8> {
+/// A blob of an OCI layout, checked against its digest.
+pub fn blob(dir: &Path, digest: &str) -> Vec<u8> {
     let path = dir
         .join("blobs/sha256")
         .join(digest.strip_prefix("sha256:").unwrap());

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::arm64::{elf_machine_and_interp, release_binary};
 use crate::common;
+use crate::image::{blob, sha256};
 
 const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -50,18 +51,8 @@ fn python3() -> Command {
     Command::new(python)
 }
 
-fn run_script(mut command: Command, what: &str) -> String {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn run_script(command: Command, what: &str) -> String {
+    let output = crate::arm64::run(command, what);
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -82,26 +73,6 @@ fn build_index(out: &Path) -> String {
     let digest = run_script(command, "scripts/build-image secret-inject (amd64 + arm64)");
     assert!(digest.starts_with("sha256:"), "{digest}");
     digest
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-fn blob(layout: &Path, digest: &str) -> Vec<u8> {
-    let path = layout
-        .join("blobs/sha256")
-        .join(digest.strip_prefix("sha256:").unwrap());
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        sha256(&bytes),
-        digest,
-        "{} is not what its name says",
-        path.display()
-    );
-    bytes
 }
 
 /// Every file of a layout, by its path inside it: the whole of what two builds must share.
