@@ -595,18 +595,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_help() {
-        for kind in [
-            FailureKind::Config,
-            FailureKind::NoIdentity,
-            FailureKind::Credentials,
-            FailureKind::AccessDenied,
-            FailureKind::NotFound,
-            FailureKind::Unusable,
-            FailureKind::Unavailable,
-            FailureKind::Write,
-            FailureKind::Interrupted,
-            FailureKind::Internal,
-        ] {
+        for kind in FailureKind::ALL {
             assert!(
                 HELP.iter()
                     .any(|(k, code, _, _)| *k == kind && code.is_none()),

@@ -74,40 +74,6 @@ fn read(plane: &ControlPlane, namespace: &str, pod: &str, path: &str) -> Option<
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Rotate as Secrets Manager rotation does: the new value as `AWSPENDING`, then `AWSCURRENT`
-/// moved to it (moto then answers a request without a stage with the old value: the agent must
-/// ask for the stage).
-fn rotate(moto: &Moto, arn: &str, value: &str) {
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.DescribeSecret",
-        &json!({"SecretId": arn}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let old = body["VersionIdsToStages"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(_, stages)| stages.as_array().unwrap().iter().any(|s| s == "AWSCURRENT"))
-        .map(|(id, _)| id.clone())
-        .unwrap();
-    let token = "00000000-0000-4000-8000-000000000002";
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.PutSecretValue",
-        &json!({"SecretId": arn, "SecretString": value, "ClientRequestToken": token,
-                "VersionStages": ["AWSPENDING"]}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.UpdateSecretVersionStage",
-        &json!({"SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": token,
-                "RemoveFromVersionId": old}),
-    );
-    assert_eq!(status, 200, "{body}");
-}
-
 /// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-12-03T20:01:22.123456Z`,
 /// as the agent's JSON log writes them).
 fn unix_seconds(timestamp: &str) -> f64 {
@@ -250,7 +216,7 @@ fn a_rotation_reaches_the_running_pods_file_signals_the_app_and_restarts_contain
 
     // One rotation; both sidecars check every 30 s ± 10 %.
     let before = now();
-    rotate(&moto, &arn, new);
+    moto.rotate(&arn, new, "00000000-0000-4000-8000-000000000002");
     let rotated = now();
     let file = format!("{MOUNT}/db");
     plane.wait_for("the new value in the running pod's file", ROTATION, || {

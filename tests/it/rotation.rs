@@ -103,42 +103,6 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// The version that holds `AWSCURRENT`.
-fn current_version(moto: &Moto, arn: &str) -> String {
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.DescribeSecret",
-        &json!({"SecretId": arn}),
-    );
-    assert_eq!(status, 200, "{body}");
-    body["VersionIdsToStages"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(_, stages)| stages.as_array().unwrap().iter().any(|s| s == "AWSCURRENT"))
-        .map(|(id, _)| id.clone())
-        .unwrap()
-}
-
-/// Rotate as Secrets Manager rotation does: the new value as AWSPENDING, then AWSCURRENT moved.
-fn rotate(moto: &Moto, arn: &str, value: &str, token: &str) {
-    let old = current_version(moto, arn);
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.PutSecretValue",
-        &json!({"SecretId": arn, "SecretString": value, "ClientRequestToken": token,
-                "VersionStages": ["AWSPENDING"]}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = moto.json(
-        "us-east-1",
-        "secretsmanager.UpdateSecretVersionStage",
-        &json!({"SecretId": arn, "VersionStage": "AWSCURRENT", "MoveToVersionId": token,
-                "RemoveFromVersionId": old}),
-    );
-    assert_eq!(status, 200, "{body}");
-}
-
 fn token(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
@@ -203,12 +167,7 @@ fn rotated_secrets_reach_the_files_together_and_unchanged_ones_cost_one_describe
     proxy.reset();
     let started = Instant::now();
     for n in 1..=5u32 {
-        rotate(
-            &moto,
-            &arn,
-            &format!(r#"{{"a":"v{n}","b":"v{n}"}}"#),
-            &token(n),
-        );
+        moto.rotate(&arn, &format!(r#"{{"a":"v{n}","b":"v{n}"}}"#), &token(n));
         let expected = format!("v{n}");
         // Interval (1 s ± 10 %) plus the calls; ten times that.
         eventually(Duration::from_secs(15), "rotated value", || {
@@ -318,7 +277,7 @@ fn transient_errors_keep_the_files_and_recover_and_a_deleted_secret_is_reported(
     });
     // AWS unreachable while the secret rotates: the old file stays.
     switch.down.store(true, Ordering::SeqCst);
-    rotate(&moto, &arn, "v1", &token(1));
+    moto.rotate(&arn, "v1", &token(1));
     let unreachable = |log: &str| {
         log.matches("cannot check for new versions; keeping the files in place")
             .count()
@@ -437,7 +396,7 @@ fn after_a_change_the_reload_url_gets_one_post_per_change() {
         "the first write is not a change"
     );
     for n in 1..=2u32 {
-        rotate(&moto, &arn, &format!("v{n}"), &token(n));
+        moto.rotate(&arn, &format!("v{n}"), &token(n));
         eventually(Duration::from_secs(15), "rotated", || {
             read(&file) == Some(format!("v{n}"))
         });
@@ -521,7 +480,7 @@ fn after_a_change_the_named_process_in_the_shared_pid_namespace_gets_the_signal(
             .collect::<Vec<_>>()
     };
     for n in 1..=2usize {
-        rotate(&moto, &arn, &format!("v{n}"), &token(n as u32));
+        moto.rotate(&arn, &format!("v{n}"), &token(n as u32));
         eventually(Duration::from_secs(15), "rotated", || {
             read(&file) == Some(format!("v{n}"))
         });
@@ -578,7 +537,7 @@ fn restart_on_change_exits_with_the_restart_code_after_writing_the_change() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert!(sidecar.running(), "no change, no exit");
-    rotate(&moto, &arn, r#"{"password":"p1"}"#, &token(1));
+    moto.rotate(&arn, r#"{"password":"p1"}"#, &token(1));
     let status = {
         let started = Instant::now();
         loop {
@@ -639,8 +598,7 @@ fn no_value_of_many_rotating_secrets_reaches_any_output_at_trace_level() {
         assert!(sidecar.running(), "the sidecar exited:\n{}", sidecar.log());
         read(&out.path().join("db")).as_deref() == Some("audit-pw-9c1e-old")
     });
-    rotate(
-        &moto,
+    moto.rotate(
         &db,
         r#"{"user":"audit-user-7f3a","password":"audit-pw-4b2d-new"}"#,
         &token(1),

@@ -259,6 +259,44 @@ impl Moto {
     }
 
     /// Create a string secret; returns its ARN.
+    /// The version id that holds AWSCURRENT.
+    pub fn current_version(&self, arn: &str) -> String {
+        let (status, body) = self.json(
+            "us-east-1",
+            "secretsmanager.DescribeSecret",
+            &serde_json::json!({"SecretId": arn}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["VersionIdsToStages"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, stages)| stages.as_array().unwrap().iter().any(|s| s == "AWSCURRENT"))
+            .map(|(id, _)| id.clone())
+            .unwrap()
+    }
+
+    /// Rotate as Secrets Manager rotation does: the new value as AWSPENDING (version `token`),
+    /// then AWSCURRENT moved to it (moto then answers a request without a stage with the old
+    /// value: the agent must ask for the stage).
+    pub fn rotate(&self, arn: &str, value: &str, token: &str) {
+        let old = self.current_version(arn);
+        let (status, body) = self.json(
+            "us-east-1",
+            "secretsmanager.PutSecretValue",
+            &serde_json::json!({"SecretId": arn, "SecretString": value,
+                "ClientRequestToken": token, "VersionStages": ["AWSPENDING"]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = self.json(
+            "us-east-1",
+            "secretsmanager.UpdateSecretVersionStage",
+            &serde_json::json!({"SecretId": arn, "VersionStage": "AWSCURRENT",
+                "MoveToVersionId": token, "RemoveFromVersionId": old}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub fn create_secret(&self, region: &str, name: &str, value: &str) -> String {
         let (status, body) = self.json(
             region,
