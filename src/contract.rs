@@ -14,8 +14,8 @@ use std::time::Duration;
 
 pub use crate::spec::VersionSelector;
 use crate::spec::{
-    EnvBinding, KeySelector, MountPath, OutputFormat, ParameterArn, RelativeFileName, SecretArn,
-    SecretName, SecretSpec, SourceArn, is_secret_name,
+    EnvBinding, InjectionSpec, KeySelector, MountPath, OutputFormat, ParameterArn,
+    RelativeFileName, SecretArn, SecretName, SecretSpec, SourceArn, is_secret_name,
 };
 pub use crate::spec::{Refresh, ReloadSignal};
 
@@ -469,6 +469,12 @@ carrier! {
     /// restart rule turns into an in-place restart of the pod's containers.
     RestartOnChange restart_on_change
         flat(RESTART_ON_CHANGE = "SECRET_INJECT_RESTART_ON_CHANGE", "restart-on-change", "BOOL"),
+    /// Where the rest of the plan comes from instead of these variables: `annotations` (policy
+    /// mode, where the API server's MutatingAdmissionPolicy injected the agent): the pod's own
+    /// `secrets.k8s.aws/` annotations, copied into the agent's environment at admission as one
+    /// variable each named as its key, parsed with the webhook's grammar. Only the file mode
+    /// (from the pod spec) comes from its variable then.
+    PlanFrom plan_from flat(PLAN_FROM = "SECRET_INJECT_PLAN_FROM", "plan-from", "CARRIER"),
     /// Serve Prometheus metrics at /metrics on this port, as the rotation sidecar (an agent that
     /// fetches once serves none).
     MetricsPort metrics_port
@@ -812,7 +818,42 @@ fn default_version(secret: &SecretId) -> Option<VersionSelector> {
     }
 }
 
+/// The pod's annotations as policy mode carries them into the agent's environment: the
+/// variables named as a `secrets.k8s.aws/` key (but the status, which admission sets), at most
+/// [`MAX_CARRIED_ANNOTATIONS`] of them read (the grammar's limits then deny the pod); a name or
+/// value that is not UTF-8 is skipped (the API server stores only UTF-8).
+pub fn carried_annotations(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> std::collections::BTreeMap<String, String> {
+    vars.into_iter()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, _)| name.starts_with(crate::spec::PREFIX) && name != crate::spec::STATUS)
+        .take(MAX_CARRIED_ANNOTATIONS)
+        .collect()
+}
+
+/// How many carried annotations the agent reads at most: more than any pod within the
+/// grammar's limits can have.
+pub const MAX_CARRIED_ANNOTATIONS: usize = 4096;
+
+/// The value of [`env::PLAN_FROM`] in policy mode: the plan comes from the pod's annotations.
+pub const PLAN_FROM_ANNOTATIONS: &str = "annotations";
+
 impl Plan {
+    /// The plan of a pod's validated annotations: the one the webhook renders (with the rotation
+    /// the operator completes, [`crate::mutate`]), the one `iam-policy` asks the agent's call
+    /// planner about, and the one the agent of policy mode builds from the annotations it
+    /// carries. The file mode is the pod spec's part.
+    pub fn for_injection(injection: &InjectionSpec, file_mode: FileMode) -> Self {
+        Self {
+            secrets: injection.secrets.iter().map(SecretPlan::for_spec).collect(),
+            output_dir: injection.mount_path.clone(),
+            file_mode,
+            failover_region: injection.failover_region.clone(),
+            refresh: injection.refresh.clone(),
+        }
+    }
+
     /// The plan for one secret ARN with the contract's defaults (the seed's case).
     pub fn for_arn(arn: SecretArn) -> Self {
         Self {
@@ -856,6 +897,7 @@ impl Plan {
                     .filter(|r| r.metrics_port.is_some())
                     .and_then(|r| r.metrics_address)
                     .map(|a| a.as_str().to_owned()),
+                plan_from: None,
             },
         }
     }
@@ -1012,6 +1054,77 @@ impl PlanFields {
             (None, None) => "<no secret>".to_owned(),
             (_, Some(_)) => "the pod's secrets".to_owned(),
         }
+    }
+
+    /// Whether the plan comes from the pod's annotations ([`env::PLAN_FROM`]); an unknown
+    /// carrier is an error.
+    pub fn from_annotations(&self) -> Result<bool, PlanError> {
+        match self.pod.plan_from.as_deref() {
+            None | Some("") => Ok(false),
+            Some(PLAN_FROM_ANNOTATIONS) => Ok(true),
+            Some(other) => Err(PlanError {
+                variable: env::PLAN_FROM.to_owned(),
+                problem: format!(
+                    "{:?} is not a plan carrier; the only one is {PLAN_FROM_ANNOTATIONS:?} (policy \
+                     mode), or leave it unset",
+                    other.chars().take(40).collect::<String>()
+                ),
+            }),
+        }
+    }
+
+    /// Policy mode ([`env::PLAN_FROM`] `annotations`): the plan from the pod's annotations as
+    /// the agent received them (the `secrets.k8s.aws/` variables of its environment, see
+    /// [`carried_annotations`]), parsed with the grammar and limits the webhook applies, so a
+    /// pod means the same in both modes. The file mode comes from [`env::FILE_MODE`], which the
+    /// policy computed from the pod spec; no other plan variable may be set beside them.
+    pub fn parse_annotations(
+        &self,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Plan, PlanError> {
+        let conflicting = PlanFields {
+            pod: PodFields {
+                file_mode: None,
+                plan_from: None,
+                ..self.pod.clone()
+            },
+            ..self.clone()
+        };
+        if let Some((variable, _)) = conflicting.render().into_iter().next() {
+            return Err(PlanError {
+                variable: variable.to_owned(),
+                problem: format!(
+                    "is set, but {}={PLAN_FROM_ANNOTATIONS} takes the plan from the pod's \
+                     annotations; set one or the other",
+                    env::PLAN_FROM
+                ),
+            });
+        }
+        let invalid = |variable: String, problem: String| PlanError { variable, problem };
+        let injection = match InjectionSpec::from_annotations(Some(annotations)) {
+            Ok(crate::spec::Request::Inject(injection)) => injection,
+            Ok(_) => {
+                return Err(invalid(
+                    crate::spec::INJECTOR_WEBHOOK.to_owned(),
+                    format!(
+                        "is not \"enabled\" among the pod's annotations the agent received \
+                         ({} of them); the admission policy injects only pods that opt in",
+                        annotations.len()
+                    ),
+                ));
+            }
+            Err(e) => return Err(invalid(e.key, format!("{}; {}", e.problem, e.fix))),
+        };
+        let file_mode = match &self.pod.file_mode {
+            Some(value) => FileMode::parse(value).ok_or_else(|| {
+                invalid(
+                    env::FILE_MODE.to_owned(),
+                    format!("{value:?} is not a supported mode; use 0400, 0440 or 0444"),
+                )
+            })?,
+            None => defaults::FILE_MODE,
+        };
+        Ok(Plan::for_injection(&injection, file_mode))
     }
 
     /// Validate the fields into a plan. Region: the explicit one, else the ARN's own (never an

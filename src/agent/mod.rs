@@ -47,7 +47,14 @@ pub fn run(fields: PlanFields, settings: &SettingsFields, launch: Launch) -> u8 
         .map_err(invalid)
         .and_then(|settings| {
             Ok((
-                fields.parse().map_err(invalid)?,
+                match fields.from_annotations().map_err(invalid)? {
+                    true => fields
+                        .parse_annotations(&crate::contract::carried_annotations(
+                            std::env::vars_os(),
+                        ))
+                        .map_err(invalid)?,
+                    false => fields.parse().map_err(invalid)?,
+                },
                 Options::new(settings, launch),
             ))
         })

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::contract::{self, FileMode, Plan, SecretPlan, SettingsFields};
+use crate::contract::{self, FileMode, Plan, SettingsFields};
 use crate::spec::{
     self, AnnotationError, InitContainerPosition, InjectionSpec, Limit, LimitError, Limits,
     Request, SecretSpec, SpecError,
@@ -615,11 +615,8 @@ fn inject(
     // 4. The init container; with rotation, it is a native sidecar, or a regular sidecar
     // container keeps the files current.
     let plan = Plan {
-        secrets: injection.secrets.iter().map(SecretPlan::for_spec).collect(),
-        output_dir: injection.mount_path.clone(),
-        file_mode,
-        failover_region: injection.failover_region.clone(),
         refresh: None,
+        ..Plan::for_injection(injection, file_mode)
     };
     let mut container = agent_container(spec, injection, config, security_context.clone(), &plan)?;
     if let Some(refresh) = &injection.refresh {

@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use super::{InjectError, PodTemplate, pod_templates};
 use crate::agent::sources::{self, AwsCall, Occasion, Operation};
-use crate::contract::{Plan, SecretId, SecretPlan, defaults};
+use crate::contract::{Plan, SecretId, defaults};
 use crate::mutate::secret::WriterConfig;
 use crate::spec::{AnnotationError, InjectionSpec, Request, SecretArn};
 
@@ -295,13 +295,7 @@ const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// The plan the webhook renders for a pod with this spec, as far as the agent's calls go.
 fn plan_of(spec: &InjectionSpec) -> Plan {
-    Plan {
-        secrets: spec.secrets.iter().map(SecretPlan::for_spec).collect(),
-        output_dir: spec.mount_path.clone(),
-        file_mode: defaults::FILE_MODE,
-        failover_region: spec.failover_region.clone(),
-        refresh: spec.refresh.clone(),
-    }
+    Plan::for_injection(spec, defaults::FILE_MODE)
 }
 
 /// The IAM resource that matches a secret's ARN: the ARN itself, or a partial ARN with

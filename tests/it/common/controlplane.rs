@@ -377,7 +377,7 @@ impl ControlPlane {
                 // The defaults, named: ServiceAccount, PodSecurity and both webhook plugins on.
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,\
                  DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,\
-                 ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota,PodSecurity"
+                 ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy,ResourceQuota,PodSecurity"
                     .to_owned(),
                 "--allow-privileged=true".to_owned(),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
