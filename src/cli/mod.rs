@@ -2,6 +2,7 @@
 //! `run(self)` that destructures them, so a new flag must be wired where it is declared.
 //! `main` only parses and dispatches.
 
+mod admission_policy;
 mod agent;
 mod iam_policy;
 mod inject;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use admission_policy::AdmissionPolicyArgs;
 pub use agent::AgentArgs;
 pub use iam_policy::IamPolicyArgs;
 pub use inject::InjectArgs;
@@ -45,6 +47,10 @@ enum Command {
     /// Print the least-privilege IAM policy of each ServiceAccount for the secrets and
     /// parameters that manifests name (JSON on stdout, notes on stderr).
     IamPolicy(IamPolicyArgs),
+    /// Print policy mode's objects (Kubernetes 1.36+): the MutatingAdmissionPolicy that injects
+    /// the agent without a webhook, the ValidatingAdmissionPolicy that denies bad annotations,
+    /// their bindings and the parameters ConfigMap (YAML on stdout).
+    AdmissionPolicy(Box<AdmissionPolicyArgs>),
     /// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store onto the in-memory
     /// volume (the injected container); with a refresh interval, keep them current.
     Agent(Box<AgentArgs>),
@@ -59,7 +65,9 @@ impl Cli {
         let Cli { command, log } = self;
         // People run `inject` and `iam-policy`; pods run the webhook and the agent.
         let default_format = match command {
-            Command::Inject(_) | Command::IamPolicy(_) => LogFormat::Human,
+            Command::Inject(_) | Command::IamPolicy(_) | Command::AdmissionPolicy(_) => {
+                LogFormat::Human
+            }
             Command::Webhook(_) | Command::Agent(_) | Command::Probe(_) => LogFormat::Json,
         };
         let output = match logging::init(&log, default_format) {
@@ -73,6 +81,7 @@ impl Cli {
             Command::Webhook(args) => args.run(),
             Command::Inject(args) => args.run(),
             Command::IamPolicy(args) => args.run(),
+            Command::AdmissionPolicy(args) => args.run(),
             Command::Agent(args) => return ExitCode::from(args.run()),
             Command::Probe(args) => return ExitCode::from(args.run()),
         };

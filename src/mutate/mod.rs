@@ -25,8 +25,10 @@ use crate::spec::{
     Request, SecretSpec, SpecError,
 };
 
+pub mod cel;
 pub mod patch;
 pub mod pod;
+pub mod policy;
 pub mod volume;
 
 pub use patch::JsonPatch;
@@ -625,19 +627,14 @@ fn inject(
             ..plan.clone()
         };
         if config.native_sidecars {
-            container = agent_container(spec, injection, config, security_context, &rotating)?;
+            container = native_sidecar_fields(refresh.restart).merged_into(agent_container(
+                spec,
+                injection,
+                config,
+                security_context,
+                &rotating,
+            )?);
             add_metrics_port(&mut container, &rotating);
-            container.restart_policy = Some("Always".to_owned());
-            container.startup_probe = Some(startup_probe());
-            if refresh.restart {
-                container.restart_policy_rules = Some(vec![ContainerRestartRule {
-                    action: "RestartAllContainers".to_owned(),
-                    exit_codes: Some(ContainerRestartRuleOnExitCodes {
-                        operator: "In".to_owned(),
-                        values: Some(vec![contract::RESTART_EXIT_CODE]),
-                    }),
-                }]);
-            }
         } else {
             let mut sidecar =
                 agent_container(spec, injection, config, security_context, &rotating)?;
@@ -1120,7 +1117,12 @@ fn security_for<'a, 'b: 'a>(
             FileMode::WorldRead,
         ),
     };
-    let context = SecurityContext {
+    (agent_security_context(run_as_user, run_as_group), mode)
+}
+
+/// The agent's security context (restricted PodSecurity) for a user and group.
+fn agent_security_context(run_as_user: i64, run_as_group: Option<i64>) -> SecurityContext {
+    SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(run_as_user),
         run_as_group,
@@ -1136,8 +1138,7 @@ fn security_for<'a, 'b: 'a>(
             localhost_profile: None,
         }),
         ..Default::default()
-    };
-    (context, mode)
+    }
 }
 
 /// The rotation the sidecar runs: the pod's, with the operator's metrics port and address where
@@ -1239,6 +1240,42 @@ fn check_refresh(
     Ok(())
 }
 
+/// What makes the agent the native rotation sidecar: `restartPolicy: Always`, the startup
+/// probe, and with `restart` the rule that turns its exit code 42 into an in-place restart of
+/// the pod's containers. The webhook and policy mode ([`policy`]) both take them from here.
+fn native_sidecar_fields(restart: bool) -> Container {
+    Container {
+        restart_policy: Some("Always".to_owned()),
+        startup_probe: Some(startup_probe()),
+        restart_policy_rules: restart.then(|| {
+            vec![ContainerRestartRule {
+                action: "RestartAllContainers".to_owned(),
+                exit_codes: Some(ContainerRestartRuleOnExitCodes {
+                    operator: "In".to_owned(),
+                    values: Some(vec![contract::RESTART_EXIT_CODE]),
+                }),
+            }]
+        }),
+        ..Default::default()
+    }
+}
+
+/// Merging [`native_sidecar_fields`] into a container.
+trait SidecarFields {
+    fn merged_into(self, container: Container) -> Container;
+}
+
+impl SidecarFields for Container {
+    fn merged_into(self, container: Container) -> Container {
+        Container {
+            restart_policy: self.restart_policy,
+            startup_probe: self.startup_probe,
+            restart_policy_rules: self.restart_policy_rules,
+            ..container
+        }
+    }
+}
+
 /// The native sidecar's startup probe: our own binary (the image has no shell), succeeding once
 /// the first complete set of files is written, so the app containers start with their secrets.
 fn startup_probe() -> Probe {
@@ -1274,33 +1311,48 @@ fn agent_container(
         })
         .collect();
     env.extend(config.agent_env.iter().cloned());
-    let mut volume_mounts = vec![
-        secret_mount(injection.mount_path.as_str()),
-        no_token_mount(),
-    ];
-    copy_aws_identity(
-        spec,
+    let mut container = agent_container_template(
+        config.image.clone(),
+        config.image_pull_policy.clone(),
         injection.mount_path.as_str(),
-        &mut env,
-        &mut volume_mounts,
-    )?;
+    );
+    let volume_mounts = container.volume_mounts.get_or_insert_default();
+    copy_aws_identity(spec, injection.mount_path.as_str(), &mut env, volume_mounts)?;
     Ok(Container {
-        name: contract::CONTAINER_NAME.to_owned(),
-        image: Some(config.image.clone()),
-        image_pull_policy: Some(config.image_pull_policy.clone()),
-        command: Some(vec![
-            contract::BINARY_PATH.to_owned(),
-            contract::AGENT_SUBCOMMAND.to_owned(),
-        ]),
         env: Some(env),
         // A pod with pod-level resources (spec.resources) shares them among containers that set
         // none; the agent's own would have to fit the pod's budget, which the API server checks.
         resources: spec.resources.is_none().then(|| config.resources.clone()),
         security_context: Some(security_context),
-        volume_mounts: Some(volume_mounts),
+        ..container
+    })
+}
+
+/// The agent container without what each pod decides (its plan, user and resources): name,
+/// image, command, the security context for the default user, its mounts of the secret volume at
+/// `mount_path` and of the empty token directory, the termination message. The webhook fills it
+/// in per pod ([`agent_container`]); policy mode renders it as CEL ([`policy`]).
+fn agent_container_template(
+    image: String,
+    image_pull_policy: String,
+    mount_path: &str,
+) -> Container {
+    Container {
+        name: contract::CONTAINER_NAME.to_owned(),
+        image: Some(image),
+        image_pull_policy: Some(image_pull_policy),
+        command: Some(vec![
+            contract::BINARY_PATH.to_owned(),
+            contract::AGENT_SUBCOMMAND.to_owned(),
+        ]),
+        security_context: Some(agent_security_context(
+            contract::DEFAULT_UID,
+            Some(contract::DEFAULT_UID),
+        )),
+        volume_mounts: Some(vec![secret_mount(mount_path), no_token_mount()]),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
-    })
+    }
 }
 
 /// Copy the AWS identity env and token mounts from the first app container that carries each;

@@ -60,7 +60,7 @@ impl Needs {
 }
 
 /// A version id's longest form (Secrets Manager: 64 characters; a parameter version: digits).
-const VERSION_ID_BYTES: u64 = 64;
+pub(crate) const VERSION_ID_BYTES: u64 = 64;
 
 /// What the plan of `injection` can take on the volume.
 pub fn needs(injection: &InjectionSpec) -> Needs {
