@@ -1670,4 +1670,111 @@ mod tests {
             assert!(err.to_string().starts_with(&variable), "{err}");
         }
     }
+
+    /// Policy mode's carrier: the annotations as env vars named as their keys.
+    fn carried(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        carried_annotations(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+    }
+
+    fn from_annotations(file_mode: Option<&str>) -> PlanFields {
+        PlanFields {
+            pod: PodFields {
+                plan_from: Some(PLAN_FROM_ANNOTATIONS.to_owned()),
+                file_mode: file_mode.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_plan_from_annotations_is_the_plan_the_webhook_renders() {
+        let annotations = [
+            (crate::spec::INJECTOR_WEBHOOK, "enabled"),
+            (crate::spec::SECRET_ARN, ARN),
+            ("secrets.k8s.aws/secret-arn.flags", PARAMETER),
+            ("secrets.k8s.aws/secret-format.flags", "split"),
+            (crate::spec::MOUNT_PATH, "/var/run/secrets/app"),
+            (crate::spec::REFRESH_INTERVAL, "5m"),
+            (crate::spec::STATUS, "injected"),
+            ("PATH", "/usr/bin"),
+            ("SECRET_INJECT_OTHER", "x"),
+        ];
+        let map = carried(&annotations);
+        assert!(
+            map.keys()
+                .all(|k| k.starts_with(crate::spec::PREFIX) && k != crate::spec::STATUS),
+            "{map:?}"
+        );
+        let plan = from_annotations(Some("0440"))
+            .parse_annotations(&map)
+            .unwrap();
+        // The webhook's plan of the same annotations, rendered and parsed back by the agent.
+        let injection = match InjectionSpec::from_annotations(Some(&map)).unwrap() {
+            crate::spec::Request::Inject(injection) => injection,
+            other => panic!("{other:?}"),
+        };
+        let webhook = Plan::for_injection(&injection, FileMode::GroupRead);
+        assert_eq!(plan, webhook);
+        assert_eq!(webhook.carried().parse().unwrap(), plan);
+        assert_eq!(plan.secrets.len(), 2);
+        assert_eq!(plan.output_dir.as_str(), "/var/run/secrets/app");
+        assert!(plan.refresh.is_some());
+        // Without the variable, the contract's default mode.
+        let default = from_annotations(None).parse_annotations(&map).unwrap();
+        assert_eq!(default.file_mode, defaults::FILE_MODE);
+    }
+
+    #[test]
+    fn a_bad_annotation_names_its_key_and_a_bad_carrier_names_the_variable() {
+        let map = carried(&[
+            (crate::spec::INJECTOR_WEBHOOK, "enabled"),
+            (crate::spec::SECRET_ARN, ARN),
+            (crate::spec::SECRET_FORMAT, "yaml"),
+        ]);
+        let err = from_annotations(None).parse_annotations(&map).unwrap_err();
+        assert_eq!(err.variable, crate::spec::SECRET_FORMAT, "{err}");
+        assert!(
+            err.problem
+                .contains("use raw (default), json, env or split"),
+            "{err}"
+        );
+
+        let off = carried(&[
+            (crate::spec::INJECTOR_WEBHOOK, "disabled"),
+            (crate::spec::SECRET_ARN, ARN),
+        ]);
+        let err = from_annotations(None).parse_annotations(&off).unwrap_err();
+        assert_eq!(err.variable, crate::spec::INJECTOR_WEBHOOK, "{err}");
+
+        let err = from_annotations(Some("0777"))
+            .parse_annotations(&map)
+            .unwrap_err();
+        assert_eq!(
+            err.variable,
+            crate::spec::SECRET_FORMAT,
+            "annotations first: {err}"
+        );
+        let ok = carried(&[
+            (crate::spec::INJECTOR_WEBHOOK, "enabled"),
+            (crate::spec::SECRET_ARN, ARN),
+        ]);
+        let err = from_annotations(Some("0777"))
+            .parse_annotations(&ok)
+            .unwrap_err();
+        assert_eq!(err.variable, env::FILE_MODE, "{err}");
+
+        // Both carriers at once: refused, naming the other's variable.
+        let mut both = from_annotations(None);
+        both.unnamed = unnamed(ARN);
+        let err = both.parse_annotations(&ok).unwrap_err();
+        assert_eq!(err.variable, env::SECRET_ARN, "{err}");
+
+        let mut unknown = from_annotations(None);
+        unknown.pod.plan_from = Some("downward-api".to_owned());
+        let err = unknown.from_annotations().unwrap_err();
+        assert_eq!(err.variable, env::PLAN_FROM, "{err}");
+        assert!(!PlanFields::default().from_annotations().unwrap());
+        assert!(from_annotations(None).from_annotations().unwrap());
+    }
 }

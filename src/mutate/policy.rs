@@ -452,16 +452,28 @@ fn patch_expression() -> String {
     .join(" +\n")
 }
 
+/// Whether the pod asks for injection, as the grammar decides
+/// ([`spec::InjectionSpec::from_annotations_within`]): not switched off, and switched on or
+/// naming a secret (the seed's manifests work with or without the switch). A switch of another
+/// value matches too: the ValidatingAdmissionPolicy denies it.
+fn opted_in() -> String {
+    format!(
+        "object.metadata.?annotations[?{switch}].orValue('') != 'disabled' && \
+         (object.metadata.?annotations[?{switch}].hasValue() || \
+         object.metadata.?annotations.orValue({{}}).exists(k, k == {arn} || k.startsWith({arn_dot})))",
+        switch = lit(spec::INJECTOR_WEBHOOK),
+        arn = lit(spec::SECRET_ARN),
+        arn_dot = lit(&format!("{}.", spec::SECRET_ARN))
+    )
+}
+
 /// Only pods that opt in and are not injected yet (the API server re-invokes the policy after
 /// later webhooks: the second pass must change nothing).
 fn opted_in_conditions() -> Value {
     json!([
         {
             "name": "opted-in",
-            "expression": format!(
-                "object.metadata.?annotations[?{}].orValue('') == 'enabled'",
-                lit(spec::INJECTOR_WEBHOOK)
-            ),
+            "expression": opted_in(),
         },
         {
             "name": "not-injected",
@@ -530,16 +542,28 @@ fn validations() -> Vec<Value> {
          !{secret_bases}.exists(b, k.startsWith(b)))",
         prefix = lit(spec::PREFIX)
     );
-    let mut out = vec![json!({
-        "expression": format!("size({unknown}) == 0"),
-        "messageExpression": format!(
-            "{unknown}.map(k, 'annotation ' + k + ': is not a secret-inject annotation; ' + \
-             ({known_list}.exists(n, n.lowerAscii() == k.lowerAscii()) ? 'did you mean ' + \
-             {known_list}.filter(n, n.lowerAscii() == k.lowerAscii())[0] + '?' : \
-             'see the annotations in the README'))[0]"
-        ),
-        "reason": "Invalid",
-    })];
+    let switch = annotation(spec::INJECTOR_WEBHOOK);
+    let mut out = vec![
+        json!({
+            "expression": format!("{switch}.orValue('enabled') in ['enabled', 'disabled']"),
+            "messageExpression": annotation_message(
+                &lit(spec::INJECTOR_WEBHOOK),
+                &format!("'value ' + strings.quote({switch}.orValue('')) + ' is not recognised'"),
+                &lit("use \"enabled\" or \"disabled\""),
+            ),
+            "reason": "Invalid",
+        }),
+        json!({
+            "expression": format!("size({unknown}) == 0"),
+            "messageExpression": format!(
+                "{unknown}.map(k, 'annotation ' + k + ': is not a secret-inject annotation; ' + \
+                 ({known_list}.exists(n, n.lowerAscii() == k.lowerAscii()) ? 'did you mean ' + \
+                 {known_list}.filter(n, n.lowerAscii() == k.lowerAscii())[0] + '?' : \
+                 'see the annotations in the README'))[0]"
+            ),
+            "reason": "Invalid",
+        }),
+    ];
     for (key, feature) in UNSUPPORTED {
         let keys = format!(
             "variables.a.filter(k, k == {key} || k.startsWith({key_dot}))",
@@ -561,6 +585,15 @@ fn validations() -> Vec<Value> {
         arn = lit(spec::SECRET_ARN),
         arn_dot = lit(&format!("{}.", spec::SECRET_ARN))
     );
+    out.push(json!({
+        "expression": format!("size({secrets}) > 0"),
+        "messageExpression": annotation_message(
+            &lit(spec::SECRET_ARN),
+            &lit(&format!("is missing, but {} is \"enabled\"", spec::INJECTOR_WEBHOOK)),
+            &lit("add the ARN of the Secrets Manager secret to fetch (secret-arn, or secret-arn.<name> for each of several), or remove the opt-in annotation"),
+        ),
+        "reason": "Invalid",
+    }));
     let arn_pattern = "^arn:aws(-[a-z]+)*:(secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+|ssm:[a-z0-9-]+:[0-9]{12}:parameter/.+)$";
     out.push(json!({
         "expression": format!("{secrets}.all(k, variables.a[k].matches({}))", lit(arn_pattern)),
