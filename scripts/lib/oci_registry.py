@@ -7,8 +7,9 @@ scripts/lib on sys.path), or run for one question:
 prints the image index's platform manifests, one `OS/ARCH[/VARIANT] sha256:...` a line
 (scripts/sign-image attaches each platform's SBOM to its manifest with it).
 
-Transport: loopback registries (127.0.0.1, [::1], localhost) are spoken to over plain HTTP, all
-others over verified HTTPS, unless told otherwise.
+Transport: loopback registries (127.0.0.1, [::1], localhost) are spoken to over plain HTTP and
+never through a proxy (HTTP(S)_PROXY apply to the others), all others over verified HTTPS,
+unless told otherwise.
 
 Authentication, the way Docker clients do it, with the logins scripts/registry-login stores in
 the Docker client configuration ($DOCKER_CONFIG/config.json, default ~/.docker/config.json):
@@ -176,6 +177,17 @@ def origin(url):
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+def opener_for(url):
+    """urllib's opener for requests to `url`'s origin: redirects keep the Authorization header
+    only within that origin; loopback is never sent through a proxy (as Go's net/http does)."""
+    handlers = [_Redirects(origin(url))]
+    host = urllib.parse.urlsplit(url).netloc.rsplit("@", 1)[-1]
+    host = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if host in LOOPBACK:
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects, dropping the Authorization header when one leaves the registry's origin."""
 
@@ -195,7 +207,7 @@ class Registry:
     def __init__(self, registry, repo, base, actions="pull,push"):
         self.registry, self.repo, self.base, self.actions = registry, repo, base, actions
         self.origin = origin(base)
-        self.opener = urllib.request.build_opener(_Redirects(self.origin))
+        self.opener = opener_for(base)
         self.login = stored_login(registry)
         self.authorization = None  # the header value once the registry asked for one
         self.scheme = None
@@ -251,7 +263,7 @@ class Registry:
         # The login goes to a token service on the registry's host, or to one reached over HTTPS.
         if self.login and (origin(realm)[1] == self.origin[1] or origin(realm)[0] == "https"):
             headers["Authorization"] = self._basic()
-        opener = urllib.request.build_opener(_Redirects(origin(realm)))
+        opener = opener_for(realm)
         request = urllib.request.Request(url, headers=headers)
         try:
             with opener.open(request, timeout=300) as response:
