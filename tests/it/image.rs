@@ -1438,18 +1438,91 @@ fn pause_image_is_static_and_exits_0_on_sigterm_and_sigint() {
 
 /// A stand-in for an OCI distribution registry: just the calls scripts/push-image makes, one
 /// request per connection (urllib closes each), the bodies checked against their digests.
+/// With a login (`StubAuth`), it answers 401 with a challenge until a request carries it, and
+/// hands its upload locations out on another host name (`localhost`, as blob storage would be),
+/// where no login is asked for.
 #[derive(Default)]
 struct StubRegistryState {
+    auth: StubAuth,
     blobs: std::collections::HashMap<String, Vec<u8>>,
     manifests: std::collections::HashMap<String, (String, Vec<u8>)>,
-    requests: Vec<String>,
+    requests: Vec<StubRequest>,
+    /// Bearer tokens issued so far (the current one is `token-<issued>`) and its uses.
+    issued: usize,
+    uses: usize,
 }
 
-fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>) {
+#[derive(Default, Clone)]
+enum StubAuth {
+    #[default]
+    Open,
+    /// `WWW-Authenticate: Basic realm="stub registry"` until the request carries USER:PASSWORD.
+    Basic { user: String, password: String },
+    /// `WWW-Authenticate: Bearer realm="http://127.0.0.1:PORT/token",service=...,scope=...`:
+    /// its `/token` hands out `token-N` for Basic USER:PASSWORD and the push scope of
+    /// team/pause; a token is good for `uses` requests, then refused (expired).
+    Bearer {
+        user: String,
+        password: String,
+        uses: usize,
+    },
+}
+
+/// The stub's Bearer challenge's service: quoted, with a comma and a space in it.
+const STUB_SERVICE: &str = "stub registry, loopback";
+
+#[derive(Clone, Debug)]
+struct StubRequest {
+    /// `METHOD TARGET`
+    line: String,
+    /// The Host header.
+    host: String,
+    authorization: Option<String>,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A query parameter's value, percent- and plus-decoded.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let value = query
+        .split('&')
+        .find_map(|p| p.strip_prefix(&format!("{name}=")))?;
+    let (bytes, mut out, mut i) = (value.as_bytes(), Vec::new(), 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&value[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8(out).unwrap())
+}
+
+fn stub_registry_with(
+    auth: StubAuth,
+) -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>) {
     use std::io::Read as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = std::sync::Arc::new(std::sync::Mutex::new(StubRegistryState::default()));
+    let state = std::sync::Arc::new(std::sync::Mutex::new(StubRegistryState {
+        auth,
+        ..Default::default()
+    }));
     let shared = state.clone();
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
@@ -1484,10 +1557,73 @@ fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>)
                 words.next().unwrap().replace("%3A", ":"),
             );
             let mut state = shared.lock().unwrap();
-            state.requests.push(format!("{method} {target}"));
+            let authorization = header("authorization");
+            let host = header("host").unwrap_or_default();
+            state.requests.push(StubRequest {
+                line: format!("{method} {target}"),
+                host: host.clone(),
+                authorization: authorization.clone(),
+            });
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             let parts: Vec<&str> = path.trim_start_matches("/v2/").split('/').collect();
-            let (status, extra) = match (method, parts.as_slice()) {
+            // Blob storage (the upload locations on `localhost`) asks for no login.
+            let storage = host.starts_with("localhost:");
+            let auth = state.auth.clone();
+            let challenge = match &auth {
+                StubAuth::Open => None,
+                StubAuth::Basic { .. } => Some("Basic realm=\"stub registry\"".to_owned()),
+                StubAuth::Bearer { .. } => Some(format!(
+                    "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"{STUB_SERVICE}\",\
+                     scope=\"repository:team/pause:pull\""
+                )),
+            };
+            let authorized = match &auth {
+                StubAuth::Open => true,
+                _ if storage => true,
+                StubAuth::Basic { user, password } => {
+                    authorization.as_deref() == Some(&basic(user, password))
+                }
+                StubAuth::Bearer { uses, .. } => {
+                    let current = format!("Bearer token-{}", state.issued);
+                    let valid = state.issued > 0
+                        && authorization.as_deref() == Some(current.as_str())
+                        && state.uses < *uses;
+                    state.uses += usize::from(valid);
+                    valid
+                }
+            };
+            let (status, extra, answer) = match (method, parts.as_slice()) {
+                ("GET", _) if path == "/token" => match &auth {
+                    StubAuth::Bearer { user, password, .. }
+                        if authorization.as_deref() == Some(&basic(user, password))
+                            && query_value(query, "service").as_deref() == Some(STUB_SERVICE)
+                            && query_value(query, "scope").as_deref()
+                                == Some("repository:team/pause:pull,push") =>
+                    {
+                        state.issued += 1;
+                        state.uses = 0;
+                        // The first token as `token`, later ones as `access_token` (OAuth 2).
+                        let key = if state.issued == 1 {
+                            "token"
+                        } else {
+                            "access_token"
+                        };
+                        (
+                            "200 OK",
+                            "Content-Type: application/json\r\n".to_owned(),
+                            format!(
+                                "{{\"{key}\": \"token-{}\", \"expires_in\": 300}}",
+                                state.issued
+                            ),
+                        )
+                    }
+                    _ => ("401 Unauthorized", String::new(), String::new()),
+                },
+                _ if !authorized => (
+                    "401 Unauthorized",
+                    format!("WWW-Authenticate: {}\r\n", challenge.unwrap()),
+                    "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}".to_owned(),
+                ),
                 ("HEAD", [.., "blobs", digest]) => (
                     if state.blobs.contains_key(*digest) {
                         "200 OK"
@@ -1495,10 +1631,20 @@ fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>)
                         "404 Not Found"
                     },
                     String::new(),
+                    String::new(),
                 ),
                 ("POST", [.., "blobs", "uploads", ""]) => (
                     "202 Accepted",
-                    format!("Location: /v2/team/pause/blobs/uploads/{n}?state=opaque\r\n"),
+                    match auth {
+                        StubAuth::Open => {
+                            format!("Location: /v2/team/pause/blobs/uploads/{n}?state=opaque\r\n")
+                        }
+                        _ => format!(
+                            "Location: http://localhost:{port}/v2/team/pause/blobs/uploads/{n}\
+                             ?state=opaque\r\n"
+                        ),
+                    },
+                    String::new(),
                 ),
                 ("PUT", [.., "blobs", "uploads", _]) => {
                     let digest = query
@@ -1511,9 +1657,9 @@ fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>)
                     );
                     if sha256(body) == digest {
                         state.blobs.insert(digest.to_owned(), body.to_vec());
-                        ("201 Created", String::new())
+                        ("201 Created", String::new(), String::new())
                     } else {
-                        ("400 Bad Request", String::new())
+                        ("400 Bad Request", String::new(), String::new())
                     }
                 }
                 ("PUT", [.., "manifests", tag]) => {
@@ -1524,18 +1670,25 @@ fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>)
                     (
                         "201 Created",
                         format!("Docker-Content-Digest: {}\r\n", sha256(body)),
+                        String::new(),
                     )
                 }
-                _ => ("404 Not Found", String::new()),
+                _ => ("404 Not Found", String::new(), String::new()),
             };
             drop(state);
+            let answer = if method == "HEAD" { "" } else { &answer };
             let response = format!(
-                "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
             );
             let _ = stream.write_all(response.as_bytes());
         }
     });
     (port, state)
+}
+
+fn stub_registry() -> (u16, std::sync::Arc<std::sync::Mutex<StubRegistryState>>) {
+    stub_registry_with(StubAuth::Open)
 }
 
 #[test]
@@ -1551,7 +1704,8 @@ fn push_image_uploads_missing_blobs_then_the_manifest() {
         command
             .arg(common::repo_root().join("scripts/push-image"))
             .arg(&dir)
-            .arg(format!("127.0.0.1:{port}/team/pause:3.10"));
+            .arg(format!("127.0.0.1:{port}/team/pause:3.10"))
+            .env("DOCKER_CONFIG", out.path().join("no-docker-config"));
         run(command, b"")
     };
 
@@ -1576,7 +1730,7 @@ fn push_image_uploads_missing_blobs_then_the_manifest() {
         state_now
             .requests
             .iter()
-            .filter(|r| r.starts_with("POST "))
+            .filter(|r| r.line.starts_with("POST "))
             .count(),
         2,
         "{:?}",
@@ -1586,7 +1740,7 @@ fn push_image_uploads_missing_blobs_then_the_manifest() {
         state_now
             .requests
             .iter()
-            .all(|r| r.contains("/v2/team/pause/")),
+            .all(|r| r.line.contains("/v2/team/pause/")),
         "{:?}",
         state_now.requests
     );
@@ -1600,9 +1754,223 @@ fn push_image_uploads_missing_blobs_then_the_manifest() {
     assert_eq!(
         requests
             .iter()
-            .map(|r| r.split_whitespace().next().unwrap())
+            .map(|r| r.line.split_whitespace().next().unwrap())
             .collect::<Vec<_>>(),
         ["HEAD", "HEAD", "PUT"],
         "{requests:?}"
+    );
+}
+
+/// `scripts/registry-login REGISTRY USER` with `password` on stdin, into `docker_config`.
+fn registry_login(docker_config: &Path, registry: &str, user: &str, password: &str) {
+    let mut command = python3();
+    command
+        .arg(common::repo_root().join("scripts/registry-login"))
+        .args([registry, user])
+        .env("DOCKER_CONFIG", docker_config);
+    let output = run(command, format!("{password}\n").as_bytes());
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(password),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// `scripts/push-image LAYOUT 127.0.0.1:PORT/team/pause:3.10` with `DOCKER_CONFIG`.
+fn push_pause(layout: &Path, port: u16, docker_config: &Path) -> Output {
+    let mut command = python3();
+    command
+        .arg(common::repo_root().join("scripts/push-image"))
+        .arg(layout)
+        .arg(format!("127.0.0.1:{port}/team/pause:3.10"))
+        .env("DOCKER_CONFIG", docker_config);
+    run(command, b"")
+}
+
+/// A refused push: exit 1, naming the registry and the fix, and no secret in the output.
+fn assert_login_refused(output: &Output, registry: &str, secrets: &[&str]) {
+    assert_eq!(output.status.code(), Some(1), "{}", describe(output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(registry) && stderr.contains(&format!("scripts/registry-login {registry}")),
+        "{}",
+        describe(output)
+    );
+    assert!(output.stdout.is_empty(), "{}", describe(output));
+    for secret in secrets {
+        assert!(
+            !stderr.contains(secret),
+            "{secret} printed: {}",
+            describe(output)
+        );
+    }
+}
+
+#[test]
+fn push_image_logs_in_with_a_bearer_token_from_the_registry_login() {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("pause");
+    let digest = build_image("pause", &layout, &[], &[]);
+    let (user, password) = ("release-bot", "pa55-w0rd-never-printed");
+    // Four uses a token: it expires during the push (two blobs, HEAD and POST each, then the
+    // manifest), so the script has to fetch a second one.
+    let (port, state) = stub_registry_with(StubAuth::Bearer {
+        user: user.to_owned(),
+        password: password.to_owned(),
+        uses: 4,
+    });
+    let registry = format!("127.0.0.1:{port}");
+    let secrets = [password, &basic(user, password)["Basic ".len()..]];
+
+    // No login stored: the token service refuses the anonymous client.
+    let none = push_pause(&layout, port, &out.path().join("empty"));
+    assert_login_refused(&none, &registry, &secrets);
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("holds none"),
+        "{}",
+        describe(&none)
+    );
+
+    // A wrong password: refused by the token service, named as a refused login.
+    let wrong = out.path().join("wrong");
+    registry_login(&wrong, &registry, user, "not-the-password");
+    let refused = push_pause(&layout, port, &wrong);
+    assert_login_refused(
+        &refused,
+        &registry,
+        &[&secrets[..], &["not-the-password"]].concat(),
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(&format!("refused the login of {user}")),
+        "{}",
+        describe(&refused)
+    );
+    assert!(state.lock().unwrap().manifests.is_empty());
+
+    // The login scripts/registry-login stores: the push goes through.
+    let config = out.path().join("docker");
+    registry_login(&config, &registry, user, password);
+    state.lock().unwrap().requests.clear();
+    let output = push_pause(&layout, port, &config);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("{registry}/team/pause@{digest}")
+    );
+    for secret in secrets {
+        assert!(
+            !String::from_utf8_lossy(&output.stdout).contains(secret)
+                && !String::from_utf8_lossy(&output.stderr).contains(secret),
+            "{}",
+            describe(&output)
+        );
+    }
+    let state = state.lock().unwrap();
+    assert_eq!(state.manifests["3.10"].1, blob(&layout, &digest));
+    assert_eq!(state.issued, 2, "the expired token was not replaced");
+    let requests = &state.requests;
+    // The registry's requests: the first anonymous (it answers with the challenge), every later
+    // one with the current token; one refused as expired, then a new token and a retry.
+    let to_registry: Vec<&StubRequest> = requests
+        .iter()
+        .filter(|r| r.host == registry && r.line.contains(" /v2/"))
+        .collect();
+    assert_eq!(to_registry[0].authorization, None, "{requests:#?}");
+    let tokens: Vec<&str> = to_registry[1..]
+        .iter()
+        .map(|r| r.authorization.as_deref().unwrap_or("none"))
+        .collect();
+    assert!(
+        tokens
+            .iter()
+            .all(|t| *t == "Bearer token-1" || *t == "Bearer token-2"),
+        "{requests:#?}"
+    );
+    assert_eq!(tokens.last(), Some(&"Bearer token-2"), "{requests:#?}");
+    // The token service got the login, with the service and push scope of the challenge's repo.
+    let token_requests: Vec<&StubRequest> = requests
+        .iter()
+        .filter(|r| r.line.starts_with("GET /token?"))
+        .collect();
+    assert_eq!(token_requests.len(), 2, "{requests:#?}");
+    for request in token_requests {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(basic(user, password).as_str())
+        );
+    }
+    // The uploads, on another host (blob storage), carried no credentials.
+    let uploads: Vec<&StubRequest> = requests
+        .iter()
+        .filter(|r| r.host.starts_with("localhost:"))
+        .collect();
+    assert_eq!(uploads.len(), 2, "{requests:#?}");
+    assert!(
+        uploads.iter().all(|r| r.authorization.is_none()),
+        "credentials went to blob storage: {uploads:#?}"
+    );
+}
+
+#[test]
+fn push_image_logs_in_with_basic_credentials_from_the_docker_config() {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("pause");
+    let digest = build_image("pause", &layout, &[], &[]);
+    let (user, password) = ("robot$team", "basic-secret-never-printed");
+    let (port, state) = stub_registry_with(StubAuth::Basic {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    });
+    let registry = format!("127.0.0.1:{port}");
+
+    // A config with `username` and `password` fields (as some tools write it), under a URL key.
+    let write_config = |dir: &Path, password: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = serde_json::json!({
+            "auths": {
+                "other.example:5000": {"auth": "b3RoZXI6c2VjcmV0"},
+                format!("http://{registry}/v2/"): {"username": user, "password": password},
+            }
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    };
+    let wrong = out.path().join("wrong");
+    write_config(&wrong, "wrong-basic-password");
+    let refused = push_pause(&layout, port, &wrong);
+    assert_login_refused(&refused, &registry, &[password, "wrong-basic-password"]);
+    let none = push_pause(&layout, port, &out.path().join("empty"));
+    assert_login_refused(&none, &registry, &[password]);
+
+    let right = out.path().join("right");
+    write_config(&right, password);
+    state.lock().unwrap().requests.clear();
+    let output = push_pause(&layout, port, &right);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(password));
+    let state = state.lock().unwrap();
+    assert_eq!(state.manifests["3.10"].1, blob(&layout, &digest));
+    let to_registry: Vec<&StubRequest> = state
+        .requests
+        .iter()
+        .filter(|r| r.host == registry)
+        .collect();
+    assert_eq!(to_registry[0].authorization, None);
+    let expected = basic(user, password);
+    assert!(
+        to_registry[1..]
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(expected.as_str())),
+        "{:#?}",
+        state.requests
+    );
+    assert!(
+        state
+            .requests
+            .iter()
+            .filter(|r| r.host.starts_with("localhost:"))
+            .all(|r| r.authorization.is_none()),
+        "{:#?}",
+        state.requests
     );
 }

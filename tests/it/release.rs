@@ -68,12 +68,39 @@ fn cosign_path() -> PathBuf {
     path
 }
 
-/// Environment for cosign: its own home and TUF cache, and every non-loopback connection sent to
+/// The Docker config (registry logins) of a test's `home`: what scripts/registry-login writes to and
+/// push-image, cosign and helm read.
+fn docker_config(home: &Path) -> PathBuf {
+    home.join(".docker")
+}
+
+/// `scripts/registry-login REGISTRY USER` with the password on stdin, into `home`'s Docker config.
+fn registry_login(home: &Path, registry: &str, user: &str, password: &str) {
+    use std::io::Write as _;
+    let mut child = script("registry-login")
+        .args([registry, user])
+        .env("DOCKER_CONFIG", docker_config(home))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "scripts/registry-login: {}",
+        describe(&output)
+    );
+}
+
+/// Environment for cosign: its own home, Docker config and TUF cache, and every non-loopback connection sent to
 /// a proxy that refuses it (Go skips the proxy for loopback addresses), so nothing leaves the
 /// machine.
 fn offline(command: &mut Command, home: &Path) {
     command
         .env("HOME", home)
+        .env("DOCKER_CONFIG", docker_config(home))
         .env("TUF_ROOT", home.join("tuf"))
         .env("COSIGN_PASSWORD", "")
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
@@ -454,8 +481,8 @@ fn sbom_lists_the_crates_compiled_into_the_release_binary() {
     );
 }
 
-/// Build `image` with scripts/build-image and push it to `reference`: the pushed `repo@digest`.
-fn build_and_push(dir: &Path, image: &str, extra: &[&str], reference: &str) -> String {
+/// Build `image` with scripts/build-image: the OCI image layout's directory.
+fn build_layout(dir: &Path, image: &str, extra: &[&str]) -> PathBuf {
     let layout = dir.join(format!("layout-{image}"));
     run_ok(
         script("build-image")
@@ -466,11 +493,79 @@ fn build_and_push(dir: &Path, image: &str, extra: &[&str], reference: &str) -> S
             .args(extra),
         &format!("scripts/build-image {image}"),
     );
-    let pushed = run_ok(
-        script("push-image").arg(&layout).arg(reference),
-        &format!("scripts/push-image {reference}"),
+    layout
+}
+
+/// `scripts/push-image LAYOUT REFERENCE` with the registry logins of `home`.
+fn push_image(layout: &Path, reference: &str, home: &Path) -> Output {
+    script("push-image")
+        .arg(layout)
+        .arg(reference)
+        .env("DOCKER_CONFIG", docker_config(home))
+        .output()
+        .unwrap()
+}
+
+/// Build `image` with scripts/build-image and push it to `reference` with the registry logins of
+/// `home`: the pushed `repo@digest`.
+fn build_and_push(dir: &Path, image: &str, extra: &[&str], reference: &str, home: &Path) -> String {
+    let layout = build_layout(dir, image, extra);
+    let pushed = push_image(&layout, reference, home);
+    assert!(
+        pushed.status.success(),
+        "scripts/push-image {reference}: {}",
+        describe(&pushed)
     );
-    pushed.trim().to_owned()
+    String::from_utf8(pushed.stdout).unwrap().trim().to_owned()
+}
+
+/// `cosign verify-attestation --type cyclonedx` of `reference` with `public`: the verified in-toto
+/// statement.
+fn attested_sbom(home: &Path, public: &str, reference: &str) -> Value {
+    let attested = cosign(
+        home,
+        &[
+            "verify-attestation",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            "cyclonedx",
+            reference,
+        ],
+    );
+    assert!(
+        attested.status.success(),
+        "cosign verify-attestation {reference}: {}",
+        describe(&attested)
+    );
+    let envelope: Value = serde_json::from_slice(
+        String::from_utf8_lossy(&attested.stdout)
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .expect("verify-attestation printed no envelope")
+            .as_bytes(),
+    )
+    .unwrap();
+    let statement: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(statement["predicateType"], "https://cyclonedx.org/bom");
+    statement
+}
+
+/// The sha256 digest an in-toto statement is about.
+fn subject_digest(statement: &Value) -> String {
+    format!(
+        "sha256:{}",
+        statement["subject"][0]["digest"]["sha256"]
+            .as_str()
+            .unwrap()
+    )
 }
 
 /// The digest part of `repo@sha256:...`.
@@ -478,15 +573,34 @@ fn digest_of(pinned: &str) -> &str {
     pinned.split_once('@').unwrap().1
 }
 
+/// What a release does (.github/workflows/release.yml), against a registry that asks for a login
+/// (htpasswd, as ghcr.io asks for the job's token): scripts/registry-login, then push-image,
+/// sign-image (cosign) and push-chart (helm) with the login it stored.
 #[test]
-fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_from_the_registry() {
-    let registry = Registry::start();
+fn the_signed_two_platform_index_verifies_with_its_key_and_each_platform_carries_its_sbom() {
+    let (user, password) = ("release-bot", "registry-password-never-printed");
+    let registry = Registry::start_with_login(user, password);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let tag = format!("{}/secret-inject:{}", registry.address, chart_app_version());
+
+    // Without a login the registry refuses, and scripts/push-image says how to log in.
+    let pause = build_layout(dir.path(), "pause", &[]);
+    let refused = push_image(&pause, &tag, &home);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(&format!("{} asks for a login", registry.address))
+            && message.contains(&format!("scripts/registry-login {}", registry.address)),
+        "{}",
+        describe(&refused)
+    );
+    registry_login(&home, &registry.address, user, password);
+
     // What a release publishes: the two-platform index of the release binaries
-    // (scripts/build-release, run by scripts/test), signed by the index's digest.
+    // (scripts/build-release, run by scripts/test), signed by the index's digest, and each
+    // platform's SBOM attached to that platform's manifest.
     let (amd64, arm64) = (
         format!("amd64={}", release_binary("amd64").display()),
         format!("arm64={}", release_binary("arm64").display()),
@@ -496,20 +610,73 @@ fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_f
         "secret-inject",
         &["--binary", &amd64, "--binary", &arm64],
         &tag,
+        &home,
     );
     let digest = digest_of(&image).to_owned();
-    let bom = sbom(&dir.path().join("sbom.json"), TARGET);
+    let repository = image.split_once('@').unwrap().0.to_owned();
+    let layout = dir.path().join("layout-secret-inject");
+    let index: Value = serde_json::from_slice(&crate::image::blob(&layout, &digest)).unwrap();
+    let platform_digest = |arch: &str| {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+            .unwrap_or_else(|| panic!("the index has no linux/{arch}: {index}"))["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let sboms = [
+        ("amd64", TARGET, dir.path().join("sbom-amd64.json")),
+        (
+            "arm64",
+            "aarch64-unknown-linux-gnu",
+            dir.path().join("sbom-arm64.json"),
+        ),
+    ];
+    let boms: Vec<Value> = sboms
+        .iter()
+        .map(|(_, target, path)| sbom(path, target))
+        .collect();
     let (key, public) = key_pair(&home, &dir.path().join("keys"));
     let (_, other_public) = key_pair(&home, &dir.path().join("other-keys"));
 
-    let mut sign = script("sign-image");
-    sign.arg(&image)
+    // A platform the index lacks is refused before anything is signed.
+    let mut missing = script("sign-image");
+    missing
+        .arg(&image)
         .arg("--key")
         .arg(&key)
         .arg("--sbom")
-        .arg(dir.path().join("sbom.json"));
+        .arg(format!("linux/s390x={}", sboms[0].2.display()));
+    offline(&mut missing, &home);
+    let missing = missing.output().unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", describe(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(
+            "has no linux/s390x manifest, or several (it has: linux/amd64 linux/arm64/v8)"
+        ),
+        "{}",
+        describe(&missing)
+    );
+
+    let mut sign = script("sign-image");
+    sign.arg(&image).arg("--key").arg(&key);
+    for (arch, _, path) in &sboms {
+        sign.arg("--sbom")
+            .arg(format!("linux/{arch}={}", path.display()));
+    }
     offline(&mut sign, &home);
-    run_ok(&mut sign, "scripts/sign-image");
+    let signed = sign.output().unwrap();
+    assert!(
+        signed.status.success(),
+        "scripts/sign-image: {}",
+        describe(&signed)
+    );
+    for output in [&signed.stdout, &signed.stderr] {
+        assert!(!String::from_utf8_lossy(output).contains(password));
+    }
 
     // cosign verify of the tag: the signature is over the pushed digest.
     let public = public.to_str().unwrap();
@@ -532,7 +699,6 @@ fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_f
         "cosign verify {tag}: {}",
         describe(&verified)
     );
-    // cosign v3 lists every verified bundle: the signature and the SBOM attestation.
     let claims: Value = serde_json::from_slice(&verified.stdout).unwrap();
     let claims = claims.as_array().unwrap();
     assert!(
@@ -555,58 +721,35 @@ fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_f
         describe(&wrong)
     );
 
-    // The SBOM, back from the registry: a verified in-toto statement about this digest whose
-    // predicate is the document scripts/sbom wrote.
-    let attested = cosign(
-        &home,
-        &[
-            "verify-attestation",
-            "--key",
-            public,
-            "--insecure-ignore-tlog=true",
-            "--allow-http-registry",
-            "--type",
-            "cyclonedx",
-            &image,
-        ],
-    );
-    assert!(
-        attested.status.success(),
-        "cosign verify-attestation: {}",
-        describe(&attested)
-    );
-    let envelope: Value = serde_json::from_slice(
-        String::from_utf8_lossy(&attested.stdout)
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .expect("verify-attestation printed no envelope")
-            .as_bytes(),
-    )
-    .unwrap();
-    let statement: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(envelope["payload"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(statement["predicateType"], "https://cyclonedx.org/bom");
-    assert_eq!(
-        format!(
-            "sha256:{}",
-            statement["subject"][0]["digest"]["sha256"]
-                .as_str()
-                .unwrap()
-        ),
-        digest
-    );
-    assert_eq!(
-        statement["predicate"], bom,
-        "the attested SBOM is not scripts/sbom's"
-    );
+    // Each platform's manifest (what a node pulling one platform gets) is signed (--recursive)
+    // and carries its own SBOM: a verified in-toto statement about that digest whose predicate
+    // is what scripts/sbom wrote for that platform's target.
+    for ((arch, target, _), bom) in sboms.iter().zip(&boms) {
+        let platform = format!("{repository}@{}", platform_digest(arch));
+        let verified = verify(&platform, public);
+        assert!(
+            verified.status.success(),
+            "cosign verify {platform} (linux/{arch}): {}",
+            describe(&verified)
+        );
+        let statement = attested_sbom(&home, public, &platform);
+        assert_eq!(subject_digest(&statement), platform_digest(arch), "{arch}");
+        assert_eq!(
+            statement["predicate"]["metadata"]["component"]["properties"][0]["value"],
+            *target
+        );
+        assert_eq!(
+            &statement["predicate"], bom,
+            "the SBOM attested for linux/{arch} is not scripts/sbom's for {target}"
+        );
+    }
+    assert_ne!(boms[0], boms[1], "the two platforms' SBOMs are the same");
 
     // Someone pushes a different image to the same tag: the tag no longer verifies, while the
     // signed digest still does.
-    let moved = build_and_push(dir.path(), "pause", &[], &tag);
+    let moved = push_image(&pause, &tag, &home);
+    assert!(moved.status.success(), "{}", describe(&moved));
+    let moved = String::from_utf8(moved.stdout).unwrap().trim().to_owned();
     assert_ne!(digest_of(&moved), digest);
     let tampered = verify(&tag, public);
     assert!(
@@ -616,6 +759,52 @@ fn the_signed_two_platform_index_verifies_with_its_key_and_its_sbom_comes_back_f
     );
     let by_digest = verify(&image, public);
     assert!(by_digest.status.success(), "{}", describe(&by_digest));
+
+    // A single-platform image takes its SBOM with plain `--sbom FILE`, attached to it.
+    let mut sign = script("sign-image");
+    sign.arg(&moved)
+        .arg("--key")
+        .arg(&key)
+        .arg("--sbom")
+        .arg(&sboms[0].2);
+    offline(&mut sign, &home);
+    run_ok(&mut sign, "scripts/sign-image --sbom FILE");
+    let statement = attested_sbom(&home, public, &moved);
+    assert_eq!(subject_digest(&statement), digest_of(&moved));
+    assert_eq!(statement["predicate"], boms[0]);
+
+    // The chart, pushed by helm with the same login (helm falls back to the Docker config), and
+    // signed. Without the login, helm is refused and scripts/push-chart says how to log in.
+    let helm_home = dir.path().join("helm");
+    let push_chart = |docker_config: &Path| {
+        let mut push = script("push-chart");
+        push.arg(format!("{}/charts", registry.address))
+            .env("DOCKER_CONFIG", docker_config)
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
+            .env("HELM_CONFIG_HOME", helm_home.join("config"))
+            .env("HELM_DATA_HOME", helm_home.join("data"));
+        push
+    };
+    let refused = push_chart(&dir.path().join("no-login")).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains(&format!("scripts/registry-login {}", registry.address)),
+        "{}",
+        describe(&refused)
+    );
+    let chart = run_ok(
+        &mut push_chart(&docker_config(&home)),
+        "scripts/push-chart (logged in)",
+    )
+    .trim()
+    .to_owned();
+    let mut sign = script("sign-image");
+    sign.arg(&chart).arg("--key").arg(&key);
+    offline(&mut sign, &home);
+    run_ok(&mut sign, "scripts/sign-image (chart)");
+    let verified = verify(&chart, public);
+    assert!(verified.status.success(), "{}", describe(&verified));
     drop(registry);
 }
 
@@ -628,7 +817,13 @@ fn chart_installs_from_its_oci_artifact_with_the_image_pinned_by_digest() {
     let version = chart_app_version();
     let repository = format!("{}/secret-inject", registry.address);
     // Any image will do for the digest (the control plane runs no pods): the small pause image.
-    let image = build_and_push(dir.path(), "pause", &[], &format!("{repository}:{version}"));
+    let image = build_and_push(
+        dir.path(),
+        "pause",
+        &[],
+        &format!("{repository}:{version}"),
+        &home,
+    );
     let digest = digest_of(&image).to_owned();
 
     let helm_home = dir.path().join("helm");

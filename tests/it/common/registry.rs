@@ -2,6 +2,11 @@
 //! `scripts/build-node` builds into `.tools/node/current/bin`, serving plain HTTP on
 //! `127.0.0.1:<free port>` with filesystem storage in a temporary directory. Stopped (and its
 //! storage removed) when dropped.
+//!
+//! `Registry::start_with_login` asks for a login as a registry on the internet does: its htpasswd
+//! access controller (a bcrypt hash of the one user's password) answers every unauthenticated
+//! request 401 with a `Basic` challenge. (Its documentation asks for TLS against replay; the
+//! controller itself does not enforce it, and loopback traffic stays on the machine.)
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +23,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Start a registry and wait until it answers `GET /v2/`.
+    /// Start a registry and wait until it listens.
     pub fn start() -> Registry {
+        Registry::serve(None)
+    }
+
+    /// Start a registry that serves only `user` with `password` (HTTP Basic, htpasswd).
+    pub fn start_with_login(user: &str, password: &str) -> Registry {
+        Registry::serve(Some((user, password)))
+    }
+
+    fn serve(login: Option<(&str, &str)>) -> Registry {
         let binary = bin("registry");
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -29,11 +43,24 @@ impl Registry {
             .port();
         let address = format!("127.0.0.1:{port}");
         let config = dir.path().join("registry.yml");
+        let auth = match login {
+            None => String::new(),
+            Some((user, password)) => {
+                // The lowest bcrypt cost: the registry checks the hash on every request.
+                let hash = bcrypt::hash(password, 4).unwrap();
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                format!(
+                    "auth: {{htpasswd: {{realm: secret-inject-tests, path: {}}}}}\n",
+                    htpasswd.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, \
-                 delete: {{enabled: true}}}}\nhttp: {{addr: \"{address}\", secret: secret-inject-tests}}\n",
+                 delete: {{enabled: true}}}}\nhttp: {{addr: \"{address}\", secret: secret-inject-tests}}\n{auth}",
                 dir.path().join("storage").display()
             ),
         )
