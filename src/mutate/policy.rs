@@ -787,3 +787,109 @@ pub fn objects(install: &Install<'_>, config: &MutationConfig) -> Result<Vec<Val
 pub fn default_namespace_selector() -> Value {
     json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutate::Settings;
+
+    fn config(settings: Settings<'_>) -> MutationConfig {
+        MutationConfig::new(&settings).unwrap()
+    }
+
+    #[test]
+    fn params_carry_the_operator_settings_and_refuse_what_policy_mode_cannot_honour() {
+        let env = ["HTTPS_PROXY=http://proxy:3128".to_owned()];
+        let data = params(&config(Settings {
+            image: "registry.example/secret-inject:1",
+            cpu_limit: Some("100m"),
+            agent_env: &env,
+            agent_log_level: Some("debug"),
+            ..Settings::default()
+        }))
+        .unwrap();
+        assert_eq!(data[param::IMAGE], "registry.example/secret-inject:1");
+        assert_eq!(data[param::IMAGE_PULL_POLICY], "IfNotPresent");
+        assert_eq!(data[param::CPU_REQUEST], "10m");
+        assert_eq!(data[param::CPU_LIMIT], "100m");
+        assert_eq!(data[param::MEMORY_LIMIT], "32Mi");
+        assert_eq!(
+            data[param::AGENT_ENV],
+            "SECRET_INJECT_LOG_LEVEL=debug\nHTTPS_PROXY=http://proxy:3128"
+        );
+        for (settings, flag) in [
+            (
+                Settings {
+                    metrics_port: Some("9102"),
+                    ..Settings::default()
+                },
+                "--sidecar-metrics-port",
+            ),
+            (
+                Settings {
+                    volume_size_limit: "8Mi",
+                    ..Settings::default()
+                },
+                "--volume-size-limit",
+            ),
+            (
+                Settings {
+                    native_sidecars: false,
+                    ..Settings::default()
+                },
+                "--native-sidecars",
+            ),
+        ] {
+            let err = params(&config(settings)).unwrap_err();
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_policies_name_the_contract_once() {
+        let mutating = mutating_policy_spec().to_string();
+        for name in [
+            contract::CONTAINER_NAME,
+            contract::VOLUME_NAME,
+            contract::NO_TOKEN_VOLUME_NAME,
+            contract::BINARY_PATH,
+            contract::AGENT_SUBCOMMAND,
+            contract::PROBE_SUBCOMMAND,
+            env::FILE_MODE,
+            env::PLAN_FROM,
+            spec::STATUS,
+        ] {
+            assert!(mutating.contains(name), "the policy lacks {name}");
+        }
+        let validating = validating_policy_spec().to_string();
+        for (key, _) in UNSUPPORTED {
+            assert!(validating.contains(key), "no denial for {key}");
+        }
+        // Every object carries the names given.
+        let objects = objects(
+            &Install {
+                name: "si",
+                namespace: "ops",
+                namespace_selector: default_namespace_selector(),
+            },
+            &MutationConfig::default(),
+        )
+        .unwrap();
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ConfigMap",
+                "MutatingAdmissionPolicy",
+                "MutatingAdmissionPolicyBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"
+            ]
+        );
+        assert_eq!(objects[2]["spec"]["paramRef"]["namespace"], "ops");
+        assert!(objects.iter().all(|o| o["metadata"]["name"] == "si"));
+    }
+}
