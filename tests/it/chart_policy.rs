@@ -273,7 +273,7 @@ fn policy_mode_refuses_the_settings_it_cannot_honour_naming_them_and_the_webhook
                 && error.contains("use mode=webhook"),
             "{set}: {error}"
         );
-        // The webhook mode takes it (the guardrail on the metrics port needs the monitor).
+        // The webhook mode renders with it (render() fails the test otherwise).
         let _ = render(V1_36, &["--set", set]);
     }
 }
