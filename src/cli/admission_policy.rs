@@ -25,8 +25,21 @@ pub struct AdmissionPolicyArgs {
     /// secrets.k8s.aws/injection); default: every namespace but kube-system.
     #[arg(long, value_name = "LABEL")]
     namespace_label: Option<String>,
+    /// Print only this policy's `spec`, as JSON: the same for every install (the chart ships
+    /// them as files/admission-policy/*.json, written by scripts/render-manifests).
+    #[arg(long, value_name = "POLICY", value_enum)]
+    spec: Option<Spec>,
     #[command(flatten)]
     mutation: MutationArgs,
+}
+
+/// A policy whose `spec` `--spec` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spec {
+    /// The MutatingAdmissionPolicy's.
+    Mutating,
+    /// The ValidatingAdmissionPolicy's.
+    Validating,
 }
 
 impl AdmissionPolicyArgs {
@@ -36,8 +49,19 @@ impl AdmissionPolicyArgs {
             name,
             namespace,
             namespace_label,
+            spec,
             mutation,
         } = self;
+        if let Some(spec) = spec {
+            let spec = match spec {
+                Spec::Mutating => policy::mutating_policy_spec(),
+                Spec::Validating => policy::validating_policy_spec(),
+            };
+            let mut text = serde_json::to_string_pretty(&spec)?;
+            text.push('\n');
+            super::manifest::print(&text)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         // Policy mode needs Kubernetes 1.36, which has every feature `auto` asks about.
         let config = mutation.config(Auto::of(Some(KubeVersion {
             major: 1,

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use crate::common;
 use crate::common::webhook::{Client, Webhook, connect, decode_patch};
 
-const RELEASE: &str = "t";
-const NAMESPACE: &str = "secret-inject";
+pub(crate) const RELEASE: &str = "t";
+pub(crate) const NAMESPACE: &str = "secret-inject";
 
-fn chart() -> String {
+pub(crate) fn chart() -> String {
     common::repo_root()
         .join("charts/secret-inject")
         .to_string_lossy()
@@ -21,7 +21,7 @@ fn chart() -> String {
 }
 
 /// `helm template` with extra arguments: the YAML as helm wrote it.
-fn render_yaml(kube_version: &str, extra: &[&str]) -> Vec<u8> {
+pub(crate) fn render_yaml(kube_version: &str, extra: &[&str]) -> Vec<u8> {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -37,7 +37,7 @@ fn render_yaml(kube_version: &str, extra: &[&str]) -> Vec<u8> {
 }
 
 /// `helm template` with extra arguments, as parsed documents.
-fn render(kube_version: &str, extra: &[&str]) -> Vec<Value> {
+pub(crate) fn render(kube_version: &str, extra: &[&str]) -> Vec<Value> {
     let yaml = render_yaml(kube_version, extra);
     yaml_serde::Deserializer::from_slice(&yaml)
         .map(|d| Value::deserialize(d).unwrap())
@@ -45,7 +45,7 @@ fn render(kube_version: &str, extra: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+pub(crate) fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} rendered"))

@@ -7,6 +7,7 @@ mod common;
 mod agent;
 mod arm64;
 mod chart;
+mod chart_policy;
 mod controlplane;
 mod golden;
 mod guardrails;

@@ -316,3 +316,95 @@ always
 never
 {{- end }}
 {{- end }}
+
+{{/*
+Policy mode (mode: policy): refuse what it cannot honour, naming the value and the webhook mode.
+Kubernetes 1.36 or later: MutatingAdmissionPolicy is GA there (admissionregistration.k8s.io/v1).
+*/}}
+{{- define "secret-inject.validatePolicyMode" -}}
+{{- if not (semverCompare ">=1.36.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "secret-inject: mode=policy needs Kubernetes 1.36 or later (MutatingAdmissionPolicy, admissionregistration.k8s.io/v1), and this cluster is %s; use mode=webhook" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- $refused := list }}
+{{- $s := .Values.sidecar }}
+{{- if not (kindIs "invalid" $s.metrics.port) }}
+{{- $refused = append $refused "sidecar.metrics.port (the rotation sidecar's metrics)" }}
+{{- end }}
+{{- if ne $s.metrics.address "loopback" }}
+{{- $refused = append $refused "sidecar.metrics.address (the rotation sidecar's metrics)" }}
+{{- end }}
+{{- if ne (toString $s.volumeSizeLimit) "auto" }}
+{{- $refused = append $refused "sidecar.volumeSizeLimit (a fixed volume size; policy mode sizes each pod's volume from its secrets: auto)" }}
+{{- end }}
+{{- if eq .Values.webhook.nativeSidecars "never" }}
+{{- $refused = append $refused "webhook.nativeSidecars=never (policy mode always runs the rotation agent as a native sidecar)" }}
+{{- end }}
+{{- if eq .Values.webhook.envFiles "off" }}
+{{- $refused = append $refused "webhook.envFiles=off (policy mode needs Kubernetes 1.36, which reads env files)" }}
+{{- end }}
+{{- if ne .Values.webhook.failurePolicy "Fail" }}
+{{- $refused = append $refused "webhook.failurePolicy=Ignore (the policies fail closed)" }}
+{{- end }}
+{{- if .Values.secretWriter.enabled }}
+{{- $refused = append $refused "secretWriter.enabled (the secret writer is a webhook)" }}
+{{- end }}
+{{- if .Values.metrics.serviceMonitor.enabled }}
+{{- $refused = append $refused "metrics.serviceMonitor.enabled (there is no webhook to scrape)" }}
+{{- end }}
+{{- if .Values.metrics.podMonitor.enabled }}
+{{- $refused = append $refused "metrics.podMonitor.enabled (the rotation sidecar's metrics)" }}
+{{- end }}
+{{- if .Values.metrics.prometheusRule.enabled }}
+{{- $refused = append $refused "metrics.prometheusRule.enabled (its alerts watch the webhook and the sidecars' metrics)" }}
+{{- end }}
+{{- with $refused }}
+{{- fail (printf "secret-inject: mode=policy cannot honour %s; unset it, or use mode=webhook" (join ", " .)) }}
+{{- end }}
+{{- /* What `secret-inject webhook` refuses at start (--sidecar-env), refused here at render. */}}
+{{- $reserved := list "SECRET_ARN" "SECRET_FILENAME" "AWS_ROLE_ARN" "AWS_WEB_IDENTITY_TOKEN_FILE" "AWS_ROLE_SESSION_NAME" "AWS_CONTAINER_CREDENTIALS_FULL_URI" "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" "AWS_REGION" "AWS_DEFAULT_REGION" "AWS_STS_REGIONAL_ENDPOINTS" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" "AWS_PROFILE" "AWS_SHARED_CREDENTIALS_FILE" "AWS_CONFIG_FILE" "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" }}
+{{- range $name, $value := $s.env }}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $name) }}
+{{- fail (printf "secret-inject: sidecar.env.%s names no environment variable: use letters, digits and _, not starting with a digit" $name) }}
+{{- end }}
+{{- if or (hasPrefix "SECRET_INJECT_" $name) (has $name $reserved) }}
+{{- fail (printf "secret-inject: sidecar.env.%s is refused: it is the agent's plan or setting (use sidecar.deadline, sidecar.logLevel, ...) or an AWS identity, credential or region variable (each pod's agent uses its own ServiceAccount's identity)" $name) }}
+{{- end }}
+{{- if contains "\n" (toString $value) }}
+{{- fail (printf "secret-inject: sidecar.env.%s: policy mode carries the agent's environment as NAME=VALUE lines, so a value may not hold a line break" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Policy mode's parameters ConfigMap data, as `secret-inject admission-policy` renders it from the
+--sidecar-* flags deployment.yaml passes the webhook (src/mutate/policy.rs, params): the agent's
+environment is its settings (deadline, attempt timeout, batch threshold), its log level, then
+sidecar.env in the order the Deployment's --sidecar-env flags have (by name).
+*/}}
+{{- define "secret-inject.policyParams" -}}
+{{- $s := .Values.sidecar }}
+{{- $data := dict "image" (include "secret-inject.sidecarImage" .) "imagePullPolicy" $s.image.pullPolicy "cpuRequest" (toString $s.resources.requests.cpu) "memoryRequest" (toString $s.resources.requests.memory) "memoryLimit" (toString $s.resources.limits.memory) }}
+{{- with $s.resources.limits.cpu }}
+{{- $_ := set $data "cpuLimit" (toString .) }}
+{{- end }}
+{{- $env := list }}
+{{- with $s.deadline }}
+{{- $env = append $env (printf "SECRET_INJECT_DEADLINE=%s" .) }}
+{{- end }}
+{{- with $s.attemptTimeout }}
+{{- $env = append $env (printf "SECRET_INJECT_ATTEMPT_TIMEOUT=%s" .) }}
+{{- end }}
+{{- if not (kindIs "invalid" $s.batchThreshold) }}
+{{- $env = append $env (printf "SECRET_INJECT_BATCH_THRESHOLD=%d" (int $s.batchThreshold)) }}
+{{- end }}
+{{- with $s.logLevel }}
+{{- $env = append $env (printf "SECRET_INJECT_LOG_LEVEL=%s" .) }}
+{{- end }}
+{{- range $name, $value := $s.env }}
+{{- $env = append $env (printf "%s=%s" $name (toString $value)) }}
+{{- end }}
+{{- with $env }}
+{{- $_ := set $data "agentEnv" (join "\n" .) }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
