@@ -29,6 +29,19 @@ pub use options::{Launch, Options};
 use options::{budget_until, fetch_options};
 use output::{Written, write_all, write_failure, write_termination_log};
 
+/// How messages name the secrets of a plan carried as annotations before it parses, as
+/// [`PlanFields::described`] names them: the one unnamed ARN as given, else the pod's secrets.
+fn described_annotations(annotations: &std::collections::BTreeMap<String, String>) -> String {
+    let named = format!("{}.", crate::spec::SECRET_ARN);
+    if annotations.keys().any(|k| k.starts_with(&named)) {
+        return "the pod's secrets".to_owned();
+    }
+    annotations
+        .get(crate::spec::SECRET_ARN)
+        .cloned()
+        .unwrap_or_else(|| "<no secret>".to_owned())
+}
+
 /// Parse the plan's fields and the settings, and run the plan to completion; returns the process
 /// exit code.
 pub fn run(fields: PlanFields, settings: &SettingsFields, launch: Launch) -> u8 {
@@ -38,8 +51,14 @@ pub fn run(fields: PlanFields, settings: &SettingsFields, launch: Launch) -> u8 
         launch.allow_instance_metadata,
     );
     let termination_log = launch.termination_log.clone();
+    // Policy mode's plan: the pod's annotations, carried in the environment.
+    let carried = matches!(fields.from_annotations(), Ok(true))
+        .then(|| crate::contract::carried_annotations(std::env::vars_os()));
     // As given: a plan that does not parse is reported with the value it was given.
-    let described = fields.described();
+    let described = match &carried {
+        Some(annotations) => described_annotations(annotations),
+        None => fields.described(),
+    };
     let invalid =
         |e: PlanError| Failure::new(FailureKind::Config, "InvalidConfiguration", e.to_string());
     let result = settings
@@ -49,9 +68,7 @@ pub fn run(fields: PlanFields, settings: &SettingsFields, launch: Launch) -> u8 
             Ok((
                 match fields.from_annotations().map_err(invalid)? {
                     true => fields
-                        .parse_annotations(&crate::contract::carried_annotations(
-                            std::env::vars_os(),
-                        ))
+                        .parse_annotations(&carried.unwrap_or_default())
                         .map_err(invalid)?,
                     false => fields.parse().map_err(invalid)?,
                 },
@@ -183,4 +200,37 @@ async fn prepare(
         ));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::described_annotations;
+
+    #[test]
+    fn a_carried_plan_is_described_by_its_arn_or_as_the_pods_secrets() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        let of = |pairs: &[(&str, &str)]| {
+            described_annotations(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            of(&[
+                ("secrets.k8s.aws/secret-arn", arn),
+                ("secrets.k8s.aws/secret-key", "password[")
+            ]),
+            arn
+        );
+        assert_eq!(
+            of(&[
+                ("secrets.k8s.aws/secret-arn", arn),
+                ("secrets.k8s.aws/secret-arn.Bad_Name", arn)
+            ]),
+            "the pod's secrets"
+        );
+        assert_eq!(of(&[]), "<no secret>");
+    }
 }

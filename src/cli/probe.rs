@@ -23,7 +23,7 @@ impl ProbeArgs {
     /// Run the probe; the exit code.
     pub fn run(self) -> u8 {
         let ProbeArgs { output_dir } = self;
-        let dir = output_dir.unwrap_or_else(|| PathBuf::from(crate::spec::DEFAULT_MOUNT_PATH));
+        let dir = output_dir.unwrap_or_else(|| default_dir(|name| std::env::var(name).ok()));
         if ready(&dir) {
             0
         } else {
@@ -34,6 +34,22 @@ impl ProbeArgs {
             1
         }
     }
+}
+
+/// The agent's output directory when the environment names none: in policy mode
+/// ([`env::PLAN_FROM`] `annotations`, no rendered [`env::OUTPUT_DIR`]) the pod's mount-path
+/// annotation carried in the environment, as the agent parses it; else the default.
+fn default_dir(var: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let carried = var(env::PLAN_FROM).as_deref() == Some(crate::contract::PLAN_FROM_ANNOTATIONS);
+    let mount_path = carried
+        .then(|| var(crate::spec::MOUNT_PATH))
+        .flatten()
+        .and_then(|value| crate::spec::MountPath::parse(&value).ok());
+    PathBuf::from(
+        mount_path
+            .as_ref()
+            .map_or(crate::spec::DEFAULT_MOUNT_PATH, |path| path.as_str()),
+    )
 }
 
 /// Whether `dir/..data` is a symlink to a directory.
@@ -47,6 +63,23 @@ fn ready(dir: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_mode_probes_the_carried_mount_path() {
+        let of = |vars: &[(&str, &str)]| {
+            default_dir(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let mount = ("secrets.k8s.aws/mount-path", "/var/run/secrets/app/");
+        let policy = ("SECRET_INJECT_PLAN_FROM", "annotations");
+        assert_eq!(of(&[mount, policy]), PathBuf::from("/var/run/secrets/app"));
+        // Not carried (webhook mode renders SECRET_INJECT_OUTPUT_DIR), or no mount path.
+        assert_eq!(of(&[mount]), PathBuf::from("/tmp"));
+        assert_eq!(of(&[policy]), PathBuf::from("/tmp"));
+    }
 
     #[test]
     fn ready_only_after_the_first_set() {

@@ -539,7 +539,11 @@ impl KeyProblem {
         match self {
             KeyProblem::Unknown => unknown_key(key),
             KeyProblem::BadName => {
-                let name = key.split_once('.').map_or("", |(_, name)| name);
+                // The suffix after the base key's dot (the prefix has dots of its own).
+                let name = key
+                    .strip_prefix(PREFIX)
+                    .and_then(|k| k.split_once('.'))
+                    .map_or("", |(_, name)| name);
                 AnnotationError::new(
                     quote(key).trim_matches('"'),
                     SecretName::parse(name).err().unwrap_or_default(),
@@ -1321,7 +1325,7 @@ mod tests {
             (
                 vec![("secrets.k8s.aws/secret-arn.Db", ARN)],
                 "secrets.k8s.aws/secret-arn.Db",
-                "DNS label",
+                "the secret name \"Db\" after the dot is not a DNS label",
             ),
             (
                 vec![db_arn, ("secrets.k8s.aws/secret-filename.other", "x")],

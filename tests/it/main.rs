@@ -22,6 +22,7 @@ mod many_secrets;
 mod monitoring;
 mod node;
 mod node_failures;
+mod node_policy;
 mod node_rotation;
 mod plan_contract;
 mod poc_migration;

@@ -45,7 +45,7 @@ fn app_pod(name: &str, arn: Option<&str>, restart_policy: &str) -> Value {
 }
 
 /// The STATUS column of `kubectl get pod`, as a user reads it.
-fn kubectl_status(plane: &ControlPlane, namespace: &str, pod: &str) -> String {
+pub(crate) fn kubectl_status(plane: &ControlPlane, namespace: &str, pod: &str) -> String {
     let line = plane.kubectl_ok(&["get", "pod", pod, "-n", namespace, "--no-headers"]);
     line.split_whitespace().nth(2).unwrap_or("").to_owned()
 }
@@ -69,7 +69,7 @@ fn namespace_with_chart(
 /// not ready, never restarted, no earlier run); the agent's termination says `expect` (each),
 /// `Fix:` once, the ARN, and never the value; its exit code is `code`. Returns the agent's
 /// termination (`state` or, after a restart, `lastState`).
-fn assert_agent_failed_and_app_never_started(
+pub(crate) fn assert_agent_failed_and_app_never_started(
     pod: &Value,
     code: i64,
     expect: &[&str],
