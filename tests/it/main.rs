@@ -24,6 +24,7 @@ mod node_failures;
 mod node_rotation;
 mod plan_contract;
 mod poc_migration;
+mod policy_mode;
 mod properties;
 mod proxy;
 mod release;
