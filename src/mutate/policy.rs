@@ -545,6 +545,12 @@ fn opted_in_conditions() -> Value {
             ),
         },
         {
+            // A Windows pod is the VAP's to deny with its message: injected, the agent's Linux
+            // security context would fail the pod's validation first.
+            "name": "linux",
+            "expression": "object.spec.?os.?name.orValue('linux') == 'linux'",
+        },
+        {
             "name": "not-injected",
             "expression": format!(
                 "object.metadata.?annotations[?{}].orValue('') != {}",
@@ -709,9 +715,18 @@ fn validations() -> Vec<Value> {
         ),
         "reason": "Invalid",
     }));
-    for (key, values) in [
-        (spec::RESTART_ON_CHANGE, &["true", "false"][..]),
-        (spec::INIT_CONTAINER_POSITION, &["first", "last"][..]),
+    // The fixes as the webhook words them (spec).
+    for (key, values, fix) in [
+        (
+            spec::RESTART_ON_CHANGE,
+            &["true", "false"][..],
+            "use \"true\" or \"false\"",
+        ),
+        (
+            spec::INIT_CONTAINER_POSITION,
+            &["first", "last"][..],
+            "use \"first\" (default) or \"last\"",
+        ),
     ] {
         let list = format!(
             "[{}]",
@@ -722,7 +737,7 @@ fn validations() -> Vec<Value> {
             "messageExpression": annotation_message(
                 &lit(key),
                 &format!("'value ' + strings.quote({}.value()) + ' is not recognised'", annotation(key)),
-                &lit(&format!("use {}", values.join(" or "))),
+                &lit(fix),
             ),
             "reason": "Invalid",
         }));
