@@ -301,6 +301,72 @@ fn variables() -> Vec<(&'static str, String)> {
             format!("{}.hasValue()", annotation(spec::RELOAD_PROCESS)),
         ),
     ]
+    .into_iter()
+    .chain(identity_variables())
+    .collect()
+}
+
+/// The AWS identity an identity webhook that ran before us (or the pod's author) gave the pod,
+/// copied as [`super::copy_aws_identity`] copies it: each variable of the first container that
+/// carries it (`identityEnv`), and the mount of each token file's volume, the longest mount
+/// path that holds it, unless the agent has a mount of that name or path (`identityMount<i>`).
+fn identity_variables() -> Vec<(&'static str, String)> {
+    const MOUNT_VARS: [&str; 2] = ["identityMount0", "identityMount1"];
+    const HOLDING_VARS: [&str; 2] = ["identityHolding0", "identityHolding1"];
+    let carries = |name: &str| format!("c.?env.orValue([]).exists(e, e.name == {})", lit(name));
+    let holder = |name: &str| format!("variables.allContainers.filter(c, {})[0]", carries(name));
+    let var = |name: &str| format!("{}.env.filter(e, e.name == {})[0]", holder(name), lit(name));
+    let has = |name: &str| format!("variables.allContainers.exists(c, {})", carries(name));
+    let identity_env = contract::AWS_IDENTITY_ENV
+        .iter()
+        .map(|name| format!("({} ? [{}] : [])", has(name), var(name)))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let mut out = vec![
+        (
+            "allContainers",
+            "object.spec.containers + object.spec.?initContainers.orValue([])".to_owned(),
+        ),
+        ("identityEnv", identity_env),
+    ];
+    let tokens: Vec<&str> = contract::AWS_IDENTITY_ENV
+        .iter()
+        .copied()
+        .filter(|n| contract::AWS_TOKEN_FILE_ENV.contains(n))
+        .collect();
+    debug_assert_eq!(tokens.len(), MOUNT_VARS.len());
+    let mut names = format!(
+        "[{}, {}]",
+        lit(contract::VOLUME_NAME),
+        lit(contract::NO_TOKEN_VOLUME_NAME)
+    );
+    let mut paths = format!("[variables.mountPath, {}]", lit(contract::API_TOKEN_DIR));
+    for ((name, variable), holding_var) in tokens.into_iter().zip(MOUNT_VARS).zip(HOLDING_VARS) {
+        let holding = format!(
+            "({has} ? {holder}.?volumeMounts.orValue([]).filter(m, {var}.?value.orValue('')\
+             .startsWith((m.mountPath.endsWith('/') ? m.mountPath.substring(0, size(m.mountPath) \
+             - 1) : m.mountPath) + '/')) : [])",
+            has = has(name),
+            holder = holder(name),
+            var = var(name)
+        );
+        out.push((holding_var, holding));
+        // The longest (the last of the longest, as max_by_key), if the agent lacks it.
+        let longest = format!(
+            "variables.{holding_var}.filter(m, variables.{holding_var}.all(o, size(o.mountPath) \
+             <= size(m.mountPath)))"
+        );
+        out.push((
+            variable,
+            format!(
+                "(size({longest}) == 0 ? [] : [{longest}[size({longest}) - 1]]).filter(m, \
+                 !(m.name in {names}) && !(m.mountPath in {paths}))"
+            ),
+        ));
+        names = format!("{names} + variables.{variable}.map(m, m.name)");
+        paths = format!("{paths} + variables.{variable}.map(m, m.mountPath)");
+    }
+    out
 }
 
 /// The agent container as CEL: [`super::agent_container_template`] with the parts admission
@@ -319,7 +385,9 @@ fn agent_container() -> String {
          {env_type}{{name: {plan_from}, value: {annotations}}}] + \
          (params.data.?{agent_env}.orValue('') == '' ? [] : \
          params.data[{agent_env_lit}].split('\\n').map(l, {env_type}{{\
-         name: l.substring(0, l.indexOf('=')), value: l.substring(l.indexOf('=') + 1)}}))",
+         name: l.substring(0, l.indexOf('=')), value: l.substring(l.indexOf('=') + 1)}})) + \
+         variables.identityEnv.map(e, {env_type}{{name: e.name, ?value: e.?value, \
+         ?valueFrom: e.?valueFrom}})",
         agent_env = param::AGENT_ENV,
         agent_env_lit = lit(param::AGENT_ENV),
         file_mode = lit(env::FILE_MODE),
@@ -342,6 +410,13 @@ fn agent_container() -> String {
     value["securityContext"]["runAsGroup"] = json!(optional("variables.runAsGroup"));
     // The agent's mount of the volume at the pod's mount path (the template's first mount).
     value["volumeMounts"][0]["mountPath"] = json!(expr("variables.mountPath"));
+    // And the AWS identity's token mounts (super::copy_aws_identity).
+    let mounts_type = "Object.spec.initContainers.volumeMounts";
+    value["volumeMounts"] = json!(expr(&format!(
+        "{} + (variables.identityMount0 + variables.identityMount1).map(m, \
+         {mounts_type}{{name: m.name, mountPath: m.mountPath, readOnly: true}})",
+        cel::construct(&value["volumeMounts"], mounts_type)
+    )));
     // Rotation: the native sidecar (super::inject).
     let sidecar = super::native_sidecar_fields(true);
     let restarting = super::native_sidecar_fields(true)
@@ -474,6 +549,12 @@ fn opted_in_conditions() -> Value {
         {
             "name": "opted-in",
             "expression": opted_in(),
+        },
+        {
+            // A Windows pod is the VAP's to deny with its message: injected, the agent's Linux
+            // security context would fail the pod's validation first.
+            "name": "linux",
+            "expression": "object.spec.?os.?name.orValue('linux') == 'linux'",
         },
         {
             "name": "not-injected",
@@ -661,9 +742,18 @@ fn validations() -> Vec<Value> {
         ),
         "reason": "Invalid",
     }));
-    for (key, values) in [
-        (spec::RESTART_ON_CHANGE, &["true", "false"][..]),
-        (spec::INIT_CONTAINER_POSITION, &["first", "last"][..]),
+    // The fixes as the webhook words them (spec).
+    for (key, values, fix) in [
+        (
+            spec::RESTART_ON_CHANGE,
+            &["true", "false"][..],
+            "use \"true\" or \"false\"",
+        ),
+        (
+            spec::INIT_CONTAINER_POSITION,
+            &["first", "last"][..],
+            "use \"first\" (default) or \"last\"",
+        ),
     ] {
         let list = format!(
             "[{}]",
@@ -674,7 +764,7 @@ fn validations() -> Vec<Value> {
             "messageExpression": annotation_message(
                 &lit(key),
                 &format!("'value ' + strings.quote({}.value()) + ' is not recognised'", annotation(key)),
-                &lit(&format!("use {}", values.join(" or "))),
+                &lit(fix),
             ),
             "reason": "Invalid",
         }));

@@ -26,6 +26,7 @@ mod node_policy;
 mod node_rotation;
 mod plan_contract;
 mod poc_migration;
+mod policy_mode;
 mod properties;
 mod proxy;
 mod release;
