@@ -92,15 +92,13 @@ fn injected(pod: &Pod) -> bool {
 }
 
 /// `secret-inject admission-policy | kubectl apply -f -`, bound to namespaces labelled
-/// [`POLICY_LABEL`]`=enabled`, the parameters in `namespace`.
-fn install_policy(plane: &ControlPlane, namespace: &str) {
+/// [`POLICY_LABEL`]`=enabled`.
+fn install_policy(plane: &ControlPlane) {
     let output = common::secret_inject(
         &[
             "admission-policy",
             "--name",
             "secret-inject-bench",
-            "--namespace",
-            namespace,
             "--namespace-label",
             POLICY_LABEL,
         ],
@@ -147,7 +145,7 @@ fn main() {
     let webhook = Namespaces::new("bench-wh", &[]);
     let _release = Release::install(&webhook, &[]);
     let policy = Namespaces::new("bench-pol", &[(POLICY_LABEL, "enabled")]);
-    install_policy(plane, &policy.release);
+    install_policy(plane);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

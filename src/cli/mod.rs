@@ -49,7 +49,7 @@ enum Command {
     IamPolicy(IamPolicyArgs),
     /// Print policy mode's objects (Kubernetes 1.36+): the MutatingAdmissionPolicy that injects
     /// the agent without a webhook, the ValidatingAdmissionPolicy that denies bad annotations,
-    /// their bindings and the parameters ConfigMap (YAML on stdout).
+    /// and their bindings (YAML on stdout).
     AdmissionPolicy(Box<AdmissionPolicyArgs>),
     /// Fetch a pod's secrets from AWS Secrets Manager and Parameter Store onto the in-memory
     /// volume (the injected container); with a refresh interval, keep them current.

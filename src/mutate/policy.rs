@@ -11,9 +11,13 @@
 //! the same constants; the agent container is built by the mutation's own functions
 //! ([`super::agent_container_template`]) and rendered as CEL ([`super::cel`]).
 //!
-//! The operator's settings (image, pull policy, resources, the agent's environment) are the
-//! policy's parameters: a ConfigMap the binding names ([`params`]), so the policy itself is the
-//! same for every install (the chart ships it as generated here, checked current by a test).
+//! The operator's settings (image, pull policy, resources, the agent's environment) are one CEL
+//! map, the policy's first variable ([`SETTINGS_VARIABLE`], [`settings`]); the rest of the policy
+//! is the same for every install (the chart ships it as generated here, checked current by a
+//! test, and sets that variable from its values). Not a parameters ConfigMap (`paramKind`): the
+//! API server 1.36.3 stops its shared ConfigMap informer when the last policy using ConfigMap
+//! parameters goes away, and every later one then finds no parameters until it restarts, so an
+//! uninstall and install would refuse every annotated pod.
 //!
 //! The supported subset and what is denied instead: [`UNSUPPORTED`], README "Choosing a mode".
 //!
@@ -33,7 +37,11 @@ pub const API_VERSION: &str = "admissionregistration.k8s.io/v1";
 /// The oldest Kubernetes minor version (1.x) that runs policy mode.
 pub const MIN_KUBERNETES_MINOR: u32 = 36;
 
-/// Keys of the parameters ConfigMap.
+/// The name of the policy's variable that holds the operator's settings: a CEL map of strings
+/// (a JSON object of strings is one), keyed by [`param`].
+pub const SETTINGS_VARIABLE: &str = "settings";
+
+/// Keys of the settings map.
 pub mod param {
     /// The agent's image.
     pub const IMAGE: &str = "image";
@@ -71,13 +79,13 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
 /// a page of its own for its symlink, which CEL does not count).
 pub const MAX_TOP_LEVEL_NAME: usize = 120;
 
-/// Why the operator's settings cannot become policy parameters.
+/// Why the operator's settings cannot become policy settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParamsError(String);
 
-/// The parameters ConfigMap's `data` for the operator's validated settings.
-pub fn params(config: &MutationConfig) -> Result<BTreeMap<String, String>, ParamsError> {
+/// The settings map for the operator's validated settings.
+pub fn settings(config: &MutationConfig) -> Result<BTreeMap<String, String>, ParamsError> {
     if config.volume_size != VolumeSize::Auto {
         return Err(ParamsError(
             "--volume-size-limit: policy mode sizes each pod's volume from its secrets (auto); \
@@ -165,6 +173,8 @@ fn variables() -> Vec<(&'static str, String)> {
         |limit: u64| limit / size::PAGE_BYTES + size::SPLIT_FILES_ASSUMED.min(limit / 6);
     let (sm, ssm) = (spec::MAX_SECRET_BYTES as u64, size::MAX_PARAMETER_BYTES);
     vec![
+        // Replaced by the install's settings ([`settings_expression`]).
+        (SETTINGS_VARIABLE, "{}".to_owned()),
         ("a", "object.metadata.?annotations.orValue({})".to_owned()),
         (
             "carried",
@@ -373,8 +383,11 @@ fn identity_variables() -> Vec<(&'static str, String)> {
 /// computes as expressions.
 fn agent_container() -> String {
     let container = super::agent_container_template(
-        expr(&format!("params.data[{}]", lit(param::IMAGE))),
-        expr(&format!("params.data[{}]", lit(param::IMAGE_PULL_POLICY))),
+        expr(&format!("variables.settings[{}]", lit(param::IMAGE))),
+        expr(&format!(
+            "variables.settings[{}]",
+            lit(param::IMAGE_PULL_POLICY)
+        )),
         "",
     );
     let mut value = serde_json::to_value(&container).unwrap_or_default();
@@ -383,8 +396,8 @@ fn agent_container() -> String {
         "variables.carried.map(k, {env_type}{{name: k, value: variables.a[k]}}) + \
          [{env_type}{{name: {file_mode}, value: variables.fileMode}}, \
          {env_type}{{name: {plan_from}, value: {annotations}}}] + \
-         (params.data.?{agent_env}.orValue('') == '' ? [] : \
-         params.data[{agent_env_lit}].split('\\n').map(l, {env_type}{{\
+         (variables.settings.?{agent_env}.orValue('') == '' ? [] : \
+         variables.settings[{agent_env_lit}].split('\\n').map(l, {env_type}{{\
          name: l.substring(0, l.indexOf('=')), value: l.substring(l.indexOf('=') + 1)}})) + \
          variables.identityEnv.map(e, {env_type}{{name: e.name, ?value: e.?value, \
          ?valueFrom: e.?valueFrom}})",
@@ -397,10 +410,10 @@ fn agent_container() -> String {
     value["resources"] = json!(optional(&format!(
         "has(object.spec.resources) ? optional.none() : \
          optional.of(Object.spec.initContainers.resources{{\
-         requests: {{\"cpu\": params.data[{cpu}], \"memory\": params.data[{memory}]}}, \
-         limits: params.data[?{cpu_limit}].orValue('') == '' ? \
-         {{\"memory\": params.data[{memory_limit}]}} : \
-         {{\"cpu\": params.data[{cpu_limit}], \"memory\": params.data[{memory_limit}]}}}})",
+         requests: {{\"cpu\": variables.settings[{cpu}], \"memory\": variables.settings[{memory}]}}, \
+         limits: variables.settings[?{cpu_limit}].orValue('') == '' ? \
+         {{\"memory\": variables.settings[{memory_limit}]}} : \
+         {{\"cpu\": variables.settings[{cpu_limit}], \"memory\": variables.settings[{memory_limit}]}}}})",
         cpu = lit(param::CPU_REQUEST),
         memory = lit(param::MEMORY_REQUEST),
         cpu_limit = lit(param::CPU_LIMIT),
@@ -581,7 +594,6 @@ fn pod_rules() -> Value {
 /// The MutatingAdmissionPolicy's `spec`: the same for every install.
 pub fn mutating_policy_spec() -> Value {
     json!({
-        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
         "matchConstraints": pod_rules(),
         "matchConditions": opted_in_conditions(),
         "failurePolicy": "Fail",
@@ -838,37 +850,48 @@ pub fn validating_policy_spec() -> Value {
 /// What `secret-inject admission-policy` prints.
 #[derive(Debug, Clone)]
 pub struct Install<'a> {
-    /// Name of the policies, bindings and the parameters ConfigMap.
+    /// Name of the policies and their bindings.
     pub name: &'a str,
-    /// Namespace of the parameters ConfigMap.
-    pub namespace: &'a str,
-    /// The binding's namespace selector (the chart's, or every namespace but kube-system).
+    /// The bindings' namespace selector (the chart's, or every namespace but kube-system).
     pub namespace_selector: Value,
 }
 
-/// The objects of a policy-mode install: the two policies, their bindings, the parameters.
+/// The settings variable's expression: the map as a JSON object of strings, which is a CEL map
+/// literal.
+pub fn settings_expression(settings: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(settings).unwrap_or_default()
+}
+
+/// [`mutating_policy_spec`] with the install's settings.
+pub fn mutating_policy_spec_with(settings: &BTreeMap<String, String>) -> Value {
+    let mut spec = mutating_policy_spec();
+    if let Some(variables) = spec["variables"].as_array_mut() {
+        for variable in variables {
+            if variable["name"] == SETTINGS_VARIABLE {
+                variable["expression"] = json!(settings_expression(settings));
+            }
+        }
+    }
+    spec
+}
+
+/// The objects of a policy-mode install: the two policies and their bindings.
 pub fn objects(install: &Install<'_>, config: &MutationConfig) -> Result<Vec<Value>, ParamsError> {
     let labels = json!({"app.kubernetes.io/name": "secret-inject", "app.kubernetes.io/component": "admission-policy"});
-    let meta = |namespaced: bool| {
-        let mut meta = json!({"name": install.name, "labels": labels});
-        if namespaced {
-            meta["namespace"] = json!(install.namespace);
-        }
-        meta
-    };
+    let meta = json!({"name": install.name, "labels": labels});
+    let matched = json!({"namespaceSelector": install.namespace_selector});
     Ok(vec![
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(true), "data": params(config)?}),
-        json!({"apiVersion": API_VERSION, "kind": "MutatingAdmissionPolicy", "metadata": meta(false), "spec": mutating_policy_spec()}),
-        json!({"apiVersion": API_VERSION, "kind": "MutatingAdmissionPolicyBinding", "metadata": meta(false), "spec": {
+        json!({"apiVersion": API_VERSION, "kind": "MutatingAdmissionPolicy", "metadata": meta,
+               "spec": mutating_policy_spec_with(&settings(config)?)}),
+        json!({"apiVersion": API_VERSION, "kind": "MutatingAdmissionPolicyBinding", "metadata": meta, "spec": {
             "policyName": install.name,
-            "paramRef": {"name": install.name, "namespace": install.namespace, "parameterNotFoundAction": "Deny"},
-            "matchResources": {"namespaceSelector": install.namespace_selector},
+            "matchResources": matched,
         }}),
-        json!({"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicy", "metadata": meta(false), "spec": validating_policy_spec()}),
-        json!({"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicyBinding", "metadata": meta(false), "spec": {
+        json!({"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicy", "metadata": meta, "spec": validating_policy_spec()}),
+        json!({"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicyBinding", "metadata": meta, "spec": {
             "policyName": install.name,
             "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": install.namespace_selector},
+            "matchResources": matched,
         }}),
     ])
 }
@@ -890,7 +913,7 @@ mod tests {
     #[test]
     fn params_carry_the_operator_settings_and_refuse_what_policy_mode_cannot_honour() {
         let env = ["HTTPS_PROXY=http://proxy:3128".to_owned()];
-        let data = params(&config(Settings {
+        let data = settings(&config(Settings {
             image: "registry.example/secret-inject:1",
             cpu_limit: Some("100m"),
             agent_env: &env,
@@ -930,7 +953,7 @@ mod tests {
                 "--native-sidecars",
             ),
         ] {
-            let err = params(&config(settings)).unwrap_err();
+            let err = super::settings(&config(settings)).unwrap_err();
             assert!(err.to_string().contains(flag), "{err}");
         }
     }
@@ -955,11 +978,10 @@ mod tests {
         for (key, _) in UNSUPPORTED {
             assert!(validating.contains(key), "no denial for {key}");
         }
-        // Every object carries the names given.
+        // Every object carries the names given; the settings are the first variable.
         let objects = objects(
             &Install {
                 name: "si",
-                namespace: "ops",
                 namespace_selector: default_namespace_selector(),
             },
             &MutationConfig::default(),
@@ -972,14 +994,18 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "ConfigMap",
                 "MutatingAdmissionPolicy",
                 "MutatingAdmissionPolicyBinding",
                 "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionPolicyBinding"
             ]
         );
-        assert_eq!(objects[2]["spec"]["paramRef"]["namespace"], "ops");
+        let first = &objects[0]["spec"]["variables"][0];
+        assert_eq!(first["name"], SETTINGS_VARIABLE);
+        let map: BTreeMap<String, String> =
+            serde_json::from_str(first["expression"].as_str().unwrap()).unwrap();
+        assert_eq!(map, super::settings(&MutationConfig::default()).unwrap());
+        assert!(objects[1]["spec"].get("paramRef").is_none());
         assert!(objects.iter().all(|o| o["metadata"]["name"] == "si"));
     }
 }

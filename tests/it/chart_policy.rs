@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::chart::{NAMESPACE, chart, find, render};
@@ -70,8 +69,9 @@ fn render_error(kube_version: &str, extra: &[&str]) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The parameters ConfigMap `secret-inject admission-policy` prints for the settings the chart
-/// gives the webhook with the same values: the Deployment's flags that describe the injection.
+/// The settings `secret-inject admission-policy --spec settings` prints for the settings the
+/// chart gives the webhook with the same values: the Deployment's flags that describe the
+/// injection.
 fn cli_params(extra: &[&str]) -> Value {
     let docs = render(V1_36, extra);
     let args = &find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"];
@@ -91,7 +91,7 @@ fn cli_params(extra: &[&str]) -> Value {
         flags.iter().any(|f| f.starts_with("--sidecar-image=")),
         "{flags:?}"
     );
-    let mut cli = vec!["admission-policy", "--namespace", NAMESPACE];
+    let mut cli = vec!["admission-policy", "--spec", "settings"];
     cli.extend(flags);
     let output = common::secret_inject(&cli, None);
     assert!(
@@ -99,12 +99,18 @@ fn cli_params(extra: &[&str]) -> Value {
         "secret-inject {cli:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let first = yaml_serde::Deserializer::from_slice(&output.stdout)
-        .next()
-        .unwrap();
-    let map = Value::deserialize(first).unwrap();
-    assert_eq!(map["kind"], "ConfigMap");
-    map["data"].clone()
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The settings variable of the rendered MutatingAdmissionPolicy (a CEL map literal that is a
+/// JSON object of strings), parsed.
+fn chart_settings(docs: &[Value]) -> Value {
+    let variable = &find(docs, "MutatingAdmissionPolicy")["spec"]["variables"][0];
+    assert_eq!(
+        variable["name"],
+        secret_inject::mutate::policy::SETTINGS_VARIABLE
+    );
+    serde_json::from_str(variable["expression"].as_str().unwrap()).unwrap()
 }
 
 #[test]
@@ -128,14 +134,13 @@ fn policy_mode_lints_and_renders_the_policies_and_no_webhook() {
     let webhook_docs = render(V1_36, &[]);
     for version in [V1_36, "1.37.0"] {
         let docs = render(version, &POLICY);
-        // Policy mode's five objects, and the allow-list guardrail (allowList.mode annotated by
+        // Policy mode's four objects, and the allow-list guardrail (allowList.mode annotated by
         // default) with its binding.
-        assert_eq!(docs.len(), 7, "{version}: {:?}", kinds(&docs));
+        assert_eq!(docs.len(), 6, "{version}: {:?}", kinds(&docs));
         let kinds: BTreeSet<&str> = kinds(&docs).into_iter().collect();
         assert_eq!(
             kinds,
             BTreeSet::from([
-                "ConfigMap",
                 "MutatingAdmissionPolicy",
                 "MutatingAdmissionPolicyBinding",
                 "ValidatingAdmissionPolicy",
@@ -150,26 +155,23 @@ fn policy_mode_lints_and_renders_the_policies_and_no_webhook() {
                 .unwrap_or_else(|| panic!("no {kind} {name}"))
                 .clone()
         };
-        // The policies are the binary's, unchanged.
+        // The policies are the binary's, unchanged but for the settings variable.
+        let settings: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(chart_settings(&docs)).unwrap();
         assert_eq!(
             named("MutatingAdmissionPolicy", fullname)["spec"],
-            secret_inject::mutate::policy::mutating_policy_spec()
+            secret_inject::mutate::policy::mutating_policy_spec_with(&settings)
         );
         assert_eq!(
             named("ValidatingAdmissionPolicy", fullname)["spec"],
             secret_inject::mutate::policy::validating_policy_spec()
         );
-        // The bindings select the namespaces the webhook would serve, the mutation with its
-        // parameters from the release namespace's ConfigMap.
+        // The bindings select the namespaces the webhook would serve.
         let selector = &find(&webhook_docs, "MutatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"];
-        let params = named("ConfigMap", fullname);
-        assert_eq!(params["metadata"]["namespace"], NAMESPACE);
         let binding = named("MutatingAdmissionPolicyBinding", fullname);
         assert_eq!(
             binding["spec"],
             json!({"policyName": fullname,
-                   "paramRef": {"name": fullname, "namespace": NAMESPACE,
-                                "parameterNotFoundAction": "Deny"},
                    "matchResources": {"namespaceSelector": selector}})
         );
         let binding = named("ValidatingAdmissionPolicyBinding", fullname);
@@ -188,7 +190,7 @@ fn policy_mode_lints_and_renders_the_policies_and_no_webhook() {
         );
     }
     // Values of the webhook's own objects render nothing in policy mode; allowList off leaves
-    // exactly policy mode's five objects; the webhook's objectSelector narrows both bindings.
+    // exactly policy mode's four objects; the webhook's objectSelector narrows both bindings.
     let docs = render(
         V1_36,
         &with_policy(&[
@@ -202,7 +204,7 @@ fn policy_mode_lints_and_renders_the_policies_and_no_webhook() {
             "webhook.objectSelector.matchLabels.team=payments",
         ]),
     );
-    assert_eq!(docs.len(), 5, "{:?}", kinds(&docs));
+    assert_eq!(docs.len(), 4, "{:?}", kinds(&docs));
     for kind in [
         "MutatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
@@ -213,11 +215,7 @@ fn policy_mode_lints_and_renders_the_policies_and_no_webhook() {
         );
     }
     // Webhook mode renders none of policy mode's objects.
-    for kind in [
-        "MutatingAdmissionPolicy",
-        "MutatingAdmissionPolicyBinding",
-        "ConfigMap",
-    ] {
+    for kind in ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"] {
         assert!(
             !kinds(&webhook_docs).contains(&kind),
             "{kind} in webhook mode"
@@ -278,7 +276,7 @@ fn policy_mode_refuses_the_settings_it_cannot_honour_naming_them_and_the_webhook
     }
 }
 
-/// The ConfigMap carries what the webhook's --sidecar-* flags carry for the same values.
+/// The settings variable carries what the webhook's --sidecar-* flags carry for the same values.
 #[test]
 fn policy_mode_parameters_equal_the_cli_for_the_webhook_settings() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,12 +285,15 @@ fn policy_mode_parameters_equal_the_cli_for_the_webhook_settings() {
     let values = values.to_string_lossy().into_owned();
     for extra in [vec![], vec!["-f", values.as_str()]] {
         let docs = render(V1_36, &with_policy(&extra));
-        let chart = &find(&docs, "ConfigMap")["data"];
-        assert_eq!(*chart, cli_params(&extra), "values {extra:?}");
+        assert_eq!(
+            chart_settings(&docs),
+            cli_params(&extra),
+            "values {extra:?}"
+        );
     }
     // The custom values reached the parameters (the comparison above is not vacuous).
     let docs = render(V1_36, &with_policy(&["-f", values.as_str()]));
-    let data = &find(&docs, "ConfigMap")["data"];
+    let data = &chart_settings(&docs);
     assert_eq!(
         data["image"],
         "registry.example.com/platform/secret-inject:9.9.9@sha256:\
@@ -432,7 +433,12 @@ fn policy_mode_installs_and_the_api_server_injects_the_seed_pod() {
         String::from_utf8_lossy(&output.stderr)
     );
     let fullname = format!("{}-secret-inject", ns.name);
-    assert!(plane.exists("configmap", &fullname, &ns.release));
+    assert!(
+        plane
+            .kubectl(&["get", "mutatingadmissionpolicy", &fullname])
+            .status
+            .success()
+    );
     assert!(!plane.exists("deployment", &fullname, &ns.release));
     assert!(
         !plane

@@ -1,6 +1,6 @@
 //! Policy mode on the real node (issue 23): no webhook, the API server injects the agent itself
 //! (`secret-inject admission-policy` | `kubectl apply`: the MutatingAdmissionPolicy, the
-//! ValidatingAdmissionPolicy, their bindings and the parameters ConfigMap), and the agent takes
+//! ValidatingAdmissionPolicy, and their bindings), and the agent takes
 //! its plan from the pod's annotations carried in its environment. What only the node shows:
 //! the seed's walkthrough printing the secret, a key the VAP cannot check failing the pod at
 //! start with the agent's message, and rotation with the native sidecar.
@@ -46,8 +46,6 @@ impl Policy {
             "admission-policy",
             "--name",
             &ns.name,
-            "--namespace",
-            &ns.release,
             "--namespace-label",
             &label,
             "--sidecar-image",

@@ -2,8 +2,7 @@
 //! ValidatingAdmissionPolicy that `secret-inject admission-policy` prints, applied with kubectl,
 //! compared with webhook mode (the chart and our webhook, [`Release`]) on the same pods.
 //!
-//! Policy mode is installed once per test binary (an API-server quirk, see [`POLICY_NAME`]); the
-//! bindings select namespaces labelled `policy.secret-inject.test/enabled=enabled`, which each
+//! Policy mode is installed once per test binary ([`POLICY_NAME`]); the bindings select namespaces labelled `policy.secret-inject.test/enabled=enabled`, which each
 //! test sets on an app namespace of its own ([`PolicyMode`]).
 //!
 //! Which check runs where, as the tests below assert it (`VAP`: the ValidatingAdmissionPolicy
@@ -48,12 +47,8 @@ pub struct PolicyMode {
     pub ns: Namespaces,
 }
 
-/// API server 1.36.3 quirk: only the first MutatingAdmissionPolicy binding with a paramRef to
-/// a ConfigMap finds its parameters; a later policy's binding (another name, another
-/// ConfigMap, in the same namespace or another, the first policy deleted or not) answered "no
-/// params found for policy binding with `Deny` parameterNotFoundAction" for over a minute.
-/// So the test binary installs policy mode once, never deleted (the control plane goes with the
-/// binary), and each test labels its own app namespace for it.
+/// The test binary installs policy mode once (the control plane goes with the binary), and each
+/// test labels its own app namespace for it; `an_uninstall_and_a_reinstall_...` installs its own.
 const POLICY_NAME: &str = "secret-inject-policy-tests";
 const POLICY_LABEL: &str = "policy.secret-inject.test/enabled";
 
@@ -72,8 +67,6 @@ fn shared_policy(plane: &ControlPlane) {
             &[
                 "admission-policy",
                 "--name",
-                POLICY_NAME,
-                "--namespace",
                 POLICY_NAME,
                 "--namespace-label",
                 POLICY_LABEL,
@@ -805,4 +798,66 @@ fn the_vaps_denials_match_the_webhooks_messages() {
         assert!(message.contains(&expected), "{mode}: {message}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An uninstall and a reinstall (another name) keep injecting. With the operator's settings in
+/// a parameters ConfigMap (`paramKind`) they did not: the API server 1.36.3 stops its shared
+/// ConfigMap informer when the last policy using ConfigMap parameters goes away, and every later
+/// binding answered "no params found" (so every annotated pod was refused) until a restart.
+#[test]
+fn an_uninstall_and_a_reinstall_keep_injecting() {
+    let label = "policy.secret-inject.test/reinstall";
+    let ns = Namespaces::new("policy-reinstall", &[(label, "enabled")]);
+    let plane = ns.plane;
+    let apply = |name: &str, verb: &str| {
+        let output = secret_inject(
+            &[
+                "admission-policy",
+                "--name",
+                name,
+                "--namespace-label",
+                label,
+            ],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut args = vec![verb, "-f", "-"];
+        if verb == "delete" {
+            args.push("--wait=true");
+        }
+        let done = plane.kubectl_stdin(&args, Some(&output.stdout));
+        assert!(
+            done.status.success(),
+            "kubectl {verb}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    };
+    let injects_within_60s = |what: &str| {
+        let probe = pod("probe", json!({spec::SECRET_ARN: ARN}));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let outcome = dry_run(plane, &ns.app, &probe);
+            if outcome
+                .as_ref()
+                .is_ok_and(|p| init_names(p).iter().any(|n| n == contract::CONTAINER_NAME))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: policy mode does not inject within 60 s; last dry run: {outcome:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    apply("secret-inject-reinstall-a", "apply");
+    injects_within_60s("first install");
+    apply("secret-inject-reinstall-a", "delete");
+    apply("secret-inject-reinstall-b", "apply");
+    injects_within_60s("after an uninstall, another install");
+    apply("secret-inject-reinstall-b", "delete");
 }

@@ -406,5 +406,5 @@ sidecar.env in the order the Deployment's --sidecar-env flags have (by name).
 {{- with $env }}
 {{- $_ := set $data "agentEnv" (join "\n" .) }}
 {{- end }}
-{{- toYaml $data }}
+{{- toJson $data }}
 {{- end }}
