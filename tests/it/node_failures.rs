@@ -11,12 +11,9 @@ use crate::common::controlplane::{ControlPlane, Namespaces};
 use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
 use crate::common::node::{
-    self, NODE_IP, create, install_chart, irsa_service_account, phase, wait_pods,
+    self, NODE_IP, POD_START, create, install_chart, irsa_service_account, phase, wait_pods,
 };
 
-/// Generous liveness bound for a pod to start or fail (image pulls, init containers, the
-/// kubelet's first 10 s back-off): 10× what it takes.
-const POD_START: Duration = Duration::from_secs(180);
 /// The injected agent's container.
 const AGENT: &str = "secrets-init-container";
 /// The pods' ServiceAccount, given an IRSA role by the stand-in.

@@ -10,16 +10,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::controlplane::{ControlPlane, Namespaces};
-use crate::common::irsa_webhook::IrsaWebhook;
 use crate::common::moto::Moto;
 use crate::common::node::{
-    self, NODE_IP, create, create_ok, irsa_service_account, phase, register_irsa, wait_pods,
+    self, NODE_IP, POD_START, create, create_ok, irsa_service_account, phase, seed_walkthrough,
+    wait_pods,
 };
-use crate::common::{repo_root, secret_inject};
+use crate::common::secret_inject;
 use crate::node_failures::{assert_agent_failed_and_app_never_started, kubectl_status};
 
-/// Generous liveness bound for a pod to start or fail (image pulls, init containers).
-const POD_START: Duration = Duration::from_secs(180);
 /// Generous liveness bound for newly applied policies to take effect in the API server.
 const POLICY_READY: Duration = Duration::from_secs(120);
 /// The injected agent's container.
@@ -205,58 +203,8 @@ fn the_seeds_walkthrough_in_policy_mode_prints_the_secret_in_kubectl_logs() {
     let arn = moto.create_secret("us-east-1", "database-password", value);
     let ns = policy_namespaces("node-policy-seed");
     let _policy = Policy::install(&ns, &moto, &[]);
-    let irsa = IrsaWebhook::start(
-        "webserver-service-account",
-        "arn:aws:iam::123456789012:role/webserver-secrets-role",
-    );
-    register_irsa(&ns, &irsa);
-
-    let examples = repo_root().join("examples");
-    plane.kubectl_ok(&[
-        "apply",
-        "-n",
-        &ns.app,
-        "-f",
-        examples
-            .join("webserver-service-account.yaml")
-            .to_str()
-            .unwrap(),
-    ]);
-    let deployment = std::fs::read_to_string(examples.join("webserver-deployment.yaml"))
-        .unwrap()
-        .replace(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF",
-            &arn,
-        );
-    let applied = plane.kubectl_stdin(
-        &["apply", "-n", &ns.app, "-f", "-"],
-        Some(deployment.as_bytes()),
-    );
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-
-    let pods = wait_pods(
-        plane,
-        &ns.app,
-        "run=webserver",
-        "the webserver pod to run",
-        POD_START,
-        |pods| pods.iter().any(|p| phase(p) == "Running"),
-    );
-    let pod = pods.iter().find(|p| phase(p) == "Running").unwrap();
-    let name = pod["metadata"]["name"].as_str().unwrap();
-    let status = &pod["status"]["initContainerStatuses"][0];
-    assert_eq!(status["name"], AGENT, "{pod}");
-    assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{pod}");
-    let mut logs = String::new();
-    plane.wait_for("the webserver's log line", Duration::from_secs(60), || {
-        logs = plane.kubectl_ok(&["logs", "-n", &ns.app, name, "-c", "webserver"]);
-        !logs.is_empty()
-    });
-    assert_eq!(logs.trim(), value, "kubectl logs");
+    let (pod, irsa) = seed_walkthrough(&ns, &arn, value);
+    let pod = &pod;
 
     // The policy's agent: our image, its plan carried as the pod's annotations, the operator's
     // endpoint after them; none of the webhook's plan variables.

@@ -15,11 +15,10 @@ use serde_json::{Value, json};
 use crate::common::controlplane::{ControlPlane, Namespaces};
 use crate::common::moto::Moto;
 use crate::common::node::{
-    self, NODE_IP, create_ok, exec, install_chart, irsa_service_account, phase, wait_pods,
+    self, NODE_IP, POD_START, create_ok, exec, install_chart, irsa_service_account, phase,
+    wait_pods,
 };
 
-/// Generous liveness bound for a pod to start (image pulls, the sidecar's startup probe).
-const POD_START: Duration = Duration::from_secs(180);
 /// The rotation interval of the scenarios: the shortest the webhook admits.
 const INTERVAL: Duration = Duration::from_secs(30);
 /// Generous liveness bound for a rotation to reach a pod: ten times interval plus jitter.

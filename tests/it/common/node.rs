@@ -769,3 +769,64 @@ pub fn exec(
     args.extend_from_slice(command);
     plane.kubectl_ok(&args)
 }
+
+/// The seed's walkthrough in `ns`'s app namespace, verbatim but for the secret's ARN (its
+/// readers put their own there): the IRSA stand-in for the blog's ServiceAccount, the
+/// ServiceAccount and `webserver` Deployment of examples/; the pod runs after the agent exited 0,
+/// and `kubectl logs` prints `value` (`echo $(cat /tmp/secret)`: the JSON, word-split and joined
+/// by spaces). The running pod, and the IRSA stand-in, which must live as long as the test.
+pub fn seed_walkthrough(
+    ns: &Namespaces,
+    arn: &str,
+    value: &str,
+) -> (Value, super::irsa_webhook::IrsaWebhook) {
+    let plane = ns.plane;
+    let irsa = super::irsa_webhook::IrsaWebhook::start(
+        "webserver-service-account",
+        "arn:aws:iam::123456789012:role/webserver-secrets-role",
+    );
+    register_irsa(ns, &irsa);
+    let examples = repo_root().join("examples");
+    let account = examples.join("webserver-service-account.yaml");
+    plane.kubectl_ok(&["apply", "-n", &ns.app, "-f", account.to_str().unwrap()]);
+    let deployment = std::fs::read_to_string(examples.join("webserver-deployment.yaml"))
+        .unwrap()
+        .replace(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF",
+            arn,
+        );
+    let applied = plane.kubectl_stdin(
+        &["apply", "-n", &ns.app, "-f", "-"],
+        Some(deployment.as_bytes()),
+    );
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let pods = wait_pods(
+        plane,
+        &ns.app,
+        "run=webserver",
+        "the webserver pod to run",
+        POD_START,
+        |pods| pods.iter().any(|p| phase(p) == "Running"),
+    );
+    let pod = pods.into_iter().find(|p| phase(p) == "Running").unwrap();
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    // The agent ran to completion before the app started.
+    let agent = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(agent["name"], "secrets-init-container", "{pod}");
+    assert_eq!(agent["state"]["terminated"]["exitCode"], 0, "{pod}");
+    let mut logs = String::new();
+    plane.wait_for("the webserver's log line", Duration::from_secs(60), || {
+        logs = plane.kubectl_ok(&["logs", "-n", &ns.app, &name, "-c", "webserver"]);
+        !logs.is_empty()
+    });
+    assert_eq!(logs.trim(), value, "kubectl logs");
+    (pod, irsa)
+}
+
+/// How long a pod may take to start on the node (liveness only: image pulls and the kubelet's
+/// loops on a loaded machine).
+pub const POD_START: Duration = Duration::from_secs(180);
