@@ -20,7 +20,7 @@
 //! `cargo test --all-targets` (no `--bench`) it is a smoke test: 3 pods per variant, each
 //! checked, no file. `bench/policy-admission.sh` wraps it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -30,12 +30,11 @@ use serde_json::{Value, json};
 #[allow(dead_code)]
 mod common;
 
-use common::controlplane::{ControlPlane, Namespaces, Release, shared};
+use common::controlplane::{Namespaces, Release, shared};
+use common::policy::AdmissionPolicy;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 const POLICY_LABEL: &str = "policy.secret-inject.bench/enabled";
-/// Liveness bound for policy mode to be picked up.
-const POLICY_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -91,32 +90,6 @@ fn injected(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.name == "secrets-init-container"))
 }
 
-/// `secret-inject admission-policy | kubectl apply -f -`, bound to namespaces labelled
-/// [`POLICY_LABEL`]`=enabled`.
-fn install_policy(plane: &ControlPlane) {
-    let output = common::secret_inject(
-        &[
-            "admission-policy",
-            "--name",
-            "secret-inject-bench",
-            "--namespace-label",
-            POLICY_LABEL,
-        ],
-        None,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let applied = plane.kubectl_stdin(&["apply", "-f", "-"], Some(&output.stdout));
-    assert!(
-        applied.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -145,7 +118,9 @@ fn main() {
     let webhook = Namespaces::new("bench-wh", &[]);
     let _release = Release::install(&webhook, &[]);
     let policy = Namespaces::new("bench-pol", &[(POLICY_LABEL, "enabled")]);
-    install_policy(plane);
+    // Installed and injecting in the policy namespace when this returns.
+    let _policy =
+        AdmissionPolicy::install(plane, "secret-inject-bench", POLICY_LABEL, &policy.app, &[]);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -189,20 +164,6 @@ fn main() {
             created.spec
         );
     };
-
-    // A fresh policy takes a moment to be picked up.
-    let deadline = Instant::now() + POLICY_DEADLINE;
-    loop {
-        let result = runtime.block_on(apis[Variant::Policy as usize].create(&dry, &annotated));
-        if result.as_ref().is_ok_and(injected) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "policy mode does not inject within {POLICY_DEADLINE:?}: {result:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     let mut samples: [Vec<f64>; 3] = Default::default();
     for round in 0..warmup + pods {

@@ -346,7 +346,7 @@ fn agent_env(given: &[String]) -> Result<Vec<(String, String)>, SettingsError> {
 }
 
 /// Environment variables that would hand every injected agent one set of AWS credentials.
-const STATIC_CREDENTIALS_ENV: &[&str] = &[
+pub const STATIC_CREDENTIALS_ENV: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

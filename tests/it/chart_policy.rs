@@ -3,7 +3,6 @@
 //! test control plane (Kubernetes 1.36) that injects the seed pod without any webhook.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -315,14 +314,8 @@ fn policy_mode_parameters_equal_the_cli_for_the_webhook_settings() {
 #[test]
 fn policy_mode_refuses_the_agent_env_the_webhook_refuses() {
     let mut names: Vec<&str> = secret_inject::contract::AWS_IDENTITY_ENV.to_vec();
+    names.extend(secret_inject::mutate::STATIC_CREDENTIALS_ENV);
     names.extend([
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "SECRET_ARN",
         "SECRET_FILENAME",
         "SECRET_INJECT_DEADLINE",
@@ -456,34 +449,17 @@ fn policy_mode_installs_and_the_api_server_injects_the_seed_pod() {
         "spec": {"containers": [{"name": "webserver", "image": "busybox:1.28"}]}
     });
     let dry_run = |pod: &Value| -> Value {
-        let output = plane.kubectl_stdin(
-            &[
-                "create",
-                "--dry-run=server",
-                "-o",
-                "json",
-                "-n",
-                &ns.app,
-                "-f",
-                "-",
-            ],
-            Some(pod.to_string().as_bytes()),
-        );
-        assert!(
-            output.status.success(),
-            "kubectl create --dry-run=server: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+        common::policy::dry_run(plane, &ns.app, pod)
+            .unwrap_or_else(|e| panic!("kubectl create --dry-run=server: {e}"))
     };
     // The API server loads new policies asynchronously: wait until the seed pod is injected.
     let mut stored = Value::Null;
     plane.wait_for(
         "the MutatingAdmissionPolicy to inject the seed pod",
-        Duration::from_secs(60),
+        common::policy::POLICY_READY,
         || {
             stored = dry_run(&seed);
-            stored["spec"]["initContainers"].is_array()
+            common::policy::injected(&stored)
         },
     );
     let init = &stored["spec"]["initContainers"][0];

@@ -9,143 +9,66 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::controlplane::{ControlPlane, Namespaces};
+use crate::common::controlplane::Namespaces;
 use crate::common::moto::Moto;
 use crate::common::node::{
     self, NODE_IP, POD_START, create, create_ok, irsa_service_account, phase, seed_walkthrough,
     wait_pods,
 };
+use crate::common::policy::{AdmissionPolicy, POLICY_READY, dry_run};
 use crate::common::secret_inject;
 use crate::node_failures::{assert_agent_failed_and_app_never_started, kubectl_status};
 
-/// Generous liveness bound for newly applied policies to take effect in the API server.
-const POLICY_READY: Duration = Duration::from_secs(120);
 /// The injected agent's container.
 const AGENT: &str = "secrets-init-container";
 
-/// Policy mode installed for one test's app namespace, as a user without Helm installs it;
-/// the cluster-scoped objects are deleted when dropped (the namespaces go with [`Namespaces`]).
+/// Policy mode for one test's app namespace, as a user without Helm installs it
+/// ([`AdmissionPolicy`]): our image from the node's registry, the agent reaching moto.
 struct Policy {
-    plane: &'static ControlPlane,
-    name: String,
+    _objects: AdmissionPolicy,
 }
 
 impl Policy {
-    /// `secret-inject admission-policy --name <test> --namespace <release namespace>
-    /// --namespace-label <the test's label> --sidecar-image <our image> --sidecar-env
-    /// AWS_ENDPOINT_URL=<moto>` | `kubectl apply`, the bindings selecting the namespaces labelled
-    /// [`Policy::label`]`=enabled` (made so by [`policy_namespaces`]). Waits until the API server
-    /// injects and validates with them (server-side dry runs).
+    /// `secret-inject admission-policy --name <test> --namespace-label <the test's label>
+    /// --sidecar-image <our image> --sidecar-env AWS_ENDPOINT_URL=<moto>` | `kubectl apply`, the
+    /// bindings selecting the namespaces labelled [`Policy::label`]`=enabled` (made so by
+    /// [`policy_namespaces`]). Waits until the API server injects and validates with them.
     fn install(ns: &Namespaces, moto: &Moto, extra: &[&str]) -> Policy {
         let node = node::shared();
-        let label = Policy::label(&ns.name);
         let endpoint = format!("AWS_ENDPOINT_URL={}", moto.endpoint());
         let mut args = vec![
-            "admission-policy",
-            "--name",
-            &ns.name,
-            "--namespace-label",
-            &label,
             "--sidecar-image",
             &node.images.secret_inject,
             "--sidecar-env",
             &endpoint,
         ];
         args.extend_from_slice(extra);
-        let printed = secret_inject(&args, None);
-        assert!(
-            printed.status.success(),
-            "secret-inject admission-policy: {}",
-            String::from_utf8_lossy(&printed.stderr)
-        );
-        let policy = Policy {
-            plane: ns.plane,
-            name: ns.name.clone(),
-        };
-        let applied = ns
-            .plane
-            .kubectl_stdin(&["apply", "-f", "-"], Some(&printed.stdout));
-        assert!(
-            applied.status.success(),
-            "kubectl apply of the policies: {}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
-        // The API server loads new policies and bindings a moment later.
-        let probe = |annotations: Value| {
-            json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "policy-probe", "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": node.images.busybox}]}
-            })
-            .to_string()
-        };
-        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:probe-AbCdEf";
-        let injected = probe(json!({"secrets.k8s.aws/sidecarInjectorWebhook": "enabled",
-                                    "secrets.k8s.aws/secret-arn": arn}));
-        let denied = probe(json!({"secrets.k8s.aws/sidecarInjectorWebhook": "enabled",
-                                  "secrets.k8s.aws/secret-arn": arn,
-                                  "secrets.k8s.aws/secret-format": "yaml"}));
-        let dry_run = |pod: &str| {
-            ns.plane.kubectl_stdin(
-                &[
-                    "create",
-                    "-n",
-                    &ns.app,
-                    "-f",
-                    "-",
-                    "--dry-run=server",
-                    "-o",
-                    "json",
-                ],
-                Some(pod.as_bytes()),
-            )
-        };
-        ns.plane.wait_for(
-            "the MutatingAdmissionPolicy to inject",
-            POLICY_READY,
-            || {
-                let output = dry_run(&injected);
-                output.status.success()
-                    && serde_json::from_slice::<Value>(&output.stdout).is_ok_and(|pod| {
-                        pod["spec"]["initContainers"]
-                            .as_array()
-                            .is_some_and(|c| c.iter().any(|c| c["name"] == AGENT))
-                    })
-            },
-        );
+        let objects =
+            AdmissionPolicy::install(ns.plane, &ns.name, &Policy::label(&ns.name), &ns.app, &args);
+        let denied = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "policy-probe", "annotations": {
+                "secrets.k8s.aws/sidecarInjectorWebhook": "enabled",
+                "secrets.k8s.aws/secret-arn":
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:probe-AbCdEf",
+                "secrets.k8s.aws/secret-format": "yaml"}},
+            "spec": {"containers": [{"name": "app", "image": node.images.busybox}]}
+        });
         ns.plane.wait_for(
             "the ValidatingAdmissionPolicy to deny",
             POLICY_READY,
             || {
-                let output = dry_run(&denied);
-                !output.status.success()
-                    && String::from_utf8_lossy(&output.stderr)
-                        .contains("annotation secrets.k8s.aws/secret-format: value \"yaml\"")
+                dry_run(ns.plane, &ns.app, &denied).is_err_and(|e| {
+                    e.contains("annotation secrets.k8s.aws/secret-format: value \"yaml\"")
+                })
             },
         );
-        policy
+        Policy { _objects: objects }
     }
 
     /// The label (set to `enabled`) whose namespaces the test's bindings select.
     fn label(name: &str) -> String {
         format!("policy.secret-inject.test/{name}")
-    }
-}
-
-impl Drop for Policy {
-    fn drop(&mut self) {
-        let objects: Vec<String> = [
-            "mutatingadmissionpolicybinding",
-            "mutatingadmissionpolicy",
-            "validatingadmissionpolicybinding",
-            "validatingadmissionpolicy",
-        ]
-        .iter()
-        .map(|kind| format!("{kind}/{}", self.name))
-        .collect();
-        let mut args = vec!["delete", "--ignore-not-found", "--wait=false"];
-        args.extend(objects.iter().map(String::as_str));
-        let _ = self.plane.kubectl(&args);
     }
 }
 

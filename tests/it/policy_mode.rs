@@ -28,7 +28,6 @@
 //! by [`the_vaps_denials_match_the_webhooks_messages`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use secret_inject::cli::AgentArgs;
 use secret_inject::contract::{self, Carrier, Plan, PodFields, SecretFields, env};
@@ -37,7 +36,8 @@ use secret_inject::spec;
 use serde_json::{Value, json};
 
 use crate::common::controlplane::{ControlPlane, Namespaces, Release};
-use crate::common::{repo_root, secret_inject};
+use crate::common::policy::{AdmissionPolicy, POLICY_READY, dry_run, injected, wait_injecting};
+use crate::common::repo_root;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
 
@@ -52,65 +52,18 @@ pub struct PolicyMode {
 const POLICY_NAME: &str = "secret-inject-policy-tests";
 const POLICY_LABEL: &str = "policy.secret-inject.test/enabled";
 
-/// Install policy mode once: `secret-inject admission-policy ... | kubectl apply -f -`.
-fn shared_policy(plane: &ControlPlane) {
-    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let created = plane.kubectl(&["create", "namespace", POLICY_NAME]);
-        assert!(
-            created.status.success()
-                || String::from_utf8_lossy(&created.stderr).contains("already exists"),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        let output = secret_inject(
-            &[
-                "admission-policy",
-                "--name",
-                POLICY_NAME,
-                "--namespace-label",
-                POLICY_LABEL,
-            ],
-            None,
-        );
-        assert!(
-            output.status.success(),
-            "secret-inject admission-policy failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let applied = plane.kubectl_stdin(&["apply", "-f", "-"], Some(&output.stdout));
-        assert!(
-            applied.status.success(),
-            "kubectl apply of the policy objects failed:\n{}{}",
-            String::from_utf8_lossy(&applied.stdout),
-            String::from_utf8_lossy(&applied.stderr)
-        );
-    });
-}
-
 impl PolicyMode {
+    /// The test's namespaces, the app namespace labelled for the policy the test binary
+    /// installs once ([`AdmissionPolicy`], kept until the control plane goes), injecting there.
     pub fn install(test: &str) -> PolicyMode {
+        static INSTALLED: std::sync::OnceLock<AdmissionPolicy> = std::sync::OnceLock::new();
         let ns = Namespaces::new(test, &[(POLICY_LABEL, "enabled")]);
-        shared_policy(ns.plane);
-        let policy = PolicyMode { ns };
-        // A fresh policy takes a moment to be picked up: poll a dry run until it injects.
-        let probe = pod("probe", json!({spec::SECRET_ARN: ARN}));
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let outcome = dry_run(policy.ns.plane, &policy.ns.app, &probe);
-            if outcome
-                .as_ref()
-                .is_ok_and(|p| init_names(p).iter().any(|n| n == contract::CONTAINER_NAME))
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "policy mode does not inject within 60 s; last dry run: {outcome:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        policy
+        let plane = ns.plane;
+        INSTALLED.get_or_init(|| {
+            AdmissionPolicy::install(plane, POLICY_NAME, POLICY_LABEL, &ns.app, &[])
+        });
+        wait_injecting(plane, &ns.app);
+        PolicyMode { ns }
     }
 }
 
@@ -138,29 +91,6 @@ fn create_ok(plane: &ControlPlane, args: &[&str], object: &Value) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// `kubectl create --dry-run=server -o json`: the pod as the API server would store it, or
-/// kubectl's stderr.
-fn dry_run(plane: &ControlPlane, ns: &str, object: &Value) -> Result<Value, String> {
-    let output = plane.kubectl_stdin(
-        &[
-            "create",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-n",
-            ns,
-            "-f",
-            "-",
-        ],
-        Some(object.to_string().as_bytes()),
-    );
-    if output.status.success() {
-        Ok(serde_json::from_slice(&output.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 fn init_names(pod: &Value) -> Vec<String> {
@@ -809,55 +739,17 @@ fn an_uninstall_and_a_reinstall_keep_injecting() {
     let label = "policy.secret-inject.test/reinstall";
     let ns = Namespaces::new("policy-reinstall", &[(label, "enabled")]);
     let plane = ns.plane;
-    let apply = |name: &str, verb: &str| {
-        let output = secret_inject(
-            &[
-                "admission-policy",
-                "--name",
-                name,
-                "--namespace-label",
-                label,
-            ],
-            None,
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let mut args = vec![verb, "-f", "-"];
-        if verb == "delete" {
-            args.push("--wait=true");
-        }
-        let done = plane.kubectl_stdin(&args, Some(&output.stdout));
-        assert!(
-            done.status.success(),
-            "kubectl {verb}: {}",
-            String::from_utf8_lossy(&done.stderr)
-        );
-    };
-    let injects_within_60s = |what: &str| {
-        let probe = pod("probe", json!({spec::SECRET_ARN: ARN}));
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let outcome = dry_run(plane, &ns.app, &probe);
-            if outcome
-                .as_ref()
-                .is_ok_and(|p| init_names(p).iter().any(|n| n == contract::CONTAINER_NAME))
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}: policy mode does not inject within 60 s; last dry run: {outcome:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    apply("secret-inject-reinstall-a", "apply");
-    injects_within_60s("first install");
-    apply("secret-inject-reinstall-a", "delete");
-    apply("secret-inject-reinstall-b", "apply");
-    injects_within_60s("after an uninstall, another install");
-    apply("secret-inject-reinstall-b", "delete");
+    let first = AdmissionPolicy::install(plane, "secret-inject-reinstall-a", label, &ns.app, &[]);
+    drop(first);
+    // Uninstalled: a pod is stored as given again.
+    plane.wait_for("the first install to be gone", POLICY_READY, || {
+        dry_run(
+            plane,
+            &ns.app,
+            &pod("probe", json!({spec::SECRET_ARN: ARN})),
+        )
+        .is_ok_and(|p| !injected(&p))
+    });
+    // Another install injects (AdmissionPolicy::install waits until it does).
+    let _second = AdmissionPolicy::install(plane, "secret-inject-reinstall-b", label, &ns.app, &[]);
 }

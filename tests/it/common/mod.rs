@@ -211,6 +211,7 @@ pub mod controlplane;
 pub mod irsa_webhook;
 pub mod moto;
 pub mod node;
+pub mod policy;
 pub mod random_pod;
 pub mod registry;
 pub mod webhook;
