@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::controlplane::{ControlPlane, Namespaces, Release, shared};
+use crate::common::controlplane::{
+    ControlPlane, Namespaces, Release, shared, without_token_volume,
+};
 use crate::common::repo_root;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
@@ -1418,27 +1420,6 @@ fn the_secret_writer_stores_labelled_secrets_in_secrets_manager_and_keeps_only_t
     );
     assert!(!plane.exists("secret", "late", &ns.app));
     release.stop_webhook();
-}
-
-/// `stored` without what the API server's ServiceAccount admission adds on its own: the token
-/// volume and its mounts.
-fn without_token_volume(mut stored: Value) -> Value {
-    let ours = |v: &Value| {
-        v["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("kube-api-access-"))
-    };
-    if let Some(volumes) = stored["spec"]["volumes"].as_array_mut() {
-        volumes.retain(|v| !ours(v));
-    }
-    for field in ["containers", "initContainers"] {
-        for container in stored["spec"][field].as_array_mut().into_iter().flatten() {
-            if let Some(mounts) = container["volumeMounts"].as_array_mut() {
-                mounts.retain(|m| !ours(m));
-            }
-        }
-    }
-    stored
 }
 
 /// Whether `stored` holds `expected` with only server defaults added: every field of an object

@@ -35,7 +35,9 @@ use secret_inject::mutate::policy::{MAX_TOP_LEVEL_NAME, UNSUPPORTED};
 use secret_inject::spec;
 use serde_json::{Value, json};
 
+use crate::common::controlplane::without_token_volume;
 use crate::common::controlplane::{ControlPlane, Namespaces, Release};
+use crate::common::node::register_irsa_as;
 use crate::common::policy::{AdmissionPolicy, POLICY_READY, dry_run, injected, wait_injecting};
 use crate::common::repo_root;
 
@@ -310,21 +312,7 @@ fn golden_pod(request: &Value) -> Option<Value> {
     for field in ["namespace", "creationTimestamp", "ownerReferences", "uid"] {
         meta.remove(field);
     }
-    let token = |v: &Value| {
-        v["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("kube-api-access-"))
-    };
-    if let Some(volumes) = pod["spec"]["volumes"].as_array_mut() {
-        volumes.retain(|v| !token(v));
-    }
-    for field in ["containers", "initContainers"] {
-        for c in pod["spec"][field].as_array_mut().into_iter().flatten() {
-            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
-                mounts.retain(|m| !token(m));
-            }
-        }
-    }
+    let mut pod = without_token_volume(pod);
     if let Some(status) = pod.as_object_mut() {
         status.remove("status");
     }
@@ -493,8 +481,6 @@ fn policy_mode_stores_the_webhooks_pod_modulo_the_carrier_and_denies_the_rest() 
 /// UPDATE of a created pod is left alone.
 #[test]
 fn policy_mode_is_idempotent_under_reinvocation_restricted_dry_run_and_updates() {
-    use base64::Engine as _;
-
     use crate::common::irsa_webhook::{IrsaWebhook, TOKEN_DIR};
 
     let policy = PolicyMode::install("polreinv");
@@ -508,23 +494,9 @@ fn policy_mode_is_idempotent_under_reinvocation_restricted_dry_run_and_updates()
     ]);
     let role = "arn:aws:iam::123456789012:role/webserver-secrets-role";
     let irsa = IrsaWebhook::start("webserver-service-account", role);
+    // After every other webhook: the policy runs first, then this, then the policy again.
     let configuration = format!("zzzz-irsa-{}", policy.ns.name);
-    let registration = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": configuration},
-        "webhooks": [{
-            "name": "pod-identity-webhook.amazonaws.com",
-            "admissionReviewVersions": ["v1"], "sideEffects": "None",
-            "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded",
-            "clientConfig": {"url": irsa.url,
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(&irsa.ca_pem)},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                       "resources": ["pods"]}],
-            "namespaceSelector": {"matchLabels": {"secret-inject-test": policy.ns.name}}
-        }]
-    });
-    create_ok(plane, &["create", "-f", "-"], &registration);
+    register_irsa_as(&policy.ns, &irsa, &configuration);
     plane.kubectl_ok(&[
         "create",
         "serviceaccount",

@@ -861,3 +861,24 @@ const CHART_FLAGS: &[&str] = &[
     "--sidecar-log-level",
     "--sidecar-env",
 ];
+
+/// `stored` without what the API server's ServiceAccount admission adds on its own: the token
+/// volume and its mounts.
+pub fn without_token_volume(mut stored: Value) -> Value {
+    let ours = |v: &Value| {
+        v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    };
+    if let Some(volumes) = stored["spec"]["volumes"].as_array_mut() {
+        volumes.retain(|v| !ours(v));
+    }
+    for field in ["containers", "initContainers"] {
+        for container in stored["spec"][field].as_array_mut().into_iter().flatten() {
+            if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+                mounts.retain(|m| !ours(m));
+            }
+        }
+    }
+    stored
+}

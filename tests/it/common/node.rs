@@ -659,11 +659,21 @@ pub fn install_chart(ns: &Namespaces, moto: &super::moto::Moto, extra: &[&str]) 
 /// Register the EKS Pod Identity Webhook stand-in for the test's app namespace, called before
 /// ours (configurations are called in the order of their names).
 pub fn register_irsa(ns: &Namespaces, irsa: &super::irsa_webhook::IrsaWebhook) {
+    register_irsa_as(ns, irsa, &format!("0-irsa-{}", ns.name));
+}
+
+/// [`register_irsa`] as the webhook configuration `configuration`, whose name orders it among
+/// the others (`zzzz-...`: after every other webhook).
+pub fn register_irsa_as(
+    ns: &Namespaces,
+    irsa: &super::irsa_webhook::IrsaWebhook,
+    configuration: &str,
+) {
     use base64::Engine as _;
     let configuration = serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": format!("0-irsa-{}", ns.name)},
+        "metadata": {"name": configuration},
         "webhooks": [{
             "name": "pod-identity-webhook.amazonaws.com",
             "admissionReviewVersions": ["v1"], "sideEffects": "None",
