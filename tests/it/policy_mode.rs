@@ -647,6 +647,18 @@ fn the_vaps_denials_match_the_webhooks_messages() {
             false,
         ),
         ("Windows pod", windows, "spec.os.name", false),
+        (
+            "switch of another value",
+            base(&[(spec::INJECTOR_WEBHOOK, "true")]),
+            spec::INJECTOR_WEBHOOK,
+            true,
+        ),
+        (
+            "switch without a secret",
+            pod("denied", json!({spec::INJECTOR_WEBHOOK: "enabled"})),
+            spec::SECRET_ARN,
+            true,
+        ),
     ];
     let mut failures = Vec::new();
     for (case, object, key, parity) in cases {
