@@ -627,13 +627,13 @@ fn inject(
             ..plan.clone()
         };
         if config.native_sidecars {
-            container = native_sidecar_fields(refresh.restart).merged_into(agent_container(
-                spec,
-                injection,
-                config,
-                security_context,
-                &rotating,
-            )?);
+            let sidecar = native_sidecar_fields(refresh.restart);
+            container = Container {
+                restart_policy: sidecar.restart_policy,
+                startup_probe: sidecar.startup_probe,
+                restart_policy_rules: sidecar.restart_policy_rules,
+                ..agent_container(spec, injection, config, security_context, &rotating)?
+            };
             add_metrics_port(&mut container, &rotating);
         } else {
             let mut sidecar =
@@ -1257,22 +1257,6 @@ fn native_sidecar_fields(restart: bool) -> Container {
             }]
         }),
         ..Default::default()
-    }
-}
-
-/// Merging [`native_sidecar_fields`] into a container.
-trait SidecarFields {
-    fn merged_into(self, container: Container) -> Container;
-}
-
-impl SidecarFields for Container {
-    fn merged_into(self, container: Container) -> Container {
-        Container {
-            restart_policy: self.restart_policy,
-            startup_probe: self.startup_probe,
-            restart_policy_rules: self.restart_policy_rules,
-            ..container
-        }
     }
 }
 

@@ -432,8 +432,9 @@ fn agent_container() -> String {
     )));
     // Rotation: the native sidecar (super::inject).
     let sidecar = super::native_sidecar_fields(true);
-    let restarting = super::native_sidecar_fields(true)
+    let restarting = sidecar
         .restart_policy_rules
+        .as_ref()
         .map(|rules| serde_json::to_value(rules).unwrap_or_default());
     value["restartPolicy"] = json!(optional(&format!(
         "variables.refresh ? optional.of({}) : optional.none()",
