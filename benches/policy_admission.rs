@@ -69,17 +69,11 @@ fn pod(annotated: bool) -> Pod {
     } else {
         json!({})
     };
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": "bench-", "annotations": annotations},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
-                            "securityContext": {"allowPrivilegeEscalation": false,
-                                                "capabilities": {"drop": ["ALL"]}}}]
-        }
-    }))
+    serde_json::from_value(common::policy::restricted_pod(
+        "generateName",
+        "bench-",
+        annotations,
+    ))
     .unwrap()
 }
 

@@ -38,7 +38,9 @@ use serde_json::{Value, json};
 use crate::common::controlplane::without_token_volume;
 use crate::common::controlplane::{ControlPlane, Namespaces, Release};
 use crate::common::node::register_irsa_as;
-use crate::common::policy::{AdmissionPolicy, POLICY_READY, dry_run, injected, wait_injecting};
+use crate::common::policy::{
+    AdmissionPolicy, POLICY_READY, dry_run, injected, restricted_pod, wait_injecting,
+};
 use crate::common::repo_root;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:database-password-hlRvvF";
@@ -71,17 +73,7 @@ impl PolicyMode {
 
 /// A restricted-PSS-compliant pod with `annotations`.
 fn pod(name: &str, annotations: Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
-                            "securityContext": {"allowPrivilegeEscalation": false,
-                                                "capabilities": {"drop": ["ALL"]}}}]
-        }
-    })
+    restricted_pod("name", name, annotations)
 }
 
 /// kubectl `args` with `object` on stdin, which must succeed.

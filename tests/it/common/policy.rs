@@ -127,3 +127,19 @@ pub fn wait_injecting(plane: &ControlPlane, namespace: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A pod that PodSecurity `restricted` admits, with `annotations` and the given `metadata` name
+/// field (`name` or `generateName`).
+pub fn restricted_pod(name_field: &str, name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {name_field: name, "annotations": annotations},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
+                            "securityContext": {"allowPrivilegeEscalation": false,
+                                                "capabilities": {"drop": ["ALL"]}}}]
+        }
+    })
+}
