@@ -66,6 +66,16 @@ impl AdmissionPolicyArgs {
             super::manifest::print(&text)?;
             return Ok(ExitCode::SUCCESS);
         }
+        if let Some(label) = &namespace_label
+            && !is_label_key(label)
+        {
+            anyhow::bail!(
+                "--namespace-label {:?}: not a Kubernetes label key (an optional DNS subdomain \
+                 prefix and '/', then up to 63 letters, digits, '-', '_' or '.', starting and \
+                 ending with a letter or digit), e.g. secrets.k8s.aws/injection",
+                label.chars().take(80).collect::<String>()
+            );
+        }
         let namespace_selector = match namespace_label {
             Some(label) => serde_json::json!({"matchLabels": {label: "enabled"}}),
             None => policy::default_namespace_selector(),
@@ -83,5 +93,60 @@ impl AdmissionPolicyArgs {
             .collect();
         super::manifest::print(&documents.join("---\n"))?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Whether `key` is a Kubernetes label key: `[prefix/]name`, the prefix a DNS subdomain of at
+/// most 253 characters, the name at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = key
+        .rsplit_once('/')
+        .map_or((None, key), |(p, n)| (Some(p), n));
+    let name_ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok = prefix.is_none_or(|p| {
+        (1..=253).contains(&p.len())
+            && p.split('.').all(|l| {
+                (1..=63).contains(&l.len())
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    });
+    name_ok && prefix_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_label_key;
+
+    #[test]
+    fn label_keys() {
+        for ok in [
+            "secrets.k8s.aws/injection",
+            "team",
+            "a.b/c_d-e.f",
+            "policy.secret-inject.test/x",
+        ] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/x",
+            "a/",
+            "a/b/c",
+            "-x",
+            "x-",
+            "Upper.Case/x",
+            "a/b\"}",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
     }
 }
